@@ -1,0 +1,174 @@
+"""The local catalog: a sqlite cache of what the manifests say, plus stat data.
+
+Losing it never loses data; it is rebuilt from the repository's manifests
+(automatically when its tip differs from the repository's newest manifest, or
+by ``genarc catalog rebuild``). The same tree table also serves restore, which
+replays a generation's chain into a throw-away database: memory stays flat
+however large the tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from .errors import IntegrityError, LocalIOError
+
+TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
+                "obj_key", "obj_version", "obj_sha256", "entry", "op")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {name} (
+    path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
+    uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target TEXT, xxh3 TEXT,
+    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT
+) WITHOUT ROWID
+"""
+
+
+def path_key(name: str) -> bytes:
+    """Catalog key of a manifest path: its bytes, so ordering is bytewise and non-UTF-8 names survive."""
+    return os.fsencode(name)
+
+
+def path_name(key: bytes) -> str:
+    return os.fsdecode(key)
+
+
+def canonical_line(row: Mapping[str, Any]) -> bytes:
+    """One entry's contribution to the tree digest."""
+    from .manifest import dumps
+
+    fields = [path_name(row["path"]), row["type"], row["size"], row["xxh3"], row["mode"], row["mtime_ns"],
+              row["uid"], row["gid"], row["target"]]
+    return (dumps(fields) + "\n").encode()
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None)
+    except sqlite3.Error as exc:
+        raise LocalIOError(f"Cannot open the catalog {path}: {exc}; check the state directory.") from exc
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL" if str(path) != ":memory:" else "PRAGMA journal_mode=MEMORY")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class TreeTable:
+    """A tree state (path -> entry) in one sqlite table."""
+
+    def __init__(self, conn: sqlite3.Connection, name: str) -> None:
+        self.conn, self.name = conn, name
+        conn.execute(_SCHEMA.format(name=name))
+
+    def clear(self) -> None:
+        self.conn.execute(f"DELETE FROM {self.name}")
+
+    def put(self, row: Mapping[str, Any]) -> None:
+        values = [row.get(c) for c in TREE_COLUMNS]
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO {self.name} ({','.join(TREE_COLUMNS)}) VALUES ({','.join('?' * len(TREE_COLUMNS))})",
+            values,
+        )
+
+    def get(self, path: bytes) -> sqlite3.Row | None:
+        return self.conn.execute(f"SELECT * FROM {self.name} WHERE path = ?", (path,)).fetchone()
+
+    def remove(self, path: bytes) -> None:
+        self.conn.execute(f"DELETE FROM {self.name} WHERE path = ?", (path,))
+
+    def rows(self, where: str = "", params: Iterable[Any] = ()) -> Iterator[sqlite3.Row]:
+        """Rows in path order, fetched in batches so a large tree never sits in memory."""
+        last: bytes | None = None
+        clause = f"AND ({where})" if where else ""
+        while True:
+            if last is None:
+                batch = self.conn.execute(
+                    f"SELECT * FROM {self.name} WHERE 1 {clause} ORDER BY path LIMIT 2000", tuple(params)).fetchall()
+            else:
+                batch = self.conn.execute(
+                    f"SELECT * FROM {self.name} WHERE path > ? {clause} ORDER BY path LIMIT 2000",
+                    (last, *params)).fetchall()
+            if not batch:
+                return
+            yield from batch
+            last = batch[-1]["path"]
+
+    def count(self) -> int:
+        return int(self.conn.execute(f"SELECT count(*) FROM {self.name}").fetchone()[0])
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for row in self.rows():
+            h.update(canonical_line(row))
+        return h.hexdigest()
+
+    def apply_manifest(self, entries: Iterable[Mapping[str, Any]], objects: list[Mapping[str, Any]], what: str) -> None:
+        """Replay one manifest's entries onto this tree."""
+        for entry in entries:
+            path = path_key(entry["path"])
+            op = entry.get("op")
+            if op == "remove":
+                self.remove(path)
+                continue
+            if op not in ("add", "change", "meta"):
+                raise IntegrityError(f"{what} has an entry with unknown op {op!r}.")
+            row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry")}
+            row["path"] = path
+            if "obj" in entry:
+                try:
+                    obj = objects[entry["obj"]]
+                except (IndexError, TypeError):
+                    raise IntegrityError(f"{what} refers to an object it does not list.") from None
+                row.update(obj_key=obj["key"], obj_version=obj.get("version_id"), obj_sha256=obj["sha256"])
+            elif op == "meta" and row["type"] == "file" and (row["size"] or 0) > 0:
+                old = self.get(path)
+                if old is None or old["type"] != "file":
+                    raise IntegrityError(f"{what} changes metadata of {entry['path']!r}, which the chain does not hold.")
+                row.update(obj_key=old["obj_key"], obj_version=old["obj_version"], obj_sha256=old["obj_sha256"],
+                           entry=old["entry"])
+            elif row["type"] == "file" and (row["size"] or 0) > 0:
+                raise IntegrityError(f"{what} lists {entry['path']!r} without the object that holds it.")
+            self.put(row)
+
+
+class Catalog:
+    """The per-job cache in the XDG state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalIOError(f"Cannot create the state directory {path.parent}: {exc.strerror}.") from exc
+        self.conn = connect(path)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self.tree = TreeTable(self.conn, "tree")
+
+    @staticmethod
+    def location(state_dir: Path, repo_id: str, job: str) -> Path:
+        return state_dir / "catalog" / repo_id / f"{job}.sqlite"
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, values: Mapping[str, str | None]) -> None:
+        for key, value in values.items():
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def tip(self) -> str | None:
+        return self.get_meta("tip_key")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "genarc"

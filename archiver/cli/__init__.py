@@ -1,0 +1,74 @@
+"""The command line: a thin shell over the archiver library. ``main(argv)`` returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from typing import Sequence
+
+from ..errors import EXIT_CODES, EXIT_INTERNAL, GenarcError, Interrupted
+from . import catalog, init, list as list_cmd, ls, restore, run, verify
+
+COMMANDS = (init, run, list_cmd, ls, restore, verify, catalog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="genarc",
+        description="Generational full-copy archiver: 7z volumes, generations that expire whole, a client that never deletes.",
+        epilog=f"environment:\n  GENARC_CONFIG        job file (after --config)\n"
+               f"  GENARC_NOW           pin 'now' (ISO-8601) for simulations and tests\n"
+               f"  GENARC_DAY_SECONDS   length of a retention day in seconds (testing only)\n\nexit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="job file (default: $GENARC_CONFIG, ./genarc.toml, "
+                        "then $XDG_CONFIG_HOME/genarc/genarc.toml)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Interrupted(f"Stopped by signal {signal.Signals(signum).name}; nothing from the interrupted run was committed.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    try:
+        return int(args.func(args))
+    except GenarcError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"genarc: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("genarc: error: interrupted; nothing from the interrupted run was committed.", file=sys.stderr)
+        return Interrupted.exit_code
+    except Exception as exc:  # a bug: one line, unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"genarc: internal error: {type(exc).__name__}: {exc}. Rerun with --debug and report it.", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""What every command shares: loading the job file, opening the repository, printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .. import config as config_mod
+from ..catalog import state_dir
+from ..clock import Clock, clock_from_env, parse_time
+from ..config import Config
+from ..errors import LocalIOError, UsageError
+from ..repository import Repository
+from ..store import RequestCounts
+
+
+@dataclass
+class Context:
+    config: Config
+    clock: Clock
+    state_dir: Path
+    counts: RequestCounts
+
+    def open_repository(self) -> Repository:
+        return Repository.open(self.config, counts=self.counts)
+
+
+def context(args: argparse.Namespace) -> Context:
+    path = config_mod.discover(getattr(args, "config", None))
+    return Context(config_mod.load(path), clock_from_env(), state_dir(), RequestCounts())
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def emit_json(value: Any) -> None:
+    def default(obj: Any) -> Any:
+        if is_dataclass(obj):
+            return asdict(obj)
+        if isinstance(obj, Path):
+            return str(obj)
+        return str(obj)
+
+    json.dump(value, sys.stdout, indent=2, sort_keys=True, default=default, ensure_ascii=True)
+    sys.stdout.write("\n")
+
+
+def say(message: str = "") -> None:
+    print(message)
+
+
+def warn(message: str) -> None:
+    print(f"genarc: warning: {message}", file=sys.stderr)
+
+
+def shown(name: str) -> str:
+    """A path as a human sees it: newlines and other control characters escaped."""
+    return name.encode("unicode_escape", errors="backslashreplace").decode("ascii") if not name.isprintable() else name
+
+
+@contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    try:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+    except OSError as exc:
+        raise LocalIOError(f"Cannot create a temporary directory: {exc.strerror}; set TMPDIR to a writable disk.") from exc
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def parse_at(text: str | None):
+    if text is None:
+        return None
+    try:
+        return parse_time(text, "--at")
+    except Exception as exc:
+        raise UsageError(str(exc)) from None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false", "no")

@@ -1,0 +1,31 @@
+"""genarc init: create the repository named in the job file."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..repository import Repository
+from .common import context, say, warn
+
+HELP = "create a new repository at the job file's repository URL"
+EXAMPLE = "genarc --config configs/local.toml init"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("init", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = context(args)
+    repo = Repository.init(ctx.config, ctx.clock.now(), counts=ctx.counts)
+    caps = repo.store.capabilities
+    say(f"created repository {repo.id} at {ctx.config.repository_url}")
+    say(f"encryption: {ctx.config.encryption}; store: {caps.description}")
+    if not caps.ransomware_safe:
+        warn("this repository is not ransomware-proof: anyone with this machine's rights can delete it. "
+             "Use an S3 bucket with Object Lock or B2 with File Lock for that.")
+    if ctx.config.encryption == "none":
+        warn("encryption = \"none\": volumes and manifests are stored in the clear.")
+    return 0

@@ -1,0 +1,65 @@
+"""genarc ls: the files of one restore point."""
+
+from __future__ import annotations
+
+import argparse
+import stat as stat_mod
+from datetime import datetime, timezone
+
+from .. import chain as chain_mod
+from ..catalog import TreeTable, connect, path_name
+from ..restore import resolve_point
+from .common import add_json, context, emit_json, parse_at, say, shown, workdir
+
+HELP = "list the files of a restore point (the newest unless chosen)"
+EXAMPLE = "genarc ls home --generation 3 --point 2 home/alice/docs"
+
+
+def add_point_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generation", type=int, metavar="G", help="generation number (default: the newest)")
+    point = p.add_mutually_exclusive_group()
+    point.add_argument("--point", type=int, metavar="P", help="point number within the generation")
+    point.add_argument("--at", metavar="TIME", help="the newest point at or before this ISO-8601 time")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("ls", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("path", nargs="?", metavar="PATH", help="only this path and what is below it")
+    add_point_arguments(p)
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = context(args)
+    repo = ctx.open_repository()
+    names = repo.manifest_names(args.job)
+    name = resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
+    prefix = (args.path or "").strip("/")
+    rows = []
+    with workdir("genarc-ls-") as tmp:
+        conn = connect(tmp / "ls.sqlite")
+        tree = TreeTable(conn, "tree")
+        conn.execute("BEGIN")
+        chain_mod.replay(repo, names, name, tree, tmp)
+        conn.execute("COMMIT")
+        for row in tree.rows():
+            path = path_name(row["path"])
+            if prefix and path != prefix and not path.startswith(prefix + "/"):
+                continue
+            item = {"path": path, "type": row["type"], "size": row["size"], "mode": oct(row["mode"]),
+                    "mtime": datetime.fromtimestamp(row["mtime_ns"] / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            if row["type"] == "symlink":
+                item["target"] = row["target"]
+            if args.json:
+                rows.append(item)
+            else:
+                kind = {"dir": stat_mod.S_IFDIR, "symlink": stat_mod.S_IFLNK}.get(row["type"], stat_mod.S_IFREG)
+                line = f"{stat_mod.filemode(kind | row['mode'])} {row['size']:>12} {item['mtime']} {shown(path)}"
+                say(line + (f" -> {shown(row['target'])}" if row["type"] == "symlink" else ""))
+        conn.close()
+    if args.json:
+        emit_json({"job": args.job, "generation": name.gseq, "point": name.pseq, "entries": rows})
+    return 0

@@ -1,0 +1,49 @@
+"""genarc restore: bring back a restore point, or part of it, into a target directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..restore import RestoreFailed, resolve_point, restore
+from .common import add_json, context, emit_json, human_bytes, parse_at, say, warn, workdir
+from .ls import add_point_arguments
+
+HELP = "restore a point (the newest unless chosen) into a target directory"
+EXAMPLE = "genarc restore home --target /tmp/r --generation 3 --point 2 --include 'home/alice/docs/**'"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("restore", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("--target", required=True, metavar="DIR", help="directory to restore into")
+    add_point_arguments(p)
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="restore only matching paths (stored paths have no leading slash); repeatable")
+    p.add_argument("--overwrite", action="store_true", help="replace files that already exist in the target")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = context(args)
+    repo = ctx.open_repository()
+    names = repo.manifest_names(args.job)
+    name = resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
+    with workdir("genarc-restore-") as tmp:
+        try:
+            report = restore(repo, args.job, name, names, target=Path(args.target), includes=args.include,
+                             overwrite=args.overwrite, workdir=tmp)
+        except RestoreFailed as failed:
+            for line in failed.report.errors:
+                warn(line)
+            if args.json:
+                emit_json({"exit_code": failed.exit_code, "report": failed.report})
+            raise
+    if args.json:
+        emit_json({"exit_code": 0, "report": report})
+    else:
+        say(f"restored generation {report.generation}, point {report.point} ({report.time}) of {args.job} into {report.target}: "
+            f"{report.files} files ({human_bytes(report.bytes)}), {report.dirs} directories, {report.symlinks} symlinks")
+    return 0

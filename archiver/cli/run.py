@@ -1,0 +1,74 @@
+"""genarc run: back up every job (or the named ones). The cron entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..backup import RunReport, run_job
+from ..errors import EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
+from ..runlock import RunLock
+from .common import add_json, context, emit_json, human_bytes, say, shown
+
+HELP = "back up every job in the job file, or the named ones"
+EXAMPLE = "genarc run            # all jobs\n  genarc run home --full # one job, opening a new generation"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run (default: all)")
+    p.add_argument("--full", action="store_true", help="open a new generation with a full, whatever its age")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def summary(report: RunReport) -> str:
+    lines = [
+        f"{report.job}: {report.kind} into generation {report.generation}, point {report.point} ({report.reason})",
+        f"  scanned {report.files_scanned} entries, {human_bytes(report.bytes_scanned)}; "
+        f"added {report.added}, changed {report.changed}, metadata {report.metadata_changed}, removed {report.removed}",
+        f"  packed {human_bytes(report.bytes_packed)} into {report.volumes} volume(s); uploaded {human_bytes(report.bytes_uploaded)} "
+        f"in {report.duration_s:.1f} s",
+        f"  requests: " + ", ".join(f"{k} {v}" for k, v in report.requests.items() if not k.startswith("bytes")),
+        f"  locked until {report.lock_until} (mode {report.lock_mode}); lifecycle may expire it from {report.expires_from}",
+    ]
+    if report.warnings:
+        lines.append(f"  {len(report.warnings)} warning(s): the run is partial")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = context(args)
+    names = args.jobs or sorted(ctx.config.jobs)
+    jobs = [ctx.config.job(n) for n in names]
+    results: list[dict] = []
+    worst = EXIT_OK
+    with RunLock(ctx.state_dir, ctx.config.repository_url):
+        repo = ctx.open_repository()
+        for job in jobs:
+            try:
+                report = run_job(repo, ctx.config, job, clock=ctx.clock, state_dir=ctx.state_dir,
+                                 force_full=args.full, progress=_progress(args))
+            except Interrupted:
+                raise
+            except GenarcError as exc:
+                print(f"genarc: error: job {job.name}: {exc.message}", file=sys.stderr)
+                results.append({"job": job.name, "error": exc.message, "exit_code": exc.exit_code})
+                worst = max(worst, exc.exit_code)
+                continue
+            code = EXIT_PARTIAL if report.partial else EXIT_OK
+            worst = max(worst, code)
+            results.append({"job": job.name, "exit_code": code, "report": report})
+            if not args.json:
+                say(summary(report))
+    if args.json:
+        emit_json({"exit_code": worst, "jobs": results})
+    return worst
+
+
+def _progress(args: argparse.Namespace):
+    def progress(event: str, data: dict) -> None:
+        if event == "warning":
+            print(f"genarc: warning: {shown(data['message'])}", file=sys.stderr)
+    return progress

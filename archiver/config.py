@@ -1,0 +1,284 @@
+"""Job files: TOML, read with tomllib, validated into frozen values.
+
+Errors name the file, the key and what is wrong. Relative paths in a job file
+are taken relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .clock import day_seconds_from_env
+from .errors import ConfigError
+from .generation import RetentionPolicy
+
+COMPRESSIONS = ("zstd", "deflate", "lzma2", "copy")
+LOCK_MODES = ("compliance", "governance", "none")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class PasswordSource:
+    """Where the repository password comes from: a file, an environment variable or a command."""
+
+    kind: str  # "file" | "env" | "command" | "none"
+    value: str = ""
+    origin: str = ""
+
+    def read(self) -> str | None:
+        if self.kind == "none":
+            return None
+        if self.kind == "env":
+            secret = os.environ.get(self.value)
+            if not secret:
+                raise ConfigError(f"{self.origin}: environment variable {self.value} (password_env) is not set or empty.")
+            return secret
+        if self.kind == "file":
+            try:
+                text = Path(self.value).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{self.origin}: cannot read password_file {self.value}: {exc.strerror}.") from None
+            secret = text.rstrip("\r\n")
+        else:
+            try:
+                done = subprocess.run(self.value, shell=True, capture_output=True, text=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                raise ConfigError(f"{self.origin}: password_command did not finish within 120 s.") from None
+            if done.returncode != 0:
+                raise ConfigError(f"{self.origin}: password_command exited with {done.returncode}; check it by hand.")
+            secret = done.stdout.rstrip("\r\n")
+        if not secret:
+            raise ConfigError(f"{self.origin}: the password from {self.kind} {self.value} is empty.")
+        return secret
+
+
+@dataclass(frozen=True)
+class VolumeSettings:
+    size: int = 64 * 1024**2
+    compression: str = "zstd"
+    level: int = 3
+    max_files: int = 10000
+    workers: int = 0  # 0: one per core
+
+    @property
+    def effective_workers(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str
+    sources: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    one_file_system: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    repository_url: str
+    password: PasswordSource
+    encryption: str
+    lock_mode: str
+    retention: RetentionPolicy
+    volumes: VolumeSettings
+    jobs: Mapping[str, JobConfig] = field(default_factory=dict)
+
+    def job(self, name: str) -> JobConfig:
+        from .errors import UsageError
+
+        try:
+            return self.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise UsageError(f"No job named {name!r} in {self.path} (jobs: {known}).") from None
+
+
+def parse_size(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ConfigError(f"{where}: {value!r} is not a size such as \"64MiB\".")
+        number = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    else:
+        raise ConfigError(f"{where}: expected a size such as \"64MiB\", got {value!r}.")
+    if number <= 0:
+        raise ConfigError(f"{where}: the size must be positive.")
+    return number
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "genarc" / "genarc.toml"
+
+
+def discover(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """--config, then GENARC_CONFIG, then ./genarc.toml, then the XDG config dir."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("GENARC_CONFIG"):
+        return Path(env["GENARC_CONFIG"])
+    local = Path("genarc.toml")
+    if local.exists():
+        return local
+    xdg = default_config_path(env)
+    if xdg.exists():
+        return xdg
+    raise ConfigError(
+        f"No job file found: pass --config FILE, set GENARC_CONFIG, or create ./genarc.toml or {xdg}."
+    )
+
+
+class _Reader:
+    """Checks one TOML table and remembers which keys were read, to reject unknown ones."""
+
+    def __init__(self, path: Path, table: Mapping[str, Any], prefix: str) -> None:
+        self.path, self.table, self.prefix, self.seen = path, table, prefix, set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}: {self.prefix}{key}"
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            if required:
+                raise ConfigError(f"{self.where(key)} is required.")
+            return default
+        value = self.table[key]
+        if isinstance(value, bool) and kind is int:
+            raise ConfigError(f"{self.where(key)}: expected a number, got {value!r}.")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigError(f"{self.where(key)}: expected {names}, got {value!r}.")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.where(unknown[0])}: unknown key.")
+
+
+def _resolve(base: Path, value: str) -> str:
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else str((base / expanded).resolve())
+
+
+def _str_list(reader: _Reader, key: str, required: bool = False) -> tuple[str, ...]:
+    values = reader.get(key, list, [], required=required)
+    if not all(isinstance(v, str) and v for v in values):
+        raise ConfigError(f"{reader.where(key)}: expected a list of non-empty strings.")
+    return tuple(values)
+
+
+def load(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"Job file {path} does not exist.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read job file {path}: {exc.strerror}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}.") from None
+    return parse(raw, path, env)
+
+
+def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = None) -> Config:
+    base = path.resolve().parent
+    top = _Reader(path, raw, "")
+    repo = _Reader(path, top.get("repository", dict, required=True), "repository.")
+    url = repo.get("url", str, required=True)
+    if "://" not in url:
+        url = _resolve(base, url)
+    elif url.startswith("file://"):
+        url = "file://" + _resolve(base, url[len("file://"):])
+    encryption = repo.get("encryption", str, "aes256")
+    if encryption not in ("aes256", "none"):
+        raise ConfigError(f"{repo.where('encryption')}: must be \"aes256\" or \"none\", got {encryption!r}.")
+    sources = [(k, repo.get(k, str)) for k in ("password_file", "password_env", "password_command")]
+    given = [(k, v) for k, v in sources if v]
+    origin = f"{path}: repository"
+    if encryption == "none":
+        if given:
+            raise ConfigError(f"{repo.where(given[0][0])}: encryption = \"none\" takes no password.")
+        password = PasswordSource("none", origin=origin)
+    else:
+        if len(given) != 1:
+            raise ConfigError(
+                f"{repo.where('password_file')}: give exactly one of password_file, password_env or "
+                "password_command (or set encryption = \"none\" explicitly)."
+            )
+        key, value = given[0]
+        kind = key.removeprefix("password_")
+        password = PasswordSource(kind, _resolve(base, value) if kind == "file" else value, origin)
+    lock_mode = repo.get("lock_mode", str, "compliance")
+    if lock_mode not in LOCK_MODES:
+        raise ConfigError(f"{repo.where('lock_mode')}: must be one of {', '.join(LOCK_MODES)}, got {lock_mode!r}.")
+    repo.finish()
+
+    ret = _Reader(path, top.get("retention", dict, {}), "retention.")
+    numbers = {}
+    for key, default in (("keep_days", 30), ("generation_days", 7), ("margin_days", 1)):
+        value = ret.get(key, int, default)
+        if value < (0 if key == "margin_days" else 1):
+            raise ConfigError(f"{ret.where(key)}: must be {'0 or more' if key == 'margin_days' else 'at least 1'}.")
+        numbers[key] = value
+    ret.finish()
+    retention = RetentionPolicy(day_seconds=day_seconds_from_env(env), **numbers)
+
+    vol = _Reader(path, top.get("volumes", dict, {}), "volumes.")
+    compression = vol.get("compression", str, "zstd")
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"{vol.where('compression')}: must be one of {', '.join(COMPRESSIONS)}, got {compression!r}.")
+    level_default = {"zstd": 3, "lzma2": 1}.get(compression, 0)
+    level = vol.get("level", int, level_default)
+    limits = {"zstd": (1, 22), "lzma2": (0, 9)}
+    if compression in limits and not limits[compression][0] <= level <= limits[compression][1]:
+        low, high = limits[compression]
+        raise ConfigError(f"{vol.where('level')}: {compression} takes a level from {low} to {high}, got {level}.")
+    volumes = VolumeSettings(
+        size=parse_size(vol.get("size", (str, int), "64MiB"), vol.where("size")),
+        compression=compression,
+        level=level,
+        max_files=vol.get("max_files", int, 10000),
+        workers=vol.get("workers", int, 0),
+    )
+    if volumes.max_files < 1 or volumes.workers < 0:
+        raise ConfigError(f"{vol.where('max_files')}: max_files must be at least 1 and workers 0 or more.")
+    vol.finish()
+
+    jobs_table = top.get("jobs", dict, required=True)
+    if not jobs_table:
+        raise ConfigError(f"{top.where('jobs')}: define at least one job, e.g. [jobs.home].")
+    jobs = {}
+    for name, table in jobs_table.items():
+        if not JOB_NAME.match(name):
+            raise ConfigError(f"{path}: jobs.{name}: a job name uses letters, digits, '.', '_' or '-'.")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: jobs.{name}: expected a table.")
+        job = _Reader(path, table, f"jobs.{name}.")
+        srcs = tuple(_resolve(base, s) for s in _str_list(job, "sources", required=True))
+        if not srcs:
+            raise ConfigError(f"{job.where('sources')}: list at least one source directory.")
+        jobs[name] = JobConfig(
+            name=name,
+            sources=srcs,
+            exclude=_str_list(job, "exclude"),
+            one_file_system=job.get("one_file_system", bool, False),
+        )
+        job.finish()
+    top.finish()
+    return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs)

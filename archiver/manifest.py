@@ -1,0 +1,182 @@
+"""Manifests: the record, and the commit, of one run. See docs/design.md, "Manifest format".
+
+A manifest is JSON Lines inside a 7z holding one entry, ``manifest.jsonl``
+(deflate, AES-256 with encrypted headers when the repository is encrypted):
+
+    line 1      header: job, kind, generation, point, parent link, objects, tree digest, config
+    lines 2..n  one entry per file, directory or symlink (a full lists the tree,
+                an incremental lists only what changed)
+    last line   trailer: entry count and HMAC-SHA256 of every byte before it
+
+Entries are spooled to disk while the run packs, so memory stays flat for large trees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import py7zr
+
+from .errors import IntegrityError, LocalIOError, WrongPasswordError
+from .layout import ManifestName
+from .repository import Keys, Repository
+from .store import sha256_of
+
+FORMAT = 1
+ENTRY_NAME = "manifest.jsonl"
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: ASCII (names that are not UTF-8 survive as \\udcXX escapes), sorted keys."""
+    return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+
+
+def seven_zip_filters(method: str, level: int, encrypted: bool) -> list[dict[str, int]]:
+    base: dict[str, list[dict[str, int]]] = {
+        "zstd": [{"id": py7zr.FILTER_ZSTD, "level": level}],
+        "deflate": [{"id": py7zr.FILTER_DEFLATE}],
+        "lzma2": [{"id": py7zr.FILTER_LZMA2, "preset": level}],
+        "copy": [{"id": py7zr.FILTER_COPY}],
+    }
+    filters = list(base[method])
+    if encrypted:
+        filters.append({"id": py7zr.FILTER_CRYPTO_AES256_SHA256})
+    return filters
+
+
+class ManifestWriter:
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        self.entries_path = spool_dir / "entries.jsonl"
+        self._fh = open(self.entries_path, "w", encoding="ascii", newline="\n")
+        self.count = 0
+
+    def add(self, entry: dict[str, Any]) -> None:
+        try:
+            self._fh.write(dumps(entry) + "\n")
+        except OSError as exc:
+            raise LocalIOError(f"Cannot spool the manifest in {self.spool_dir}: {exc.strerror}; free space and rerun.") from exc
+        self.count += 1
+
+    def finish(self, header: dict[str, Any], keys: Keys) -> Path:
+        """Write header + entries + trailer, and pack it. Returns the path of the .m7z to upload."""
+        self._fh.close()
+        plain = self.spool_dir / ENTRY_NAME
+        mac = hmac.new(keys.manifest_hmac, digestmod=hashlib.sha256)
+        try:
+            with open(plain, "wb") as out:
+                first = (dumps({"type": "header", "format": FORMAT, **header}) + "\n").encode()
+                out.write(first)
+                mac.update(first)
+                with open(self.entries_path, "rb") as src:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        out.write(chunk)
+                        mac.update(chunk)
+                out.write((dumps({"type": "trailer", "entries": self.count, "hmac": mac.hexdigest()}) + "\n").encode())
+            packed = self.spool_dir / "manifest.m7z"
+            with py7zr.SevenZipFile(packed, "w", filters=seven_zip_filters("deflate", 0, bool(keys.password)),
+                                    password=keys.password, header_encryption=bool(keys.password)) as archive:
+                archive.write(plain, ENTRY_NAME)
+        except OSError as exc:
+            raise LocalIOError(f"Cannot write the manifest in {self.spool_dir}: {exc.strerror}; free space and rerun.") from exc
+        return packed
+
+
+@dataclass
+class Manifest:
+    """A downloaded, decrypted and authenticated manifest."""
+
+    name: ManifestName
+    header: dict[str, Any]
+    plain_path: Path
+    sha256: str
+    version_id: str | None
+
+    @property
+    def key(self) -> str:
+        return self.name.key
+
+    @property
+    def objects(self) -> list[dict[str, Any]]:
+        return list(self.header["objects"])
+
+    def link(self) -> dict[str, Any]:
+        """How the next manifest refers to this one."""
+        return {"key": self.key, "sha256": self.sha256, "version_id": self.version_id}
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        with open(self.plain_path, "rb") as fh:
+            fh.readline()
+            for line in fh:
+                record = json.loads(line)
+                if record.get("type") == "trailer":
+                    return
+                yield record
+
+
+def extract_single(archive_path: Path, dest_dir: Path, password: str | None, what: str) -> Path:
+    """Extract the one entry of a genarc manifest archive, mapping py7zr's many failure types to ours."""
+    try:
+        with py7zr.SevenZipFile(archive_path, "r", password=password) as archive:
+            names = archive.getnames()
+            if names != [ENTRY_NAME]:
+                raise IntegrityError(f"{what} does not hold a genarc manifest; it may have been replaced.")
+            archive.extractall(path=dest_dir)
+    except IntegrityError:
+        raise
+    except py7zr.exceptions.PasswordRequired:
+        raise WrongPasswordError(f"{what} is encrypted but no password is configured; check the job's password source.") from None
+    except Exception as exc:  # py7zr raises many unrelated types for bad bytes or a wrong key
+        raise IntegrityError(f"{what} cannot be decrypted or decoded ({type(exc).__name__}); it is corrupt or was written with another password.") from None
+    return dest_dir / ENTRY_NAME
+
+
+def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | None = None) -> Manifest:
+    """Download, decrypt and authenticate one manifest."""
+    slot = workdir / f"m-{name.gseq}-{name.pseq}-{name.run_id}"
+    if slot.exists():
+        shutil.rmtree(slot)
+    slot.mkdir(parents=True)
+    packed = slot / "manifest.m7z"
+    info = repo.store.stat(name.key, version_id=version_id)
+    repo.store.download(name.key, packed, version_id=version_id or info.version_id)
+    digest = sha256_of(packed)
+    plain = extract_single(packed, slot, repo.keys.password, f"Manifest {name.key}")
+    os.unlink(packed)
+    mac = hmac.new(repo.keys.manifest_hmac, digestmod=hashlib.sha256)
+    header: dict[str, Any] | None = None
+    trailer: dict[str, Any] | None = None
+    count = 0
+    try:
+        with open(plain, "rb") as fh:
+            for line in fh:
+                if trailer is not None:
+                    raise ValueError("data after trailer")
+                record = json.loads(line)
+                if record.get("type") == "trailer":
+                    trailer = record
+                    continue
+                mac.update(line)
+                if header is None:
+                    header = record
+                else:
+                    count += 1
+    except (ValueError, UnicodeDecodeError):
+        raise IntegrityError(f"Manifest {name.key} is malformed; it is corrupt or forged.") from None
+    if header is None or trailer is None or header.get("type") != "header":
+        raise IntegrityError(f"Manifest {name.key} is truncated; it is corrupt or forged.")
+    if not hmac.compare_digest(mac.hexdigest(), str(trailer.get("hmac"))) or trailer.get("entries") != count:
+        raise IntegrityError(f"Manifest {name.key} fails its HMAC check; it was altered or forged, do not trust it.")
+    point, generation = header.get("point", {}), header.get("generation", {})
+    if (header.get("job"), generation.get("seq"), point.get("seq"), point.get("run_id")) != (
+        name.job, name.gseq, name.pseq, name.run_id
+    ):
+        raise IntegrityError(f"Manifest {name.key} describes a different restore point than its key says; it was moved or forged.")
+    return Manifest(name, header, plain, digest, version_id or info.version_id)

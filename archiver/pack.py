@@ -1,0 +1,238 @@
+"""Packing files into volumes: independent 7z archives written by py7zr.
+
+A volume is planned in the main process (which files, which method) and written
+by a worker process, since py7zr holds the GIL for much of its work. Each file
+is hashed (xxh3-128) as it is read, and its stat is taken before and after: a
+file that changed while it was read is re-read under a fresh entry name, and
+reported if it keeps changing. It is never silently stored torn.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import py7zr
+import xxhash
+
+from .errors import LocalIOError
+from .manifest import seven_zip_filters
+
+TORN_RETRIES = 3
+PROBE_BYTES = 64 * 1024
+INCOMPRESSIBLE_RATIO = 0.95
+_ODD = set(range(0x00, 0x20)) | {0x7F}
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str  # absolute path on this machine
+    size: int
+
+
+@dataclass
+class VolumePlan:
+    index: int
+    method: str
+    level: int
+    files: list[PlannedFile] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class PackedFile:
+    path: str
+    status: str  # "ok" | "torn" | "unreadable" | "vanished"
+    entry: str | None = None
+    xxh3: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    dev: int = 0
+    ino: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PackedVolume:
+    index: int
+    path: str
+    size: int
+    sha256: str
+    method: str
+    files: list[PackedFile]
+
+
+def entry_name(path: str, ordinal: int) -> str:
+    """The name inside the volume: the path itself when stock tools can handle it, else a neutral name."""
+    name = path.lstrip("/")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"_genarc/odd/{ordinal:06d}"
+    parts = name.split("/")
+    if (not name or "\\" in name or any(ord(c) in _ODD for c in name) or any(p in ("", ".", "..") for p in parts)
+            or name.startswith("_genarc/")):
+        return f"_genarc/odd/{ordinal:06d}"
+    return name
+
+
+def xxh3_file(path: str) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def looks_incompressible(path: str, size: int) -> bool:
+    """A quick probe: zlib level 1 on up to two 64 KiB samples (start and middle)."""
+    if size < 4096:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            sample = fh.read(PROBE_BYTES)
+            if size > 4 * PROBE_BYTES:
+                fh.seek(size // 2)
+                sample += fh.read(PROBE_BYTES)
+    except OSError:
+        return False
+    if not sample:
+        return False
+    return len(zlib.compress(sample, 1)) >= INCOMPRESSIBLE_RATIO * len(sample)
+
+
+class _HashingReader(io.BufferedIOBase):
+    """Feeds py7zr exactly ``limit`` bytes of an open file, hashing what it reads."""
+
+    def __init__(self, raw: io.BufferedReader, limit: int) -> None:
+        self.raw_file, self.remaining, self.limit = raw, limit, limit
+        self.hash = xxhash.xxh3_128()
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.read_bytes
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # py7zr only measures the size (seek to end, then back); reads always go forward from 0.
+        if whence == os.SEEK_END:
+            return self.limit + offset
+        return offset if whence == os.SEEK_SET else self.read_bytes + offset
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        want = self.remaining if n is None or n < 0 else min(n, self.remaining)
+        data = self.raw_file.read(want)
+        self.hash.update(data)
+        self.remaining -= len(data)
+        self.read_bytes += len(data)
+        return data
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ino, b.st_ctime_ns)
+
+
+def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str]) -> PackedFile:
+    base = entry_name(planned.path, ordinal)
+    for attempt in range(1, TORN_RETRIES + 1):
+        entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{ordinal:06d}"
+        if entry in used:
+            entry = f"_genarc/odd/{ordinal:06d}-{attempt}"
+        try:
+            fd = os.open(planned.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return PackedFile(planned.path, "vanished", message="vanished before it could be read")
+        except OSError as exc:
+            return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}")
+        with os.fdopen(fd, "rb") as fh:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                return PackedFile(planned.path, "vanished", message="is no longer a regular file")
+            reader = _HashingReader(fh, before.st_size)
+            try:
+                archive.writef(reader, entry)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                return PackedFile(planned.path, "unreadable", message=f"read failed: {exc.strerror}")
+            used.add(entry)
+            after = os.fstat(fd)
+        try:
+            now = os.stat(planned.path, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        if reader.read_bytes == before.st_size and _same(before, after) and now is not None and _same(before, now):
+            return PackedFile(planned.path, "ok", entry, reader.hash.hexdigest(), before.st_size, before.st_mtime_ns,
+                              stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino)
+    return PackedFile(planned.path, "torn", message=f"kept changing while being read ({TORN_RETRIES} attempts)")
+
+
+def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> PackedVolume:
+    """Worker entry point: write one volume to ``out_path`` and describe it."""
+    results: list[PackedFile] = []
+    used: set[str] = set()
+    try:
+        with py7zr.SevenZipFile(out_path, "w", filters=seven_zip_filters(plan.method, plan.level, bool(password)),
+                                password=password, header_encryption=bool(password)) as archive:
+            for ordinal, planned in enumerate(plan.files):
+                results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used))
+        digest = hashlib.sha256()
+        with open(out_path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise LocalIOError(
+                f"The local disk is full while writing a volume in {os.path.dirname(out_path)}; free space "
+                "(or point TMPDIR elsewhere) and rerun."
+            ) from None
+        raise
+    return PackedVolume(plan.index, out_path, os.path.getsize(out_path), digest.hexdigest(), plan.method, results)
+
+
+def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volume_size: int, max_files: int,
+                 first_index: int = 1) -> Iterator[VolumePlan]:
+    """Group files into volumes: compressible ones with ``method``, incompressible ones with COPY.
+
+    Each stream fills a volume up to ``volume_size`` bytes or ``max_files`` files; a file larger
+    than the volume size gets a volume of its own.
+    """
+    index = first_index
+    open_plans: dict[str, VolumePlan] = {}
+    for planned in files:
+        chosen = "copy" if method != "copy" and looks_incompressible(planned.path, planned.size) else method
+        current = open_plans.get(chosen)
+        if current is not None and (current.bytes + planned.size > volume_size or len(current.files) >= max_files):
+            yield current
+            current = None
+        if current is None:
+            current = VolumePlan(index, chosen, level if chosen == method else 0)
+            index += 1
+            open_plans[chosen] = current
+        current.files.append(planned)
+        if current.bytes >= volume_size:
+            yield current
+            del open_plans[chosen]
+    for leftover in sorted(open_plans.values(), key=lambda p: p.index):
+        if leftover.files:
+            yield leftover

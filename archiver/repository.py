@@ -1,0 +1,128 @@
+"""A repository: a store plus the secret that opens it.
+
+``genarc init`` writes one object, ``genarc-repository.json``, once. It holds the
+repository id, the KDF salt and a key check, so a wrong password is reported as
+such before anything else is read. The password itself is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator
+
+from .clock import format_time
+from .config import Config
+from .errors import ConfigError, IntegrityError, ObjectExists, ObjectNotFound, RepositoryNotFound, WrongPasswordError
+from .layout import REPOSITORY_CONFIG_KEY, ManifestName, manifests_prefix, parse_manifest_key
+from .store import CountingStore, RequestCounts, Store, open_store, sha256_of
+
+FORMAT = 1
+_KDF = {"name": "scrypt", "n": 2**14, "r": 8, "p": 1}
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Keys derived from the repository password and the repository's salt."""
+
+    password: str | None
+    manifest_hmac: bytes
+
+    @classmethod
+    def derive(cls, password: str | None, salt: bytes, kdf: dict) -> "Keys":
+        if kdf.get("name") != "scrypt":
+            raise IntegrityError(f"The repository uses an unknown key derivation {kdf.get('name')!r}; upgrade genarc.")
+        secret = (password or "").encode("utf-8")
+        master = hashlib.scrypt(secret, salt=salt, n=kdf["n"], r=kdf["r"], p=kdf["p"], dklen=32,
+                                maxmem=64 * 1024 * 1024)
+        return cls(password, hmac.new(master, b"genarc manifest hmac v1", hashlib.sha256).digest())
+
+    def key_check(self) -> str:
+        return hmac.new(self.manifest_hmac, b"genarc key check", hashlib.sha256).hexdigest()
+
+
+class Repository:
+    def __init__(self, store: CountingStore, settings: dict, keys: Keys, url: str) -> None:
+        self.store, self.settings, self.keys, self.url = store, settings, keys, url
+
+    @property
+    def id(self) -> str:
+        return str(self.settings["id"])
+
+    @property
+    def encrypted(self) -> bool:
+        return self.settings.get("encryption") == "aes256"
+
+    @staticmethod
+    def init(config: Config, now: datetime, counts: RequestCounts | None = None, store: Store | None = None) -> "Repository":
+        store = store or open_store(config.repository_url, counts=counts)
+        password = config.password.read()
+        salt = secrets.token_bytes(16)
+        keys = Keys.derive(password, salt, _KDF)
+        settings = {
+            "format": FORMAT, "id": secrets.token_hex(16), "created": format_time(now),
+            "encryption": config.encryption, "kdf": {**_KDF, "salt": salt.hex()}, "key_check": keys.key_check(),
+        }
+        body = (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode()
+        try:
+            store.put(REPOSITORY_CONFIG_KEY, body, sha256=sha256_of(body))
+        except ObjectExists:
+            raise ConfigError(f"{config.repository_url} is already a genarc repository; nothing was changed.") from None
+        return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
+
+    @staticmethod
+    def open(config: Config, counts: RequestCounts | None = None, store: Store | None = None) -> "Repository":
+        store = store or open_store(config.repository_url, counts=counts)
+        try:
+            raw = store.get(REPOSITORY_CONFIG_KEY)
+        except ObjectNotFound:
+            raise RepositoryNotFound(
+                f"No genarc repository at {config.repository_url}; run `genarc init` first."
+            ) from None
+        try:
+            settings = json.loads(raw)
+            kdf = dict(settings["kdf"])
+            salt = bytes.fromhex(kdf.pop("salt"))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"The repository config {REPOSITORY_CONFIG_KEY} is unreadable; it may be damaged.") from None
+        if settings.get("format") != FORMAT:
+            raise IntegrityError(f"The repository has format {settings.get('format')}; this genarc reads format {FORMAT}.")
+        if settings.get("encryption") != config.encryption:
+            raise ConfigError(
+                f"{config.path}: repository.encryption is {config.encryption!r} but the repository was created "
+                f"with {settings.get('encryption')!r}."
+            )
+        keys = Keys.derive(config.password.read(), salt, kdf)
+        if not hmac.compare_digest(keys.key_check(), str(settings.get("key_check"))):
+            raise WrongPasswordError(
+                f"The password does not open the repository at {config.repository_url}; check the job's password source."
+            )
+        return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
+
+    def manifest_names(self, job: str) -> list[ManifestName]:
+        """Committed restore points of a job, oldest first, from the manifest listing alone."""
+        names = []
+        for info in self.store.list(manifests_prefix(job)):
+            parsed = parse_manifest_key(info.key)
+            if parsed is not None and parsed.job == job:
+                names.append(parsed)
+        return sorted(names)
+
+    def jobs(self) -> list[str]:
+        found = set()
+        for info in self.store.list(""):
+            parsed = parse_manifest_key(info.key)
+            if parsed:
+                found.add(parsed.job)
+        return sorted(found)
+
+    def iter_generations(self, job: str) -> Iterator[tuple[int, list[ManifestName]]]:
+        by_gen: dict[int, list[ManifestName]] = {}
+        for name in self.manifest_names(job):
+            by_gen.setdefault(name.gseq, []).append(name)
+        for gseq in sorted(by_gen):
+            yield gseq, by_gen[gseq]

@@ -1,0 +1,260 @@
+"""Restore: replay a point's chain, then write files, links and directories into a target.
+
+Every file's xxh3 is checked as it is written; every volume's SHA-256 is checked
+before it is opened. A damaged volume does not stop the restore: everything else
+is restored, and each file that could not be is named at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import py7zr
+import xxhash
+
+from . import chain as chain_mod
+from .catalog import TreeTable, connect, path_name
+from .clock import format_time
+from .errors import IntegrityError, LocalIOError, ObjectNotFound, StoreError, UsageError
+from .layout import ManifestName
+from .repository import Repository
+from .scan import _translate
+from .store import sha256_of
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class RestoreReport:
+    job: str
+    generation: int
+    point: int
+    time: str
+    target: str
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def resolve_point(names: list[ManifestName], job: str, generation: int | None = None, point: int | None = None,
+                  at: datetime | None = None) -> ManifestName:
+    """Pick a restore point: the newest, the newest of a generation, a given point, or the newest at a time."""
+    if not names:
+        raise UsageError(f"Job {job!r} has no restore points in this repository.")
+    chosen = names
+    if generation is not None:
+        chosen = [n for n in chosen if n.gseq == generation]
+        if not chosen:
+            raise UsageError(f"Job {job!r} has no generation {generation}; `genarc list {job}` shows them.")
+    if point is not None:
+        chosen = [n for n in chosen if n.pseq == point]
+        if not chosen:
+            raise UsageError(f"Job {job!r} has no point {point} in that generation; `genarc list {job}` shows them.")
+    if at is not None:
+        chosen = [n for n in chosen if n.point_time <= at]
+        if not chosen:
+            raise UsageError(f"Job {job!r} has no restore point at or before {format_time(at)}.")
+    return max(chosen, key=lambda n: (n.point_time, n.gseq, n.pseq))
+
+
+class _Selection:
+    def __init__(self, includes: list[str]) -> None:
+        self.patterns = [re.compile(_translate(p.strip("/")) + r"\Z", re.DOTALL) for p in includes]
+
+    def wants(self, name: str) -> bool:
+        if not self.patterns:
+            return True
+        parts = name.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(p.match(prefix) for p in self.patterns for prefix in prefixes)
+
+
+def _safe_destination(target: Path, name: str) -> Path:
+    parts = name.split("/")
+    if not name or any(p in ("", ".", "..") for p in parts):
+        raise IntegrityError(f"The manifest names an unsafe path {name!r}; refusing to restore it.")
+    return target.joinpath(*parts)
+
+
+class _Destination(py7zr.io.Py7zIO):
+    """Writes one restored file straight to its place, hashing as it goes."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        if dest.is_symlink():
+            dest.unlink()
+        self.fh = open(dest, "wb")
+        self.hash = xxhash.xxh3_128()
+        self.length = 0
+
+    def write(self, s: bytes | bytearray) -> int:
+        self.fh.write(s)
+        self.hash.update(s)
+        self.length += len(s)
+        return len(s)
+
+    def read(self, size: int | None = None) -> bytes:
+        return b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.length
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def size(self) -> int:
+        return self.length
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class _Factory(py7zr.io.WriterFactory):
+    def __init__(self, root: str, wanted: dict[str, Path]) -> None:
+        self.root, self.wanted, self.made = root.rstrip("/") + "/", wanted, {}
+
+    def create(self, filename: str) -> py7zr.io.Py7zIO:
+        entry = filename[len(self.root):] if filename.startswith(self.root) else filename
+        if entry not in self.wanted:
+            return py7zr.io.NullIO()
+        product = _Destination(self.wanted[entry])
+        self.made[entry] = product
+        return product
+
+
+def _apply_metadata(dest: Path, row: Any, is_root: bool) -> None:
+    if is_root and row["uid"] is not None:
+        try:
+            os.lchown(dest, row["uid"], row["gid"])
+        except OSError:
+            pass
+    if row["type"] != "symlink":
+        os.chmod(dest, row["mode"])
+    os.utime(dest, ns=(row["mtime_ns"], row["mtime_ns"]), follow_symlinks=False)
+
+
+def restore(repo: Repository, job: str, name: ManifestName, names: list[ManifestName], *, target: Path,
+            includes: list[str], overwrite: bool, workdir: Path, progress: Progress | None = None) -> RestoreReport:
+    emit = progress or (lambda event, data: None)
+    conn = connect(workdir / "restore.sqlite")
+    tree = TreeTable(conn, "tree")
+    conn.execute("BEGIN")
+    chain_mod.replay(repo, names, name, tree, workdir)
+    conn.execute("COMMIT")
+    report = RestoreReport(job, name.gseq, name.pseq, format_time(name.point_time), str(target))
+    selection = _Selection(includes)
+    selected = TreeTable(conn, "selected")
+    conn.execute("BEGIN")
+    for row in tree.rows():
+        if selection.wants(path_name(row["path"])):
+            selected.put(dict(row))
+    conn.execute("COMMIT")
+    if selected.count() == 0:
+        raise UsageError(f"Nothing in point {name.gseq}.{name.pseq} of job {job!r} matches the --include patterns.")
+
+    if not overwrite:
+        clashes = [path_name(r["path"]) for r in selected.rows("type != 'dir'")
+                   if os.path.lexists(_safe_destination(target, path_name(r["path"])))]
+        if clashes:
+            raise UsageError(
+                f"The target already holds {len(clashes)} of the files to restore (first: {target / clashes[0]}); "
+                "pass --overwrite or choose an empty target."
+            )
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for row in selected.rows("type = 'dir'"):
+            _safe_destination(target, path_name(row["path"])).mkdir(parents=True, exist_ok=True)
+        for row in selected.rows("type != 'dir'"):
+            dest = _safe_destination(target, path_name(row["path"]))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if row["type"] == "symlink":
+                if os.path.lexists(dest):
+                    dest.unlink()
+                os.symlink(row["target"], dest)
+                _apply_metadata(dest, row, is_root)
+                report.symlinks += 1
+            elif not row["size"]:
+                if dest.is_symlink():
+                    dest.unlink()
+                dest.write_bytes(b"")
+                _apply_metadata(dest, row, is_root)
+                report.files += 1
+        volumes = conn.execute(
+            "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 ORDER BY obj_key"
+        ).fetchall()
+        for volume in volumes:
+            _restore_volume(repo, conn, volume, target, workdir, is_root, report)
+            emit("volume", {"key": volume["obj_key"], "files": report.files, "bytes": report.bytes})
+        for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
+            _apply_metadata(_safe_destination(target, path_name(row["path"])), row, is_root)
+            report.dirs += 1
+    except OSError as exc:
+        raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror} ({exc.filename}); "
+                           "free space or fix permissions, then rerun with --overwrite.") from exc
+    finally:
+        conn.close()
+    if report.errors:
+        raise RestoreFailed(report)
+    return report
+
+
+class RestoreFailed(IntegrityError):
+    def __init__(self, report: RestoreReport) -> None:
+        self.report = report
+        super().__init__(
+            f"{len(report.errors)} file(s) could not be restored intact; first: {report.errors[0]}. "
+            "Everything else was restored; try an older restore point for these files."
+        )
+
+
+def _restore_volume(repo: Repository, conn: Any, volume: Any, target: Path, workdir: Path, is_root: bool,
+                    report: RestoreReport) -> None:
+    key = volume["obj_key"]
+    rows = conn.execute(
+        "SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0", (key,)).fetchall()
+    local = workdir / "volume.7z"
+    try:
+        repo.store.download(key, local, version_id=volume["obj_version"])
+    except (ObjectNotFound, StoreError) as exc:
+        report.errors.extend(f"{path_name(r['path'])}: object {key} cannot be read ({exc.message})" for r in rows)
+        return
+    try:
+        if sha256_of(local) != volume["obj_sha256"]:
+            report.errors.extend(
+                f"{path_name(r['path'])}: object {key} does not match its recorded SHA-256 (corrupt or altered)"
+                for r in rows)
+            return
+        wanted = {r["entry"]: _safe_destination(target, path_name(r["path"])) for r in rows}
+        factory = _Factory(str(workdir / "x"), wanted)
+        try:
+            with py7zr.SevenZipFile(local, "r", password=repo.keys.password) as archive:
+                archive.extract(path=workdir / "x", targets=list(wanted), factory=factory)
+        except OSError:
+            raise
+        except Exception as exc:  # py7zr raises many unrelated types for damaged data
+            report.errors.extend(
+                f"{path_name(r['path'])}: object {key} cannot be decoded ({type(exc).__name__})" for r in rows)
+            return
+        for row in rows:
+            made = factory.made.get(row["entry"])
+            dest = wanted[row["entry"]]
+            if made is None or made.hash.hexdigest() != row["xxh3"] or made.length != row["size"]:
+                report.errors.append(f"{path_name(row['path'])}: content from object {key} fails its xxh3 check")
+                if made is not None:
+                    dest.unlink(missing_ok=True)  # never leave bytes that failed their check where the file belongs
+                continue
+            _apply_metadata(dest, row, is_root)
+            report.files += 1
+            report.bytes += row["size"]
+    finally:
+        local.unlink(missing_ok=True)
+        shutil.rmtree(workdir / "x", ignore_errors=True)

@@ -1,0 +1,170 @@
+"""Walking the sources: excludes, one_file_system, and the stat data change detection uses.
+
+Exclude patterns are globs:
+- a pattern without ``/`` matches a name at any depth (``*.tmp``, ``.cache``);
+- a pattern starting with ``/`` matches the absolute path (``/home/*/Downloads``);
+- any other pattern matches the path relative to its source (``build/**``);
+- ``**`` spans directories, ``*`` and ``?`` stay within one name, ``[...]`` is a class.
+A matching directory is skipped with everything below it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .config import JobConfig
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # absolute, as the OS names it (undecodable bytes kept by surrogateescape)
+    type: str  # "file" | "dir" | "symlink"
+    size: int
+    mtime_ns: int
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    dev: int
+    ino: int
+    target: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The path as stored in manifests: absolute, without the leading slash."""
+        return self.path.lstrip("/")
+
+
+def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) -> Entry | None:
+    if stat.S_ISREG(st.st_mode):
+        kind = "file"
+    elif stat.S_ISDIR(st.st_mode):
+        kind = "dir"
+    elif stat.S_ISLNK(st.st_mode):
+        kind = "symlink"
+    else:
+        return None
+    return Entry(path, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
+                 st.st_uid, st.st_gid, st.st_dev, st.st_ino, target)
+
+
+def _translate(pattern: str) -> str:
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "]") else i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+class ExcludeMatcher:
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.by_name, self.absolute, self.relative = [], [], []
+        for pattern in patterns:
+            trimmed = pattern.rstrip("/") or pattern
+            regex = re.compile(_translate(trimmed) + r"\Z", re.DOTALL)
+            if "/" not in trimmed:
+                self.by_name.append(regex)
+            elif trimmed.startswith("/"):
+                self.absolute.append(regex)
+            else:
+                self.relative.append(regex)
+
+    def excluded(self, path: str, relative: str) -> bool:
+        name = path.rsplit("/", 1)[-1]
+        return (any(r.match(name) for r in self.by_name)
+                or any(r.match(path) for r in self.absolute)
+                or any(r.match(relative) for r in self.relative))
+
+
+Report = Callable[[str, str], None]
+"""report(level, message): level is "warning" (makes the run partial) or "note"."""
+
+
+def check_sources(job: JobConfig, config_path: str) -> None:
+    for source in job.sources:
+        if not os.path.isdir(source):
+            what = "is not a directory" if os.path.exists(source) else "does not exist"
+            raise ConfigError(f"{config_path}: jobs.{job.name}.sources: {source} {what}.")
+
+
+def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
+    """Yield every entry to back up, parents before children, in a stable order."""
+    matcher = ExcludeMatcher(job.exclude)
+    for source in job.sources:
+        root = os.path.normpath(source)
+        try:
+            root_st = os.stat(root)
+        except OSError as exc:
+            report("warning", f"cannot read source {root}: {exc.strerror}; it is not in this restore point")
+            continue
+        root_entry = entry_from_stat(root, root_st)
+        if root_entry is None or root_entry.type != "dir":
+            report("warning", f"source {root} is not a directory; skipped")
+            continue
+        yield root_entry
+        stack = [root]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    children = sorted(it, key=lambda d: os.fsencode(d.name), reverse=True)
+            except FileNotFoundError:
+                report("warning", f"directory {directory} vanished during the scan")
+                continue
+            except OSError as exc:
+                report("warning", f"cannot read directory {directory}: {exc.strerror}; its contents are not in this restore point")
+                continue
+            subdirs = []
+            for child in reversed(children):
+                path = child.path
+                relative = os.path.relpath(path, root)
+                if matcher.excluded(path, relative):
+                    continue
+                try:
+                    st = child.stat(follow_symlinks=False)
+                    target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+                except FileNotFoundError:
+                    report("warning", f"{path} vanished during the scan")
+                    continue
+                except OSError as exc:
+                    report("warning", f"cannot stat {path}: {exc.strerror}")
+                    continue
+                entry = entry_from_stat(path, st, target)
+                if entry is None:
+                    report("note", f"skipped special file {path} (device, socket or FIFO)")
+                    continue
+                yield entry
+                if entry.type == "dir":
+                    if job.one_file_system and st.st_dev != root_st.st_dev:
+                        report("note", f"not crossing into another file system at {path}")
+                        continue
+                    subdirs.append(path)
+            stack.extend(reversed(subdirs))

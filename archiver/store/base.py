@@ -1,0 +1,92 @@
+"""The storage boundary: what the backup client may do, and nothing more.
+
+A :class:`Store` can put a *new* object (with a retention), read it (pinned to a
+version id where the store has versions), stat it, list, and copy server-side.
+There is deliberately no delete, hide, overwrite or retention-shortening method:
+the client cannot destroy data because the code it runs has no way to say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, Protocol, Union, runtime_checkable
+
+PutSource = Union[bytes, Path]
+"""A rewindable upload source: bytes in memory, or a path that can be re-read on retry."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    object_lock: bool = False
+    legal_hold: bool = False
+    versioning: bool = False
+    server_side_copy: bool = False
+    conditional_put: bool = False
+    reports_sha256: bool = False
+    max_single_put: int = 5 * 1024**3
+    ransomware_safe: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Retention:
+    mode: str  # "compliance" | "governance"
+    until: datetime
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    sha256: str | None = None
+    version_id: str | None = None
+    retention: Retention | None = None
+    legal_hold: bool = False
+    is_latest: bool = True
+    is_delete_marker: bool = False
+    hidden: bool = False
+    modified: datetime | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    capabilities: Capabilities
+
+    def put(self, key: str, source: PutSource, *, sha256: str, retention: Retention | None = None) -> ObjectInfo:
+        """Create ``key``; fail with ObjectExists if it exists. Never overwrites."""
+
+    def get(self, key: str, *, version_id: str | None = None, byte_range: tuple[int, int] | None = None) -> bytes:
+        """Read an object (or ``byte_range`` = (start, end exclusive)), pinned to ``version_id`` when given."""
+
+    def download(self, key: str, dest: Path, *, version_id: str | None = None) -> None:
+        """Stream an object into the local file ``dest``."""
+
+    def stat(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        """Metadata, including the lock mode and date as the server reports them."""
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Current objects under ``prefix``, in key order."""
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every version (and delete marker or hidden marker) under ``prefix``."""
+
+    def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
+             sha256: str, retention: Retention | None = None) -> ObjectInfo:
+        """Server-side copy into a new key with its own retention."""
+
+
+def sha256_of(source: PutSource) -> str:
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    digest = hashlib.sha256()
+    with open(source, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def size_of(source: PutSource) -> int:
+    return len(source) if isinstance(source, bytes) else Path(source).stat().st_size

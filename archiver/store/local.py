@@ -1,0 +1,161 @@
+"""A repository in a local directory (``file://`` or a plain path).
+
+Objects are written to a private temporary name with exclusive create, fsynced,
+then linked into place with ``link(2)``, which fails if the key exists: a key is
+never overwritten. Objects are read-only files. This store has no lock: anyone
+with the machine's rights can remove the files, so it is not ransomware-proof.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, StoreError
+from .base import Capabilities, ObjectInfo, PutSource, Retention, sha256_of
+
+_TMP_MARK = ".genarc-tmp-"
+
+
+def _local_error(exc: OSError, what: str) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LocalIOError(f"The repository disk is full while writing {what}; free space and rerun.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(f"Permission denied writing {what} ({exc.strerror}); check the repository's permissions.")
+    return StoreError(f"Cannot write {what}: {exc.strerror}.")
+
+
+class LocalStore:
+    capabilities = Capabilities(
+        server_side_copy=True,
+        conditional_put=True,
+        reports_sha256=False,
+        max_single_put=1 << 62,
+        ransomware_safe=False,
+        description="local directory (no object lock: not ransomware-proof)",
+    )
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or _TMP_MARK in key:
+            raise StoreError(f"Invalid object key {key!r}.")
+        return self.root.joinpath(*parts)
+
+    def exists_root(self) -> bool:
+        return self.root.is_dir()
+
+    def put(self, key: str, source: PutSource, *, sha256: str, retention: Retention | None = None) -> ObjectInfo:
+        final = self._path(key)
+        if final.exists():
+            raise ObjectExists(f"Object {key} already exists; genarc never overwrites a key.")
+        tmp = final.with_name(f"{final.name}{_TMP_MARK}{secrets.token_hex(6)}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    if isinstance(source, bytes):
+                        out.write(source)
+                    else:
+                        with open(source, "rb") as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
+                try:
+                    os.link(tmp, final)  # no-clobber: fails with EEXIST
+                except FileExistsError:
+                    raise ObjectExists(f"Object {key} already exists; genarc never overwrites a key.") from None
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    if final.exists():  # file system without hard links
+                        raise ObjectExists(f"Object {key} already exists; genarc never overwrites a key.") from None
+                    os.rename(tmp, final)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()  # our own private temporary name, never an object
+            dirfd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+        except OSError as exc:
+            raise _local_error(exc, f"object {key}") from exc
+        return self.stat(key)
+
+    def _open(self, key: str):
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"Object {key} is missing from the repository.") from None
+        except OSError as exc:
+            raise StoreError(f"Cannot read object {key}: {exc.strerror}.") from None
+
+    def get(self, key: str, *, version_id: str | None = None, byte_range: tuple[int, int] | None = None) -> bytes:
+        with self._open(key) as fh:
+            if byte_range is None:
+                return fh.read()
+            start, end = byte_range
+            fh.seek(start)
+            return fh.read(max(0, end - start))
+
+    def download(self, key: str, dest: Path, *, version_id: str | None = None) -> None:
+        with self._open(key) as src:
+            try:
+                with open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except OSError as exc:
+                raise _local_error(exc, f"the local copy of {key}") from exc
+
+    def _info(self, key: str, path: Path) -> ObjectInfo:
+        st = path.stat()
+        return ObjectInfo(key=key, size=st.st_size,
+                          modified=datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def stat(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            return self._info(key, path)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"Object {key} is missing from the repository.") from None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Walk only the directory that can hold the prefix, then filter by key.
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root.joinpath(*head.split("/")) if head else self.root
+        if not start.is_dir():
+            return
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for name in filenames:
+                if _TMP_MARK in name:
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append((key, full))
+        for key, full in sorted(found):
+            try:
+                yield self._info(key, full)
+            except FileNotFoundError:
+                continue
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.list(prefix)
+
+    def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
+             sha256: str, retention: Retention | None = None) -> ObjectInfo:
+        # A plain file copy through put(): same exclusive create and no-clobber link.
+        return self.put(dst_key, self._path(src_key), sha256=sha256, retention=retention)
+
+    def sha256(self, key: str) -> str:
+        return sha256_of(self._path(key))
