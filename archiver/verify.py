@@ -18,7 +18,7 @@ import py7zr
 import xxhash
 
 from . import chain as chain_mod
-from .catalog import TreeTable, connect
+from .catalog import TreeTable, connect, path_key, path_name
 from .errors import GenarcError
 from .layout import manifests_prefix, parse_manifest_key, volume_generation_prefix, volumes_prefix
 from .manifest import Manifest
@@ -82,7 +82,7 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
     report = VerifyReport(jobs=list(jobs))
     conn = connect(workdir / "verify.sqlite")
     conn.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, version_id TEXT, size INTEGER, sha256 TEXT, gseq INTEGER)")
-    conn.execute("CREATE TABLE expect (key TEXT, entry TEXT, xxh3 TEXT, size INTEGER, path TEXT, PRIMARY KEY (key, entry))")
+    conn.execute("CREATE TABLE expect (key TEXT, entry TEXT, xxh3 TEXT, size INTEGER, path BLOB, PRIMARY KEY (key, entry))")
     try:
         for job in jobs:
             _verify_chains(repo, job, conn, workdir, report)
@@ -124,7 +124,7 @@ def _verify_chains(repo: Repository, job: str, conn: Any, workdir: Path, report:
                 if "obj" in entry:
                     key = manifest.objects[entry["obj"]]["key"]
                     conn.execute("INSERT OR REPLACE INTO expect VALUES (?, ?, ?, ?, ?)",
-                                 (key, entry["entry"], entry["xxh3"], entry["size"], entry["path"]))
+                                 (key, entry["entry"], entry["xxh3"], entry["size"], path_key(entry["path"])))
 
         conn.execute("BEGIN")
         try:
@@ -182,4 +182,4 @@ def _verify_entries(repo: Repository, conn: Any, key: str, local: Path, workdir:
         sink = factory.sinks.get(entry)
         report.entries_checked += 1
         if sink is None or sink.hash.hexdigest() != xxh3 or sink.length != size:
-            report.problems.append(f"object {key}: entry for {path} fails its xxh3 check")
+            report.problems.append(f"object {key}: entry for {path_name(path)!r} fails its xxh3 check")

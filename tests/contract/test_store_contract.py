@@ -1,0 +1,156 @@
+"""One contract suite for every Store. Each backend fixture yields a fresh, empty store.
+
+Only the local store exists in this version; S3 and B2 backends join the ``store``
+fixture's parameters when they land, and the suite runs unchanged against them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from archiver.errors import ObjectExists, ObjectNotFound, StoreError, TransientStoreError
+from archiver.store import LocalStore, RequestCounts, Retention, Store, StoreWrapper, open_store
+
+FORBIDDEN = ("delete", "remove", "hide", "overwrite", "rename", "unlink", "shorten", "bypass")
+
+
+@pytest.fixture(params=["local"])
+def store(request, tmp_path) -> Store:
+    if request.param == "local":
+        return open_store(str(tmp_path / "repo"))
+    raise AssertionError(request.param)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+RET = Retention("compliance", datetime(2030, 1, 1, tzinfo=timezone.utc))
+
+
+def test_put_then_get_stat_and_range(store):
+    info = store.put("job/volumes/a/v1.7z", b"0123456789", sha256=sha(b"0123456789"), retention=RET)
+    assert info.size == 10
+    assert store.get("job/volumes/a/v1.7z", version_id=info.version_id) == b"0123456789"
+    assert store.get("job/volumes/a/v1.7z", version_id=info.version_id, byte_range=(2, 5)) == b"234"
+    assert store.stat("job/volumes/a/v1.7z", version_id=info.version_id).size == 10
+
+
+def test_put_from_a_path_and_download(store, tmp_path):
+    src = tmp_path / "payload"
+    src.write_bytes(b"x" * 100000)
+    info = store.put("k/payload", src, sha256=sha(src.read_bytes()))
+    out = tmp_path / "out"
+    store.download("k/payload", out, version_id=info.version_id)
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_keys_are_write_once(store):
+    store.put("k/once", b"first", sha256=sha(b"first"))
+    with pytest.raises(ObjectExists):
+        store.put("k/once", b"second", sha256=sha(b"second"))
+    assert store.get("k/once") == b"first"
+
+
+def test_missing_object(store):
+    with pytest.raises(ObjectNotFound):
+        store.get("k/none")
+    with pytest.raises(ObjectNotFound):
+        store.stat("k/none")
+
+
+def test_list_is_sorted_and_prefix_filtered(store):
+    for key in ("j/m/b", "j/m/a", "j/v/c", "other/x"):
+        store.put(key, key.encode(), sha256=sha(key.encode()))
+    assert [i.key for i in store.list("j/m/")] == ["j/m/a", "j/m/b"]
+    assert [i.key for i in store.list("j/")] == ["j/m/a", "j/m/b", "j/v/c"]
+    assert {i.key for i in store.list_versions("j/")} >= {"j/m/a", "j/m/b", "j/v/c"}
+
+
+def test_server_side_copy_makes_a_new_key(store):
+    if not store.capabilities.server_side_copy:
+        pytest.skip("store has no server-side copy")
+    src = store.put("g1/v", b"payload", sha256=sha(b"payload"))
+    copied = store.copy("g1/v", "g2/v", src_version_id=src.version_id, sha256=sha(b"payload"), retention=RET)
+    assert store.get("g2/v", version_id=copied.version_id) == b"payload"
+    with pytest.raises(ObjectExists):
+        store.copy("g1/v", "g2/v", src_version_id=src.version_id, sha256=sha(b"payload"))
+
+
+def test_the_client_store_has_no_way_to_destroy(store):
+    """Invariant 1: no delete, hide, overwrite or retention-shortening method anywhere in the stack."""
+    layer = store
+    while True:
+        names = [n for n, _ in inspect.getmembers(type(layer), callable) if not n.startswith("_")]
+        assert not [n for n in names if any(word in n.lower() for word in FORBIDDEN)], type(layer)
+        if not isinstance(layer, StoreWrapper):
+            break
+        layer = layer.inner
+
+
+def test_local_objects_are_read_only_files(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("a/b", b"x", sha256=sha(b"x"))
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o222 == 0
+    assert not store.capabilities.object_lock and not store.capabilities.ransomware_safe
+
+
+class Flaky:
+    """A fault injector that sits inside the retry layer: fails a share of calls transiently.
+
+    With ``land_first`` the first put lands but its reply is lost, as after a network reset.
+    """
+
+    def __init__(self, inner, failures: int, land_first: bool = False):
+        self.inner, self.failures, self.land_first = inner, failures, land_first
+        self.capabilities = inner.capabilities
+
+    def _maybe_fail(self):
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientStoreError("503 Slow Down (injected)")
+
+    def put(self, key, source, *, sha256, retention=None):
+        if self.land_first:
+            self.land_first = False
+            self.inner.put(key, source, sha256=sha256, retention=retention)
+            raise TransientStoreError("connection reset after upload (injected)")
+        self._maybe_fail()
+        return self.inner.put(key, source, sha256=sha256, retention=retention)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_retry_resends_same_bytes_to_same_key(tmp_path):
+    counts = RequestCounts()
+    flaky = {}
+
+    def inject(inner):
+        flaky["f"] = Flaky(inner, failures=3)
+        return flaky["f"]
+
+    store = open_store(str(tmp_path), counts=counts, inside_retry=inject, retry_sleep=lambda s: None)
+    store.put("k/v", b"data", sha256=sha(b"data"))
+    assert store.get("k/v") == b"data"
+    assert [p.name for p in (tmp_path / "k").iterdir()] == ["v"]  # nothing renamed, no stray copies
+    assert counts.snapshot()["deletes"] == 0
+
+
+def test_retry_after_a_lost_reply_accepts_the_landed_object(tmp_path):
+    store = open_store(str(tmp_path), inside_retry=lambda inner: Flaky(inner, 0, land_first=True),
+                       retry_sleep=lambda s: None)
+    info = store.put("k/v", b"data", sha256=sha(b"data"))
+    assert info.size == 4 and store.get("k/v") == b"data"
+
+
+def test_retry_budget_exhausted_is_a_clear_error(tmp_path):
+    store = open_store(str(tmp_path), inside_retry=lambda inner: Flaky(inner, failures=100), retry_sleep=lambda s: None)
+    with pytest.raises(StoreError, match="failed 6 times"):
+        store.put("k/v", b"data", sha256=sha(b"data"))
+    assert not (tmp_path / "k" / "v").exists()

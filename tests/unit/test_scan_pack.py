@@ -1,0 +1,107 @@
+import os
+import threading
+import time
+from pathlib import Path
+
+import py7zr
+
+from archiver.config import JobConfig
+from archiver.pack import PlannedFile, VolumePlan, entry_name, looks_incompressible, plan_volumes, write_volume
+from archiver.scan import ExcludeMatcher, walk
+
+
+def test_exclude_patterns():
+    m = ExcludeMatcher(("*.tmp", "**/.cache/**", "/abs/skip", "build/**", "[ab]?.log"))
+    assert m.excluded("/home/u/x.tmp", "x.tmp")
+    assert m.excluded("/home/u/.cache/deep/f", ".cache/deep/f")
+    assert not m.excluded("/home/u/.cache", ".cache")  # the directory stays, its contents go
+    assert m.excluded("/abs/skip", "skip")
+    assert m.excluded("/src/build/a/b.o", "build/a/b.o")
+    assert not m.excluded("/src/sub/build/b.o", "sub/build/b.o")
+    assert m.excluded("/x/a1.log", "a1.log") and not m.excluded("/x/c1.log", "c1.log")
+
+
+def test_walk_skips_special_files_and_excluded_dirs(tmp_path):
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "f").write_text("x")
+    (tmp_path / "skipme").mkdir()
+    (tmp_path / "skipme" / "f").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    notes = []
+    job = JobConfig("j", (str(tmp_path),), ("skipme",))
+    names = [e.name for e in walk(job, lambda level, msg: notes.append((level, msg)))]
+    assert names == [str(tmp_path).lstrip("/")] + [str(tmp_path / p).lstrip("/") for p in ("keep", "keep/f")]
+    assert notes and notes[0][0] == "note" and "fifo" in notes[0][1]
+
+
+def test_entry_names_fall_back_for_awkward_paths():
+    assert entry_name("/home/a/b.txt", 3) == "home/a/b.txt"
+    assert entry_name("/home/new\nline", 3).startswith("_genarc/odd/")
+    assert entry_name("/home/" + os.fsdecode(b"\xff\xfe"), 4).startswith("_genarc/odd/")
+    assert entry_name("/home/back\\slash", 5).startswith("_genarc/odd/")
+
+
+def test_probe_and_plan_split_incompressible_files(tmp_path):
+    text = tmp_path / "text"
+    text.write_bytes(b"hello world " * 50000)
+    noise = tmp_path / "noise"
+    noise.write_bytes(os.urandom(600000))
+    assert not looks_incompressible(str(text), text.stat().st_size)
+    assert looks_incompressible(str(noise), noise.stat().st_size)
+    files = [PlannedFile(str(text), text.stat().st_size), PlannedFile(str(noise), noise.stat().st_size)]
+    plans = list(plan_volumes(files, method="zstd", level=3, volume_size=10**9, max_files=100))
+    assert sorted((p.method, len(p.files)) for p in plans) == [("copy", 1), ("zstd", 1)]
+
+
+def test_plan_caps_bytes_and_file_count(tmp_path):
+    files = []
+    for i in range(10):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(b"a" * 1000)
+        files.append(PlannedFile(str(p), 1000))
+    plans = list(plan_volumes(files, method="zstd", level=3, volume_size=3500, max_files=100))
+    assert [len(p.files) for p in plans] == [3, 3, 3, 1]
+    plans = list(plan_volumes(files, method="zstd", level=3, volume_size=10**9, max_files=4))
+    assert [len(p.files) for p in plans] == [4, 4, 2]
+
+
+def test_a_file_changing_while_read_is_never_stored_torn(tmp_path):
+    victim = tmp_path / "busy.log"
+    victim.write_bytes(os.urandom(8 * 1024 * 1024))
+    stop = threading.Event()
+
+    def scribble():
+        with open(victim, "r+b") as fh:
+            while not stop.is_set():
+                fh.seek(0)
+                fh.write(os.urandom(4096))
+                fh.flush()
+                os.utime(victim)
+                time.sleep(0.0005)
+
+    writer = threading.Thread(target=scribble)
+    writer.start()
+    try:
+        plan = VolumePlan(1, "copy", 0, [PlannedFile(str(victim), victim.stat().st_size)])
+        result = write_volume(plan, str(tmp_path / "v.7z"), None)
+    finally:
+        stop.set()
+        writer.join()
+    assert result.files[0].status == "torn"
+    assert "kept changing" in result.files[0].message
+
+
+def test_volume_is_a_standard_encrypted_7z(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"content")
+    plan = VolumePlan(1, "zstd", 3, [PlannedFile(str(f), 7)])
+    result = write_volume(plan, str(tmp_path / "v.7z"), "pw")
+    assert result.files[0].status == "ok"
+    with py7zr.SevenZipFile(tmp_path / "v.7z", "r", password="pw") as archive:
+        assert archive.needs_password()
+        assert archive.getnames() == [str(f).lstrip("/")]
+    factory = py7zr.io.BytesIOFactory(1 << 20)
+    with py7zr.SevenZipFile(tmp_path / "v.7z", "r", password="pw") as archive:
+        archive.extractall(path=tmp_path / "x", factory=factory)
+    assert factory.get(str(tmp_path / "x" / str(f).lstrip("/"))).read() == b"content"
+    assert result.sha256 and result.size == (tmp_path / "v.7z").stat().st_size
