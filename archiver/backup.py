@@ -8,6 +8,7 @@ orphan volumes, which no manifest refers to and the lifecycle rule removes.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import multiprocessing
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterator
 import xxhash
 
 from . import chain as chain_mod
+from . import interrupt
 from .catalog import Catalog, TreeTable, path_key, path_name
 from .clock import Clock, format_time
 from .config import Config, JobConfig
@@ -77,6 +79,9 @@ def sync_catalog(repo: Repository, catalog: Catalog, names: list, workdir: Path)
             catalog.tree.clear()
             catalog.set_meta({"tip_key": None, "tip_sha256": None, "tip_version": None})
         return True
+    if chain_mod.missing_points(names, latest):
+        catalog.set_meta({"broken_key": latest.key})
+        return False
     if catalog.tip == latest.key:
         return True
     return rebuild_catalog(repo, catalog, names, workdir)
@@ -119,6 +124,7 @@ def _carry(old: Any) -> dict[str, Any]:
 def classify(scan: TreeTable, previous: TreeTable | None, report: RunReport, warn: Callable[[str], None]) -> None:
     """Set each scanned row's op: "pack" (content to store), "add"/"change"/"meta" (manifest only) or NULL."""
     for row in scan.rows():
+        interrupt.check()
         new = dict(row)
         old = previous.get(row["path"]) if previous is not None else None
         is_file = new["type"] == "file"
@@ -211,6 +217,7 @@ def run_job(
         scan = TreeTable(catalog.conn, "scan")
         catalog.conn.execute("BEGIN")
         for entry in walk(job, on_scan):
+            interrupt.check()
             scan.put(_row_from_entry(entry))
         catalog.conn.execute("COMMIT")
         previous = catalog.tree if decision.kind == "incremental" else None
@@ -265,6 +272,7 @@ def run_job(
             "warnings": len(report.warnings),
         }
         packed = writer.finish(header, repo.keys)
+        interrupt.check()
         mkey = manifest_key(job.name, gen.seq, gen.start, pseq, now, run_id)
         info = repo.store.put(mkey, packed, sha256=sha256_of(packed), retention=retention)  # the commit
         report.manifest_key = mkey
@@ -301,6 +309,7 @@ def _pack_and_upload(repo: Repository, config: Config, job: JobConfig, scan: Tre
 
     def upload(volume: PackedVolume) -> None:
         try:
+            interrupt.check()
             ok = [f for f in volume.files if f.status == "ok"]
             key = volume_key(job.name, gen.seq, gen.start, pseq, run_id, volume.index)
             if ok:
@@ -339,14 +348,17 @@ def _pack_and_upload(repo: Repository, config: Config, job: JobConfig, scan: Tre
     plan_list_iter = iter(plans)
     if workers <= 1:
         for plan in plan_list_iter:
+            interrupt.check()
             upload(write_volume(plan, str(spool / f"v{plan.index:06d}.7z"), password))
         return
     # At most `workers` volumes exist on local disk at once: a finished one is uploaded before the next is planned.
     context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                initializer=interrupt.worker_init) as pool:
         pending: set[concurrent.futures.Future] = set()
         try:
             for plan in plan_list_iter:
+                interrupt.check()
                 pending.add(pool.submit(write_volume, plan, str(spool / f"v{plan.index:06d}.7z"), password))
                 if len(pending) >= workers:
                     done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -356,6 +368,9 @@ def _pack_and_upload(repo: Repository, config: Config, job: JobConfig, scan: Tre
                 done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     upload(future.result())
+        except concurrent.futures.process.BrokenProcessPool:
+            interrupt.check()  # the workers were signalled along with us: report the interruption
+            raise LocalIOError("A volume packing process died (out of memory?); nothing was committed, rerun.") from None
         except BaseException:
             for future in pending:
                 future.cancel()

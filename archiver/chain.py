@@ -39,6 +39,12 @@ def check_link(manifest: Manifest, previous: Manifest | None) -> None:
         )
 
 
+def missing_points(names: list[ManifestName], upto: ManifestName) -> list[int]:
+    """Point numbers absent from ``upto``'s chain, judged from the manifest listing alone."""
+    present = {n.pseq for n in names if n.gseq == upto.gseq and n.pseq <= upto.pseq}
+    return sorted(set(range(1, upto.pseq + 1)) - present)
+
+
 def replay(
     repo: Repository,
     names: list[ManifestName],
@@ -50,9 +56,8 @@ def replay(
     """Replay the chain of ``upto``'s generation up to and including ``upto`` into ``tree``."""
     chain = [n for n in names if n.gseq == upto.gseq and n.pseq <= upto.pseq]
     chain.sort(key=lambda n: n.pseq)
-    seqs = [n.pseq for n in chain]
-    if seqs != list(range(1, upto.pseq + 1)):
-        missing = sorted(set(range(1, upto.pseq + 1)) - set(seqs))
+    missing = missing_points(names, upto)
+    if missing or len(chain) != upto.pseq:
         raise IntegrityError(
             f"Generation {upto.gseq} of job {upto.job} is missing the manifest of point(s) "
             f"{', '.join(map(str, missing)) or 'with a duplicate number'}; its chain is broken."

@@ -19,6 +19,7 @@ import py7zr
 import xxhash
 
 from . import chain as chain_mod
+from . import interrupt
 from .catalog import TreeTable, connect, path_name
 from .clock import format_time
 from .errors import IntegrityError, LocalIOError, ObjectNotFound, StoreError, UsageError
@@ -192,6 +193,7 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
             "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 ORDER BY obj_key"
         ).fetchall()
         for volume in volumes:
+            interrupt.check()
             _restore_volume(repo, conn, volume, target, workdir, is_root, report)
             emit("volume", {"key": volume["obj_key"], "files": report.files, "bytes": report.bytes})
         for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):

@@ -18,6 +18,7 @@ import py7zr
 import xxhash
 
 from . import chain as chain_mod
+from . import interrupt
 from .catalog import TreeTable, connect, path_key, path_name
 from .errors import GenarcError
 from .layout import manifests_prefix, parse_manifest_key, volume_generation_prefix, volumes_prefix
@@ -94,6 +95,7 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
                 if parse_manifest_key(info.key) is None:
                     report.orphans.append(info.key)
         for row in conn.execute("SELECT key, version_id, size, sha256 FROM objects ORDER BY key").fetchall():
+            interrupt.check()
             _verify_object(repo, conn, row, deep, workdir, report)
             emit("object", {"key": row[0], "checked": report.objects})
     finally:

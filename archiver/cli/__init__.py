@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import traceback
 from typing import Sequence
 
+from .. import interrupt
 from ..errors import EXIT_CODES, EXIT_INTERNAL, GenarcError, Interrupted
 from . import catalog, init, list as list_cmd, ls, restore, run, verify
 
@@ -33,17 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Interrupted(f"Stopped by signal {signal.Signals(signum).name}; nothing from the interrupted run was committed.")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    previous = interrupt.install()
     try:
         return int(args.func(args))
     except GenarcError as exc:
@@ -60,14 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"genarc: internal error: {type(exc).__name__}: {exc}. Rerun with --debug and report it.", file=sys.stderr)
         return EXIT_INTERNAL
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+        interrupt.restore(previous)
 
 
 def entry_point() -> None:
