@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Benchmark genarc on a local repository, side by side with its peers on the same corpus.
+
+    python scripts/bench_local.py [--size-gib 1.0] [--repeat 1] [--workdir DIR] [--json FILE]
+
+Steps, each for genarc and for every peer that is installed (7zz, restic, duplicity):
+an active full, an incremental after changing 1 % of the files, a run over the
+unchanged tree, and a full restore. It prints MB/s, wall-time ratios against each
+peer, output size and peak RSS, and writes JSON. It never fails on a timing.
+
+Targets (reported, not asserted): full >= 1.0x restic's initial throughput and >= 3x
+duplicity's; incremental <= 1.0x restic's second-run time; restore >= 1.0x
+duplicity's; peak RSS < 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import Timing, build_corpus, change_share, dir_bytes, fresh, median, table, timed, write_json  # noqa: E402
+
+PASSWORD = "benchmark password"
+NOW = ["2027-01-04T02:00:00Z", "2027-01-04T14:00:00Z", "2027-01-05T02:00:00Z"]
+
+
+def genarc_cmd(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "archiver", "--config", str(config), *args]
+
+
+class Bench:
+    def __init__(self, work: Path, repeat: int) -> None:
+        self.work, self.repeat = work, repeat
+        self.results: list[Timing] = []
+
+    def measure(self, tool: str, step: str, input_bytes: int, prepare, cmd_for, output: Path | None = None, **kw) -> Timing:
+        runs, rss = [], 0.0
+        for _ in range(self.repeat):
+            prepare()
+            seconds, peak, _ = timed(cmd_for(), **kw)
+            runs.append(seconds)
+            rss = max(rss, peak)
+        timing = Timing(tool, step, median(runs), rss, input_bytes, dir_bytes(output) if output else None, runs)
+        self.results.append(timing)
+        print(f"  {tool:<9} {step:<12} {timing.seconds:8.2f} s  {timing.mb_per_s:8.1f} MB/s  peak {rss:6.0f} MB", flush=True)
+        return timing
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per step; the median is reported")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=Path("bench-out/bench_local.json"))
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="genarc-bench-"))
+    corpus_dir, state_a = work / "corpus", work / "corpus-state-a"
+    print(f"building a {args.size_gib} GiB corpus in {corpus_dir} ...", flush=True)
+    fresh(corpus_dir)
+    corpus = build_corpus(corpus_dir, int(args.size_gib * 1024**3))
+    # Keep the pristine tree so every repetition of a full starts from the same state.
+    shutil.copytree(corpus_dir, state_a, symlinks=True) if not state_a.exists() else None
+    size = corpus["bytes"]
+    bench = Bench(work, args.repeat)
+    env_pw = {"RESTIC_PASSWORD": PASSWORD, "PASSPHRASE": PASSWORD}
+
+    # genarc
+    cfg = work / "genarc.toml"
+    (work / "pw").write_text(PASSWORD + "\n")
+    cfg.write_text(f'[repository]\nurl = "{work / "g-repo"}"\npassword_file = "{work / "pw"}"\n\n'
+                   f'[jobs.bench]\nsources = ["{corpus_dir}"]\n')
+    genv = {"XDG_STATE_HOME": str(work / "g-state"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def genarc_fresh():
+        fresh(work / "g-repo")
+        shutil.rmtree(work / "g-state", ignore_errors=True)
+        timed(genarc_cmd(cfg, "init"), env={**genv, "GENARC_NOW": NOW[0]})
+
+    peers = {name: shutil.which(name) for name in ("7zz", "restic", "duplicity")}
+    if args.no_peers:
+        peers = {k: None for k in peers}
+    print("full backups:", flush=True)
+    bench.measure("genarc", "full", size, genarc_fresh, lambda: genarc_cmd(cfg, "run", "--full"),
+                  output=work / "g-repo", env={**genv, "GENARC_NOW": NOW[0]})
+    if peers["7zz"]:
+        archive = work / "7z-out" / "a.7z"
+        bench.measure("7zz", "full", size, lambda: fresh(work / "7z-out"),
+                      lambda: [peers["7zz"], "a", "-bd", "-mx1", "-m0=lzma2", f"-p{PASSWORD}", "-mhe=on", str(archive), str(corpus_dir)],
+                      output=work / "7z-out")
+    if peers["restic"]:
+        def restic_fresh():
+            fresh(work / "r-repo")
+            timed([peers["restic"], "-r", str(work / "r-repo"), "init"], env=env_pw)
+        bench.measure("restic", "full", size, restic_fresh,
+                      lambda: [peers["restic"], "-r", str(work / "r-repo"), "backup", "-q", str(corpus_dir)],
+                      output=work / "r-repo", env=env_pw)
+    if peers["duplicity"]:
+        def dup_fresh():
+            fresh(work / "d-repo")
+            shutil.rmtree(work / "d-cache", ignore_errors=True)
+        bench.measure("duplicity", "full", size, dup_fresh,
+                      lambda: [peers["duplicity"], "full", "--archive-dir", str(work / "d-cache"), "--no-print-statistics",
+                               str(corpus_dir), f"file://{work / 'd-repo'}"],
+                      output=work / "d-repo", env=env_pw)
+
+    changed = change_share(corpus_dir, 0.01, seed=1)
+    print(f"changed 1% of files ({changed['edited']} edited, {changed['added']} added); incrementals:", flush=True)
+    noop = lambda: None  # noqa: E731
+    bench.measure("genarc", "incremental", changed["bytes"], noop, lambda: genarc_cmd(cfg, "run"),
+                  env={**genv, "GENARC_NOW": NOW[1]})
+    if peers["restic"]:
+        bench.measure("restic", "incremental", changed["bytes"], noop,
+                      lambda: [peers["restic"], "-r", str(work / "r-repo"), "backup", "-q", str(corpus_dir)], env=env_pw)
+    if peers["duplicity"]:
+        bench.measure("duplicity", "incremental", changed["bytes"], noop,
+                      lambda: [peers["duplicity"], "incr", "--archive-dir", str(work / "d-cache"), "--no-print-statistics",
+                               str(corpus_dir), f"file://{work / 'd-repo'}"], env=env_pw)
+    print("unchanged tree:", flush=True)
+    bench.measure("genarc", "unchanged", 0, noop, lambda: genarc_cmd(cfg, "run"), env={**genv, "GENARC_NOW": NOW[2]})
+    if peers["restic"]:
+        bench.measure("restic", "unchanged", 0, noop,
+                      lambda: [peers["restic"], "-r", str(work / "r-repo"), "backup", "-q", str(corpus_dir)], env=env_pw)
+
+    print("restores:", flush=True)
+    target = work / "restore"
+    bench.measure("genarc", "restore", size, lambda: fresh(target),
+                  lambda: genarc_cmd(cfg, "restore", "bench", "--target", str(target)), env={**genv, "GENARC_NOW": NOW[2]})
+    if peers["7zz"]:
+        bench.measure("7zz", "restore", size, lambda: fresh(target),
+                      lambda: [peers["7zz"], "x", "-bd", "-y", f"-p{PASSWORD}", f"-o{target}", str(work / "7z-out" / "a.7z")])
+    if peers["restic"]:
+        bench.measure("restic", "restore", size, lambda: fresh(target),
+                      lambda: [peers["restic"], "-r", str(work / "r-repo"), "restore", "latest", "-q", "--target", str(target)],
+                      env=env_pw)
+    if peers["duplicity"]:
+        bench.measure("duplicity", "restore", size, lambda: shutil.rmtree(target, ignore_errors=True),
+                      lambda: [peers["duplicity"], "restore", "--archive-dir", str(work / "d-cache"), f"file://{work / 'd-repo'}",
+                               str(target)], env=env_pw)
+
+    report(bench, corpus, changed, peers, args.json, work)
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(bench: Bench, corpus: dict, changed: dict, peers: dict, out: Path, work: Path) -> None:
+    by = {(t.tool, t.step): t for t in bench.results}
+    rows = []
+    for t in bench.results:
+        rows.append([t.tool, t.step, f"{t.seconds:.2f}", f"{t.mb_per_s:.1f}" if t.input_bytes else "-",
+                     f"{t.output_bytes / 1e6:.0f} MB" if t.output_bytes else "-", f"{t.peak_rss_mb:.0f}"])
+    print()
+    print(table(rows, ["tool", "step", "seconds (median)", "MB/s", "output", "peak RSS MB"]))
+    g = {step: by.get(("genarc", step)) for step in ("full", "incremental", "unchanged", "restore")}
+    ratios = {}
+    for peer in ("7zz", "restic", "duplicity"):
+        for step in ("full", "incremental", "unchanged", "restore"):
+            other = by.get((peer, step))
+            if other and g[step]:
+                ratios[f"{step} time genarc/{peer}"] = round(g[step].seconds / other.seconds, 3)
+    targets = {}
+    if g["full"] and by.get(("restic", "full")):
+        targets["full >= 1.0x restic throughput"] = round(by[("restic", "full")].seconds / g["full"].seconds, 3)
+    if g["full"] and by.get(("duplicity", "full")):
+        targets["full >= 3x duplicity throughput"] = round(by[("duplicity", "full")].seconds / g["full"].seconds, 3)
+    if g["incremental"] and by.get(("restic", "incremental")):
+        targets["incremental <= 1.0x restic second-run time"] = ratios["incremental time genarc/restic"]
+    if g["restore"] and by.get(("duplicity", "restore")):
+        targets["restore >= 1.0x duplicity speed"] = round(by[("duplicity", "restore")].seconds / g["restore"].seconds, 3)
+    targets["peak RSS MB < 200"] = round(max(t.peak_rss_mb for t in bench.results if t.tool == "genarc"), 1)
+    print("\nratios (genarc time / peer time; below 1 means genarc is faster):")
+    for k, v in ratios.items():
+        print(f"  {k:<40} {v}")
+    print("\ntargets (value shown; speed targets as a speed-up factor):")
+    for k, v in targets.items():
+        print(f"  {k:<48} {v}")
+    write_json(out, {
+        "benchmark": "bench_local", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                "platform": platform.platform()},
+        "corpus": corpus, "change": changed, "peers": {k: bool(v) for k, v in peers.items()},
+        "results": bench.results, "ratios": ratios, "targets": targets,
+    })
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
