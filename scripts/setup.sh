@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install genarc into ./.venv from nothing. With --test, also what the test suite needs:
+# the Python test packages and Debian's 7zip (stock-extraction tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "genarc needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))." >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+  if ! command -v 7zz >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends 7zip >/dev/null
+    else
+      echo "note: 7zz is not installed and cannot be installed here; the stock 7-Zip tests will be skipped." >&2
+    fi
+  fi
+else
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+fi
