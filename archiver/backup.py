@@ -117,26 +117,36 @@ def _meta_differs(new: Any, old: Any) -> bool:
         old["mtime_ns"], old["mode"], old["uid"], old["gid"], old["target"])
 
 
-def _carry(old: Any) -> dict[str, Any]:
-    return {k: old[k] for k in ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry")}
+_META_SAME = " AND ".join(f"scan.{c} IS t.{c}" for c in ("mtime_ns", "mode", "uid", "gid", "target"))
 
 
 def classify(scan: TreeTable, previous: TreeTable | None, report: RunReport, warn: Callable[[str], None]) -> None:
-    """Set each scanned row's op: "pack" (content to store), "add"/"change"/"meta" (manifest only) or NULL."""
-    for row in scan.rows():
+    """Set each scanned row's op: "pack" (content to store), "add"/"change"/"meta" (manifest only) or NULL.
+
+    The common cases are settled in SQL in one pass; only rows that need a decision per file
+    (new, changed size, or same size with another mtime or inode) come back to Python.
+    """
+    conn = scan.conn
+    count, total = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM scan").fetchone()
+    report.files_scanned, report.bytes_scanned = count, total
+    if previous is None:
+        conn.execute("UPDATE scan SET op = CASE WHEN type = 'file' AND size > 0 THEN 'pack' ELSE 'add' END")
+        return
+    # Same type and identical stat (files) or same type (dirs, links): unchanged, or metadata only.
+    # '=' marks a settled row until the end of classification.
+    conn.execute(f"""
+        UPDATE scan SET xxh3 = t.xxh3, obj_key = t.obj_key, obj_version = t.obj_version,
+               obj_sha256 = t.obj_sha256, entry = t.entry,
+               op = CASE WHEN {_META_SAME} THEN '=' ELSE 'meta' END
+        FROM tree AS t
+        WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
+              t.size = scan.size AND t.mtime_ns = scan.mtime_ns AND t.ino = scan.ino AND t.dev = scan.dev))""")
+    for row in scan.rows("op IS NULL"):
         interrupt.check()
         new = dict(row)
-        old = previous.get(row["path"]) if previous is not None else None
-        is_file = new["type"] == "file"
-        report.files_scanned += 1
-        report.bytes_scanned += new["size"] or 0
+        old = previous.get(row["path"])
         if old is None or old["type"] != new["type"]:
-            new["op"] = "pack" if is_file and new["size"] > 0 else ("add" if old is None else "change")
-        elif not is_file:
-            new["op"] = "meta" if _meta_differs(new, old) else None
-        elif (new["size"], new["mtime_ns"], new["ino"], new["dev"]) == (old["size"], old["mtime_ns"], old["ino"], old["dev"]):
-            new.update(_carry(old))
-            new["op"] = "meta" if _meta_differs(new, old) else None
+            new["op"] = "pack" if new["type"] == "file" and new["size"] > 0 else ("add" if old is None else "change")
         elif new["size"] != old["size"]:
             new["op"] = "pack" if new["size"] > 0 else "change"
         else:
@@ -146,14 +156,15 @@ def classify(scan: TreeTable, previous: TreeTable | None, report: RunReport, war
                 digest = xxh3_file(absolute) if new["size"] else EMPTY_XXH3
             except OSError as exc:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
-                scan.put(dict(old))
+                scan.put({**dict(old), "op": "="})
                 continue
             if digest == old["xxh3"]:
-                new.update(_carry(old))
-                new["op"] = "meta" if _meta_differs(new, old) else None
+                new.update({k: old[k] for k in ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry")})
+                new["op"] = "meta" if _meta_differs(new, old) else "="
             else:
                 new["op"] = "pack"
         scan.put(new)
+    conn.execute("UPDATE scan SET op = NULL WHERE op = '='")
 
 
 def _planned(scan: TreeTable) -> Iterator[PlannedFile]:

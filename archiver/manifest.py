@@ -38,6 +38,25 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
 
+def _cache_7z_key_derivation() -> None:
+    """Memoize py7zr's AES key derivation (2^19 SHA-256 rounds, ~0.16 s a call).
+
+    The key is a pure function of password, cycles, salt and digest; py7zr derives it
+    again for every archive it opens and twice for every archive it writes (data and
+    header). IVs stay random per archive, so caching the key changes no output.
+    """
+    import functools
+
+    import py7zr.compressor
+
+    original = py7zr.compressor.calculate_key
+    if not hasattr(original, "cache_info"):
+        py7zr.compressor.calculate_key = functools.lru_cache(maxsize=16)(original)
+
+
+_cache_7z_key_derivation()
+
+
 def seven_zip_filters(method: str, level: int, encrypted: bool) -> list[dict[str, int]]:
     base: dict[str, list[dict[str, int]]] = {
         "zstd": [{"id": py7zr.FILTER_ZSTD, "level": level}],

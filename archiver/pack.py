@@ -43,10 +43,11 @@ class VolumePlan:
     method: str
     level: int
     files: list[PlannedFile] = field(default_factory=list)
+    bytes: int = 0
 
-    @property
-    def bytes(self) -> int:
-        return sum(f.size for f in self.files)
+    def add(self, planned: PlannedFile) -> None:
+        self.files.append(planned)
+        self.bytes += planned.size
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                 return PackedFile(planned.path, "vanished", message="is no longer a regular file")
             reader = _HashingReader(fh, before.st_size)
             try:
-                archive.writef(reader, entry)
+                archive._writef(reader, entry)  # entry_name() already vetted the name; writef re-checks it with ~18 lstat calls per file
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -229,7 +230,7 @@ def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volum
             current = VolumePlan(index, chosen, level if chosen == method else 0)
             index += 1
             open_plans[chosen] = current
-        current.files.append(planned)
+        current.add(planned)
         if current.bytes >= volume_size:
             yield current
             del open_plans[chosen]

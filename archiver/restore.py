@@ -7,6 +7,9 @@ is restored, and each file that could not be is named at the end.
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
+import multiprocessing
 import os
 import re
 import shutil
@@ -143,7 +146,8 @@ def _apply_metadata(dest: Path, row: Any, is_root: bool) -> None:
 
 
 def restore(repo: Repository, job: str, name: ManifestName, names: list[ManifestName], *, target: Path,
-            includes: list[str], overwrite: bool, workdir: Path, progress: Progress | None = None) -> RestoreReport:
+            includes: list[str], overwrite: bool, workdir: Path, progress: Progress | None = None,
+            workers: int = 1) -> RestoreReport:
     emit = progress or (lambda event, data: None)
     conn = connect(workdir / "restore.sqlite")
     tree = TreeTable(conn, "tree")
@@ -192,10 +196,13 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
         volumes = conn.execute(
             "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 ORDER BY obj_key"
         ).fetchall()
-        for volume in volumes:
-            interrupt.check()
-            _restore_volume(repo, conn, volume, target, workdir, is_root, report)
-            emit("volume", {"key": volume["obj_key"], "files": report.files, "bytes": report.bytes})
+        tasks = []
+        for index, volume in enumerate(volumes):
+            rows = conn.execute("SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0",
+                                (volume["obj_key"],)).fetchall()
+            tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
+                                     [dict(r) for r in rows], target, workdir / f"v{index}", is_root))
+        _restore_volumes(repo, tasks, workers, report, emit)
         for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
             _apply_metadata(_safe_destination(target, path_name(row["path"])), row, is_root)
             report.dirs += 1
@@ -218,45 +225,104 @@ class RestoreFailed(IntegrityError):
         )
 
 
-def _restore_volume(repo: Repository, conn: Any, volume: Any, target: Path, workdir: Path, is_root: bool,
-                    report: RestoreReport) -> None:
-    key = volume["obj_key"]
-    rows = conn.execute(
-        "SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0", (key,)).fetchall()
-    local = workdir / "volume.7z"
+@dataclass
+class _VolumeTask:
+    key: str
+    version_id: str | None
+    sha256: str
+    rows: list[dict[str, Any]]
+    target: Path
+    workdir: Path
+    is_root: bool
+
+
+@dataclass
+class _VolumeResult:
+    files: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+_REPO: Repository | None = None  # set before the worker pool forks, so workers share it
+
+
+def _restore_volume(task: _VolumeTask) -> _VolumeResult:
+    assert _REPO is not None
+    repo, key, rows, result = _REPO, task.key, task.rows, _VolumeResult()
+    task.workdir.mkdir(parents=True, exist_ok=True)
+    local = task.workdir / "volume.7z"
     try:
-        repo.store.download(key, local, version_id=volume["obj_version"])
+        repo.store.download(key, local, version_id=task.version_id)
     except (ObjectNotFound, StoreError) as exc:
-        report.errors.extend(f"{path_name(r['path'])}: object {key} cannot be read ({exc.message})" for r in rows)
-        return
+        result.errors.extend(f"{path_name(r['path'])}: object {key} cannot be read ({exc.message})" for r in rows)
+        return result
     try:
-        if sha256_of(local) != volume["obj_sha256"]:
-            report.errors.extend(
+        if sha256_of(local) != task.sha256:
+            result.errors.extend(
                 f"{path_name(r['path'])}: object {key} does not match its recorded SHA-256 (corrupt or altered)"
                 for r in rows)
-            return
-        wanted = {r["entry"]: _safe_destination(target, path_name(r["path"])) for r in rows}
-        factory = _Factory(str(workdir / "x"), wanted)
+            return result
+        wanted = {r["entry"]: _safe_destination(task.target, path_name(r["path"])) for r in rows}
+        factory = _Factory(str(task.workdir / "x"), wanted)
         try:
             with py7zr.SevenZipFile(local, "r", password=repo.keys.password) as archive:
-                archive.extract(path=workdir / "x", targets=list(wanted), factory=factory)
+                archive.extract(path=task.workdir / "x", targets=list(wanted), factory=factory)
         except OSError:
             raise
         except Exception as exc:  # py7zr raises many unrelated types for damaged data
-            report.errors.extend(
+            result.errors.extend(
                 f"{path_name(r['path'])}: object {key} cannot be decoded ({type(exc).__name__})" for r in rows)
-            return
+            return result
         for row in rows:
             made = factory.made.get(row["entry"])
             dest = wanted[row["entry"]]
             if made is None or made.hash.hexdigest() != row["xxh3"] or made.length != row["size"]:
-                report.errors.append(f"{path_name(row['path'])}: content from object {key} fails its xxh3 check")
+                result.errors.append(f"{path_name(row['path'])}: content from object {key} fails its xxh3 check")
                 if made is not None:
                     dest.unlink(missing_ok=True)  # never leave bytes that failed their check where the file belongs
                 continue
-            _apply_metadata(dest, row, is_root)
-            report.files += 1
-            report.bytes += row["size"]
+            _apply_metadata(dest, row, task.is_root)
+            result.files += 1
+            result.bytes += row["size"]
     finally:
-        local.unlink(missing_ok=True)
-        shutil.rmtree(workdir / "x", ignore_errors=True)
+        shutil.rmtree(task.workdir, ignore_errors=True)
+    return result
+
+
+def _restore_volumes(repo: Repository, tasks: list[_VolumeTask], workers: int, report: RestoreReport,
+                     emit: Progress) -> None:
+    """Volumes are independent: restore them in parallel processes (py7zr holds the GIL)."""
+    global _REPO
+    _REPO = repo
+
+    def tally(result: _VolumeResult, key: str) -> None:
+        report.files += result.files
+        report.bytes += result.bytes
+        report.errors.extend(result.errors)
+        emit("volume", {"key": key, "files": report.files, "bytes": report.bytes})
+
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                interrupt.check()
+                tally(_restore_volume(task), task.key)
+            return
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                    initializer=interrupt.worker_init) as pool:
+            futures = {}
+            try:
+                for task in tasks:
+                    futures[pool.submit(_restore_volume, task)] = task.key
+                for future in concurrent.futures.as_completed(futures):
+                    interrupt.check()
+                    tally(future.result(), futures[future])
+            except concurrent.futures.process.BrokenProcessPool:
+                interrupt.check()
+                raise LocalIOError("A restore process died (out of memory?); rerun the restore with --overwrite.") from None
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        _REPO = None

@@ -97,11 +97,14 @@ class ExcludeMatcher:
             else:
                 self.relative.append(regex)
 
-    def excluded(self, path: str, relative: str) -> bool:
+    def excluded(self, path: str, root: str) -> bool:
         name = path.rsplit("/", 1)[-1]
-        return (any(r.match(name) for r in self.by_name)
-                or any(r.match(path) for r in self.absolute)
-                or any(r.match(relative) for r in self.relative))
+        if any(r.match(name) for r in self.by_name) or any(r.match(path) for r in self.absolute):
+            return True
+        if self.relative:
+            relative = os.path.relpath(path, root)
+            return any(r.match(relative) for r in self.relative)
+        return False
 
 
 Report = Callable[[str, str], None]
@@ -145,8 +148,7 @@ def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
             subdirs = []
             for child in reversed(children):
                 path = child.path
-                relative = os.path.relpath(path, root)
-                if matcher.excluded(path, relative):
+                if matcher.excluded(path, root):
                     continue
                 try:
                     st = child.stat(follow_symlinks=False)

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     with workdir("genarc-restore-") as tmp:
         try:
             report = restore(repo, args.job, name, names, target=Path(args.target), includes=args.include,
-                             overwrite=args.overwrite, workdir=tmp)
+                             overwrite=args.overwrite, workdir=tmp,
+                             workers=ctx.config.volumes.effective_workers)
         except RestoreFailed as failed:
             for line in failed.report.errors:
                 warn(line)
