@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,7 +25,7 @@ from . import interrupt
 from .catalog import Catalog, TreeTable, path_key, path_name
 from .clock import Clock, format_time
 from .config import Config, JobConfig
-from .errors import GenarcError, IntegrityError, LocalIOError, StoreError
+from .errors import IntegrityError, LocalIOError, StoreError
 from .generation import GenerationRef, decide_run, expires_from, lock_until
 from .layout import manifest_key, new_run_id, volume_key
 from .manifest import ManifestWriter
@@ -184,6 +183,7 @@ def run_job(
     spool_parent: str | None = None,
 ) -> RunReport:
     started = time.monotonic()
+    requests_before = repo.store.counts.snapshot()
     check_sources(job, str(config.path))
     report = RunReport(job=job.name)
     emit = progress or (lambda event, data: None)
@@ -297,7 +297,7 @@ def run_job(
         catalog.set_meta({"tip_key": mkey, "tip_sha256": sha256_of(packed), "tip_version": info.version_id,
                           "gseq": str(gen.seq), "gstart": format_time(gen.start), "broken_key": None})
         catalog.conn.execute("COMMIT")
-        report.requests = repo.store.counts.snapshot()
+        report.requests = {k: v - requests_before[k] for k, v in repo.store.counts.snapshot().items()}
         report.duration_s = round(time.monotonic() - started, 3)
         emit("done", {"report": report})
         return report

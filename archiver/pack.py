@@ -16,7 +16,6 @@ import os
 import stat
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import py7zr

@@ -6,7 +6,6 @@ import ctypes
 import hashlib
 import json
 import os
-import shutil
 import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field

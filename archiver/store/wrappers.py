@@ -193,7 +193,7 @@ class RetryingStore(StoreWrapper):
         def attempt():
             try:
                 return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
-            except ObjectExists as exc:
+            except ObjectExists:
                 if not tried:
                     raise
                 info = self.inner.stat(dst_key)

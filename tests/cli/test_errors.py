@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -39,6 +38,14 @@ def one_line_error(result) -> str:
     lines = [line for line in result.err.splitlines() if line.startswith("genarc: error:")]
     assert len(lines) == 1, result.err
     return lines[0]
+
+
+def test_init_warns_that_a_local_repository_is_not_ransomware_proof(workspace):
+    workspace.write_config()
+    result = workspace.genarc("init")
+    assert result.code == EXIT_OK and "not ransomware-proof" in result.err
+    again = workspace.genarc("init")
+    assert again.code == EXIT_CONFIG and "already a genarc repository" in one_line_error(again)
 
 
 def test_wrong_password_has_its_own_exit_code(backed_up):
@@ -193,9 +200,8 @@ def test_missing_manifest_breaks_the_chain_and_the_next_run_is_a_full(backed_up)
 
 
 def test_every_command_has_help_with_an_example(capsys):
-    from archiver.cli import COMMANDS, build_parser, main
+    from archiver.cli import COMMANDS, main
 
-    parser = build_parser()
     assert main(["--help"]) == 0
     top = capsys.readouterr().out
     for code in (EXIT_OK, EXIT_PARTIAL, EXIT_BUSY, EXIT_WRONG_PASSWORD, EXIT_INTEGRITY):

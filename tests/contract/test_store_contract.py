@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 import pytest
 

@@ -1,7 +1,6 @@
 import os
 import threading
 import time
-from pathlib import Path
 
 import py7zr
 
