@@ -30,7 +30,7 @@ from .generation import GenerationRef, decide_run, expires_from, lock_until
 from .layout import manifest_key, new_run_id, volume_key
 from .manifest import ManifestWriter
 from .pack import PackedVolume, PlannedFile, plan_volumes, write_volume, xxh3_file
-from .repository import Repository
+from .repository import Repository, effective_lock_mode
 from .scan import Entry, check_sources, walk
 from .store import Retention, sha256_of
 
@@ -214,8 +214,7 @@ def run_job(
         pseq = latest.pseq + 1 if decision.kind == "incremental" and latest else 1
         run_id = new_run_id()
         lock_date = lock_until(gen.start, config.retention)
-        caps = repo.store.capabilities
-        lock_mode = config.lock_mode if caps.object_lock and config.lock_mode != "none" else "none"
+        lock_mode = effective_lock_mode(config.lock_mode, repo.store.capabilities, config.repository_url)
         retention = Retention(lock_mode, lock_date) if lock_mode != "none" else None
         report.kind, report.reason, report.generation, report.point = decision.kind, decision.reason, gen.seq, pseq
         report.generation_start, report.time = format_time(gen.start), format_time(now)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from .clock import day_seconds_from_env
 from .errors import ConfigError
 from .generation import RetentionPolicy
+from .store import StoreOptions
 
 COMPRESSIONS = ("zstd", "deflate", "lzma2", "copy")
 LOCK_MODES = ("compliance", "governance", "none")
@@ -91,6 +92,7 @@ class Config:
     retention: RetentionPolicy
     volumes: VolumeSettings
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
+    store_options: StoreOptions = field(default_factory=StoreOptions)
 
     def job(self, name: str) -> JobConfig:
         from .errors import UsageError
@@ -224,6 +226,9 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         key, value = given[0]
         kind = key.removeprefix("password_")
         password = PasswordSource(kind, _resolve(base, value) if kind == "file" else value, origin)
+    endpoint_url = repo.get("endpoint_url", str)
+    region = repo.get("region", str)
+    profile = repo.get("profile", str)
     lock_mode = repo.get("lock_mode", str, "compliance")
     if lock_mode not in LOCK_MODES:
         raise ConfigError(f"{repo.where('lock_mode')}: must be one of {', '.join(LOCK_MODES)}, got {lock_mode!r}.")
@@ -281,4 +286,5 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         )
         job.finish()
     top.finish()
-    return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs)
+    return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs,
+                  StoreOptions(endpoint_url, region, profile))

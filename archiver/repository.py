@@ -19,7 +19,7 @@ from .clock import format_time
 from .config import Config
 from .errors import ConfigError, IntegrityError, ObjectExists, ObjectNotFound, RepositoryNotFound, WrongPasswordError
 from .layout import REPOSITORY_CONFIG_KEY, ManifestName, manifests_prefix, parse_manifest_key
-from .store import CountingStore, RequestCounts, Store, open_store, sha256_of
+from .store import Capabilities, CountingStore, RequestCounts, Store, open_store, sha256_of
 
 FORMAT = 1
 _KDF = {"name": "scrypt", "n": 2**14, "r": 8, "p": 1}
@@ -45,6 +45,18 @@ class Keys:
         return hmac.new(self.manifest_hmac, b"genarc key check", hashlib.sha256).hexdigest()
 
 
+def effective_lock_mode(lock_mode: str, caps: Capabilities, url: str) -> str:
+    """The lock mode runs will write. A lock asked of a bucket that cannot hold it is an error, never a shrug."""
+    if lock_mode == "none" or not caps.lockable:
+        return "none"
+    if not caps.object_lock:
+        raise ConfigError(
+            f"{url} has no Object Lock (or File Lock), so lock_mode = \"{lock_mode}\" cannot be honoured; enable it "
+            "on the bucket, or set lock_mode = \"none\" and rely on a key without delete rights plus the lifecycle rule."
+        )
+    return lock_mode
+
+
 class Repository:
     def __init__(self, store: CountingStore, settings: dict, keys: Keys, url: str) -> None:
         self.store, self.settings, self.keys, self.url = store, settings, keys, url
@@ -59,7 +71,8 @@ class Repository:
 
     @staticmethod
     def init(config: Config, now: datetime, counts: RequestCounts | None = None, store: Store | None = None) -> "Repository":
-        store = store or open_store(config.repository_url, counts=counts)
+        store = store or open_store(config.repository_url, options=config.store_options, counts=counts)
+        effective_lock_mode(config.lock_mode, store.capabilities, config.repository_url)
         password = config.password.read()
         salt = secrets.token_bytes(16)
         keys = Keys.derive(password, salt, _KDF)
@@ -76,7 +89,7 @@ class Repository:
 
     @staticmethod
     def open(config: Config, counts: RequestCounts | None = None, store: Store | None = None) -> "Repository":
-        store = store or open_store(config.repository_url, counts=counts)
+        store = store or open_store(config.repository_url, options=config.store_options, counts=counts)
         try:
             raw = store.get(REPOSITORY_CONFIG_KEY)
         except ObjectNotFound:

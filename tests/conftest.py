@@ -159,3 +159,13 @@ def snapshot(root: Path, skip_unreadable: bool = True) -> dict[str, tuple]:
 
 def restored_root(target: Path, source: Path) -> Path:
     return target / str(source).lstrip("/")
+
+
+@pytest.fixture(scope="session")
+def ceph():
+    """Ceph RADOS Gateway, started by scripts/ceph-rgw.sh. Skipped when its packages are not installed."""
+    from tests.ceph import CephGateway
+
+    gateway = CephGateway.start_or_skip()
+    yield gateway
+    gateway.stop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..errors import ConfigError
 from .base import Capabilities, ObjectInfo, PutSource, Retention, Store, sha256_of, size_of
@@ -12,31 +14,67 @@ from .wrappers import CountingStore, RequestCounts, RetryingStore, StoreWrapper,
 
 __all__ = [
     "Capabilities", "ObjectInfo", "PutSource", "Retention", "Store", "LocalStore", "CountingStore",
-    "RequestCounts", "RetryingStore", "StoreWrapper", "VerifyingStore", "open_store", "sha256_of", "size_of",
+    "RequestCounts", "RetryingStore", "StoreOptions", "StoreWrapper", "VerifyingStore", "open_store", "sha256_of",
+    "size_of",
 ]
 
 
-def backend_for(url: str) -> Store:
+@dataclass(frozen=True)
+class StoreOptions:
+    """How to reach a remote store; credentials come from the usual places (see docs)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+def split_bucket_url(url: str) -> tuple[str, str]:
+    rest = url.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ConfigError(f"Repository URL {url!r} names no bucket; write it as s3://bucket/prefix or b2://bucket/prefix.")
+    return bucket, prefix.strip("/")
+
+
+def backend_for(url: str, options: StoreOptions | None = None, env: Mapping[str, str] | None = None) -> Store:
+    options = options or StoreOptions()
+    env = os.environ if env is None else env
     if url.startswith("file://"):
         return LocalStore(Path(url[len("file://"):]))
     if "://" not in url:
         return LocalStore(Path(url))
     scheme = url.split("://", 1)[0]
-    raise ConfigError(f"Repository URL {url!r}: the {scheme}:// store is not available in this version of genarc.")
+    if scheme == "s3":
+        from .s3 import S3Store, make_client
+
+        bucket, prefix = split_bucket_url(url)
+        return S3Store(make_client(options.endpoint_url, options.region, options.profile), bucket, prefix)
+    if scheme == "b2":
+        from .b2 import B2Store, make_api
+
+        bucket, prefix = split_bucket_url(url)
+        key_id, key = env.get("B2_APPLICATION_KEY_ID"), env.get("B2_APPLICATION_KEY")
+        if not key_id or not key:
+            raise ConfigError("A b2:// repository needs B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY in the environment.")
+        return B2Store(make_api(key_id, key), bucket, prefix)
+    raise ConfigError(f"Repository URL {url!r}: genarc knows file://, s3:// and b2:// repositories, not {scheme}://.")
 
 
 def open_store(
     url: str,
     *,
+    options: StoreOptions | None = None,
+    backend: Store | None = None,
     counts: RequestCounts | None = None,
     inside_retry: Callable[[Store], Store] | None = None,
     retry_sleep: Callable[[float], None] | None = None,
 ) -> CountingStore:
     """Backend, then (optional fault injector), retry, verify-after-put, and the request counter outermost.
 
+    ``backend`` replaces the backend built from ``url`` (a store on a test server, say);
     ``inside_retry`` lets tests slip a fault injector between the backend and the retry layer.
     """
-    store: Store = backend_for(url)
+    store: Store = backend if backend is not None else backend_for(url, options)
     if inside_retry is not None:
         store = inside_retry(store)
     store = RetryingStore(store, sleep=retry_sleep) if retry_sleep else RetryingStore(store)

@@ -27,6 +27,7 @@ class Capabilities:
     conditional_put: bool = False
     reports_sha256: bool = False
     max_single_put: int = 5 * 1024**3
+    lockable: bool = False  # the kind of store can lock objects (if its bucket is set up for it)
     ransomware_safe: bool = False
     description: str = ""
 

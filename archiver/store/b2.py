@@ -1,0 +1,214 @@
+"""Backblaze B2 through its native API (``b2://bucket/prefix``), with File Lock.
+
+Every upload carries the generation's file retention, records the file id B2
+returns, and every read is pinned to that file id, so a later upload under the
+same name, or a hide marker, changes nothing for restore. B2 has no conditional
+create, so genarc checks that a name is unused before it writes it (keys hold a
+random run id, so a collision would take a bug, not bad luck). This module
+never deletes or hides: there is no code path here that could.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import (GenarcError, IntegrityError, LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied,
+                      RepositoryNotFound, StoreError, TransientStoreError)
+from .base import Capabilities, ObjectInfo, PutSource, Retention, size_of
+
+
+def translate(exc: Exception, what: str) -> GenarcError:
+    from b2sdk.v2 import exception as b2e
+
+    name = type(exc).__name__
+    if isinstance(exc, (b2e.Unauthorized, b2e.AccessDenied, b2e.InvalidAuthToken)) or name in ("Unauthorized", "AccessDenied"):
+        return PermissionDenied(f"{what}: B2 refused it ({exc}); check the application key's capabilities.")
+    if isinstance(exc, b2e.NonExistentBucket):
+        return RepositoryNotFound(f"{what}: the B2 bucket does not exist; create it with File Lock enabled.")
+    if isinstance(exc, (b2e.FileNotPresent, b2e.FileOrBucketNotFound)) or isinstance(exc, KeyError):
+        return ObjectNotFound(f"{what}: the file is missing from the bucket.")
+    if isinstance(exc, (b2e.B2ConnectionError, b2e.B2RequestTimeout, b2e.ServiceError, b2e.TooManyRequests,
+                        b2e.ConnectionReset, b2e.TruncatedOutput)):
+        return TransientStoreError(f"{what}: B2 is not answering well ({name})")
+    if isinstance(exc, b2e.B2Error):
+        return StoreError(f"{what}: B2 refused it ({exc}).")
+    return StoreError(f"{what}: unexpected B2 error ({name}: {exc}).")
+
+
+def make_api(key_id: str, application_key: str) -> Any:
+    from b2sdk.v2 import B2Api, InMemoryAccountInfo
+
+    api = B2Api(InMemoryAccountInfo())
+    try:
+        api.authorize_account("production", key_id, application_key)
+    except Exception as exc:
+        raise translate(exc, "Authorizing with B2") from exc
+    return api
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _from_ms(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, timezone.utc)
+
+
+class B2Store:
+    def __init__(self, api: Any, bucket_name: str, prefix: str = "") -> None:
+        self.api = api
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        try:
+            self.bucket = api.get_bucket_by_name(bucket_name)
+        except Exception as exc:
+            raise translate(exc, f"Opening B2 bucket {bucket_name}") from exc
+        self.bucket_name = bucket_name
+        self._caps: Capabilities | None = None
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _folder(self, prefix: str) -> str:
+        """b2sdk lists folders: list the one that holds ``prefix``, then filter by the full prefix."""
+        full = self._key(prefix)
+        return full[: full.rfind("/") + 1]
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # translated at the boundary
+            raise translate(exc, what) from exc
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            # None: this key may not read the bucket's lock settings (no readBucketRetentions). Writes then
+            # go ahead with their retention and put() checks that each file really carries it.
+            lock = getattr(self.bucket, "is_file_lock_enabled", None) is not False
+            allowed = self.api.account_info.get_allowed() or {}
+            can_delete = "deleteFiles" in (allowed.get("capabilities") or [])
+            self._caps = Capabilities(
+                object_lock=lock, legal_hold=lock, versioning=True, server_side_copy=True, conditional_put=False,
+                reports_sha256=True, max_single_put=5 * 1000**3, lockable=True, ransomware_safe=lock and not can_delete,
+                description=f"b2://{self.bucket_name}/{self.prefix} (File Lock {'on' if lock else 'off'})")
+        return self._caps
+
+    @staticmethod
+    def _retention_setting(retention: Retention | None) -> Any:
+        from b2sdk.v2 import FileRetentionSetting, RetentionMode
+
+        if retention is None:
+            return None
+        mode = RetentionMode.COMPLIANCE if retention.mode == "compliance" else RetentionMode.GOVERNANCE
+        return FileRetentionSetting(mode, _ms(retention.until))
+
+    def _latest(self, full: str) -> Any | None:
+        """The newest version of exactly this name (upload or hide marker), or None."""
+        versions = self._call(f"Listing {full}", lambda: list(self.bucket.list_file_versions(full, fetch_count=10)))
+        exact = [v for v in versions if v.file_name == full]
+        return max(exact, key=lambda v: v.upload_timestamp) if exact else None
+
+    def _refuse_existing(self, full: str, key: str) -> None:
+        if self._latest(full) is not None:
+            raise ObjectExists(f"Uploading {key}: the name already exists in B2; genarc never overwrites a key.")
+
+    def _info(self, key: str, version: Any) -> ObjectInfo:
+        retention = None
+        setting = getattr(version, "file_retention", None)
+        if setting is not None and getattr(setting, "mode", None) is not None and setting.retain_until:
+            mode = getattr(setting.mode, "value", str(setting.mode))
+            retention = Retention(str(mode).lower(), _from_ms(setting.retain_until))
+        hold = getattr(version, "legal_hold", None)
+        file_info = getattr(version, "file_info", None) or {}
+        return ObjectInfo(key=key, size=int(version.size or 0), sha256=file_info.get("sha256"), version_id=version.id_,
+                          retention=retention, legal_hold=bool(hold and getattr(hold, "is_on", lambda: False)()),
+                          hidden=version.action == "hide", is_delete_marker=version.action == "hide",
+                          modified=_from_ms(getattr(version, "upload_timestamp", None)))
+
+    def put(self, key: str, source: PutSource, *, sha256: str, retention: Retention | None = None) -> ObjectInfo:
+        full = self._key(key)
+        self._refuse_existing(full, key)
+        setting = self._retention_setting(retention)
+        info = {"sha256": sha256}
+        if isinstance(source, bytes):
+            version = self._call(f"Uploading {key}", self.bucket.upload_bytes, source, full, file_info=info,
+                                 file_retention=setting)
+        else:
+            version = self._call(f"Uploading {key}", self.bucket.upload_local_file, str(source), full, file_info=info,
+                                 file_retention=setting)
+        stored = self.stat(key, version_id=version.id_)
+        if stored.size != size_of(source):
+            raise IntegrityError(f"Uploading {key}: B2 stored {stored.size} bytes instead of {size_of(source)}.")
+        if retention is not None and (stored.retention is None or
+                                      stored.retention.until < retention.until - timedelta(seconds=1)):
+            raise IntegrityError(f"{key} was stored without its file retention; the bucket does not enforce File Lock.")
+        return stored
+
+    def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None, sha256: str,
+             retention: Retention | None = None) -> ObjectInfo:
+        full = self._key(dst_key)
+        self._refuse_existing(full, dst_key)
+        source_id = src_version_id or self.stat(src_key).version_id
+        version = self._call(f"Copying {src_key} to {dst_key}", self.bucket.copy, source_id, full,
+                             file_retention=self._retention_setting(retention))
+        stored = self.stat(dst_key, version_id=version.id_)
+        if stored.sha256 and stored.sha256 != sha256:
+            raise IntegrityError(f"The copy {dst_key} does not have the SHA-256 recorded for {src_key}.")
+        if retention is not None and (stored.retention is None or
+                                      stored.retention.until < retention.until - timedelta(seconds=1)):
+            raise IntegrityError(f"The copy {dst_key} was stored without its file retention.")
+        return stored
+
+    def _version_id(self, key: str, version_id: str | None) -> str:
+        if version_id:
+            return version_id
+        latest = self._latest(self._key(key))
+        if latest is None or latest.action == "hide":
+            raise ObjectNotFound(f"{key} is missing from the bucket.")
+        return str(latest.id_)
+
+    def get(self, key: str, *, version_id: str | None = None, byte_range: tuple[int, int] | None = None) -> bytes:
+        file_id = self._version_id(key, version_id)
+        if byte_range is not None and byte_range[1] <= byte_range[0]:
+            return b""
+        kwargs = {"range_": (byte_range[0], byte_range[1] - 1)} if byte_range else {}
+        buffer = io.BytesIO()
+        downloaded = self._call(f"Reading {key}", self.bucket.download_file_by_id, file_id, **kwargs)
+        self._call(f"Reading {key}", downloaded.save, buffer)
+        return buffer.getvalue()
+
+    def download(self, key: str, dest: Path, *, version_id: str | None = None) -> None:
+        file_id = self._version_id(key, version_id)
+        downloaded = self._call(f"Reading {key}", self.bucket.download_file_by_id, file_id)
+        try:
+            out = open(dest, "wb")
+        except OSError as exc:
+            raise LocalIOError(f"Cannot write {dest}: {exc.strerror}; free space or set TMPDIR elsewhere.") from exc
+        with out:
+            self._call(f"Reading {key}", downloaded.save, out)
+
+    def stat(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        file_id = self._version_id(key, version_id)
+        version = self._call(f"Checking {key}", self.api.get_file_info, file_id)
+        return self._info(key, version)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        found = []
+        listing = self._call(f"Listing {prefix}", lambda: list(self.bucket.ls(self._folder(prefix), latest_only=True,
+                                                                               recursive=True)))
+        for version, _ in listing:
+            if version.file_name.startswith(self._key(prefix)) and version.action == "upload":
+                found.append(self._info(version.file_name[len(self.prefix):], version))
+        return iter(sorted(found, key=lambda i: i.key))
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectInfo]:
+        found = []
+        listing = self._call(f"Listing {prefix}", lambda: list(self.bucket.ls(self._folder(prefix), latest_only=False,
+                                                                               recursive=True)))
+        for version, _ in listing:
+            if version.file_name.startswith(self._key(prefix)):
+                found.append(self._info(version.file_name[len(self.prefix):], version))
+        return iter(found)
