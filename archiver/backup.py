@@ -28,7 +28,7 @@ from .config import Config, JobConfig
 from .errors import IntegrityError, LocalIOError, StoreError
 from .generation import GenerationRef, decide_run, expires_from, lock_until
 from .layout import manifest_key, new_run_id, volume_key
-from .manifest import ManifestWriter
+from .manifest import ManifestWriter, prepare_key
 from .pack import PackedVolume, PlannedFile, plan_volumes, write_volume, xxh3_file
 from .repository import Repository, effective_lock_mode
 from .scan import Entry, check_sources, walk
@@ -362,6 +362,7 @@ def _pack_and_upload(repo: Repository, config: Config, job: JobConfig, scan: Tre
             upload(write_volume(plan, str(spool / f"v{plan.index:06d}.7z"), password))
         return
     # At most `workers` volumes exist on local disk at once: a finished one is uploaded before the next is planned.
+    prepare_key(password)
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                                 initializer=interrupt.worker_init) as pool:

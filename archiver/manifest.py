@@ -57,6 +57,14 @@ def _cache_7z_key_derivation() -> None:
 _cache_7z_key_derivation()
 
 
+def prepare_key(password: str | None) -> None:
+    """Derive the 7z AES key now, so worker processes forked afterwards inherit it instead of redoing it."""
+    if password:
+        import py7zr.compressor
+
+        py7zr.compressor.calculate_key(password.encode("utf-16LE"), 19, b"", "sha256")
+
+
 def seven_zip_filters(method: str, level: int, encrypted: bool) -> list[dict[str, int]]:
     base: dict[str, list[dict[str, int]]] = {
         "zstd": [{"id": py7zr.FILTER_ZSTD, "level": level}],

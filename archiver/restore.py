@@ -27,6 +27,7 @@ from .catalog import TreeTable, connect, path_name
 from .clock import format_time
 from .errors import IntegrityError, LocalIOError, ObjectNotFound, StoreError, UsageError
 from .layout import ManifestName
+from .manifest import prepare_key
 from .repository import Repository
 from .scan import _translate
 from .store import sha256_of
@@ -307,6 +308,7 @@ def _restore_volumes(repo: Repository, tasks: list[_VolumeTask], workers: int, r
                 interrupt.check()
                 tally(_restore_volume(task), task.key)
             return
+        prepare_key(repo.keys.password)
         context = multiprocessing.get_context("fork")
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                                     initializer=interrupt.worker_init) as pool:
