@@ -17,7 +17,7 @@ from typing import Any
 from .config import Config
 from .errors import GenarcError
 from .generation import lifecycle_age_days
-from .store import LocalStore, Store, StoreWrapper
+from .store import LocalStore, Store, backend_of
 from .store.b2 import B2Store
 from .store.s3 import S3Store, translate
 
@@ -52,14 +52,8 @@ class DoctorReport:
 _CRITICAL = {"versioning", "object lock", "delete probe", "key capabilities", "local repository"}
 
 
-def innermost(store: Store) -> Store:
-    while isinstance(store, StoreWrapper):
-        store = store.inner
-    return store
-
-
 def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = True) -> DoctorReport:
-    backend = innermost(store)
+    backend = backend_of(store)
     report = DoctorReport(config.repository_url, type(backend).__name__)
     if isinstance(backend, LocalStore):
         report.add("local repository", "fail", "a local directory has no object lock: anyone with this machine's rights "

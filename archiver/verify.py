@@ -38,6 +38,7 @@ class VerifyReport:
     bytes: int = 0
     entries_checked: int = 0
     orphans: list[str] = field(default_factory=list)
+    tampered: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -94,6 +95,8 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
             for info in repo.store.list(manifests_prefix(job)):
                 if parse_manifest_key(info.key) is None:
                     report.orphans.append(info.key)
+            if repo.store.capabilities.versioning:
+                _find_tampering(repo, job, conn, report)
         for row in conn.execute("SELECT key, version_id, size, sha256 FROM objects ORDER BY key").fetchall():
             interrupt.check()
             _verify_object(repo, conn, row, deep, workdir, report)
@@ -101,6 +104,29 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
     finally:
         conn.close()
     return report
+
+
+def _find_tampering(repo: Repository, job: str, conn: Any, report: VerifyReport) -> None:
+    """Keys whose newest version is not the one genarc wrote: overwritten, delete-marked or hidden since.
+
+    Reads are pinned to the recorded version, so restore is unaffected; but someone with write
+    access tried to change history, and the user must hear of it.
+    """
+    recorded = {row[0]: row[1] for row in conn.execute("SELECT key, version_id FROM objects")}
+    for name in repo.manifest_names(job):
+        recorded.setdefault(name.key, None)
+    newest = {info.key: info for info in repo.store.list_versions(f"{job}/") if info.is_latest}
+    for key, version_id in sorted(recorded.items()):
+        latest = newest.get(key)
+        if latest is None or version_id is None:
+            continue
+        if latest.is_delete_marker or latest.hidden:
+            report.tampered.append(f"{key}: a delete marker or hide marker now hides it (the recorded version is intact)")
+        elif latest.version_id != version_id:
+            report.tampered.append(f"{key}: a newer version was written over it (the recorded version is intact)")
+    if report.tampered:
+        report.problems.append(f"{len(report.tampered)} object(s) were overwritten or hidden after genarc wrote them; "
+                               "restores read the recorded versions, but check who holds this repository's keys")
 
 
 def _verify_chains(repo: Repository, job: str, conn: Any, workdir: Path, report: VerifyReport) -> None:

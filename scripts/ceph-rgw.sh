@@ -112,7 +112,7 @@ EOF
   uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
   ceph -c "$conf" osd new "$uuid" >/dev/null
   ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$uuid" >/dev/null 2>&1
-  ceph-osd -c "$conf" -i 0
+  ceph-osd -c "$conf" -i 0 >> "$dir/log/osd-start.out" 2>&1
   wait_for 60 "the OSD" bash -c "ceph -c '$conf' osd stat | grep -q '1 up'"
   # radosgw stays in the foreground until it reaches the cluster: run it with -f, in its own session.
   setsid radosgw -c "$conf" -n client.rgw.a -f > "$dir/log/radosgw.out" 2>&1 < /dev/null &

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         f"{report.objects} object(s) ({human_bytes(report.bytes)})" + (f", {report.entries_checked} entries decrypted" if args.deep else ""))
     for orphan in report.orphans:
         say(f"  orphan (no manifest refers to it; the lifecycle rule removes it): {orphan}")
+    for item in report.tampered:
+        say(f"  TAMPERED: {item}")
     for problem in report.problems:
         say(f"  PROBLEM: {problem}")
     say("ok" if report.ok else f"{len(report.problems)} problem(s) found")

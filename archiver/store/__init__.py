@@ -10,12 +10,12 @@ from typing import Callable, Mapping
 from ..errors import ConfigError
 from .base import Capabilities, ObjectInfo, PutSource, Retention, Store, sha256_of, size_of
 from .local import LocalStore
-from .wrappers import CountingStore, RequestCounts, RetryingStore, StoreWrapper, VerifyingStore
+from .wrappers import CountingStore, RequestCounts, RetryingStore, StoreWrapper, VerifyingStore, backend_of
 
 __all__ = [
     "Capabilities", "ObjectInfo", "PutSource", "Retention", "Store", "LocalStore", "CountingStore",
     "RequestCounts", "RetryingStore", "StoreOptions", "StoreWrapper", "VerifyingStore", "open_store", "sha256_of",
-    "size_of",
+    "size_of", "backend_of",
 ]
 
 

@@ -10,6 +10,7 @@ never deletes or hides: there is no code path here that could.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -208,7 +209,10 @@ class B2Store:
         found = []
         listing = self._call(f"Listing {prefix}", lambda: list(self.bucket.ls(self._folder(prefix), latest_only=False,
                                                                                recursive=True)))
-        for version, _ in listing:
+        seen: set[str] = set()
+        for version, _ in listing:  # b2sdk lists each name's versions newest first
             if version.file_name.startswith(self._key(prefix)):
-                found.append(self._info(version.file_name[len(self.prefix):], version))
+                info = self._info(version.file_name[len(self.prefix):], version)
+                found.append(dataclasses.replace(info, is_latest=version.file_name not in seen))
+                seen.add(version.file_name)
         return iter(found)

@@ -93,12 +93,14 @@ def make_client(endpoint_url: str | None, region: str | None, profile: str | Non
 
 class S3Store:
     def __init__(self, client: Any, bucket: str, prefix: str = "", *, multipart_threshold: int = MULTIPART_THRESHOLD,
-                 part_size: int = PART_SIZE) -> None:
+                 part_size: int = PART_SIZE, conditional: bool = True) -> None:
         self.client, self.bucket = client, bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.multipart_threshold, self.part_size = multipart_threshold, part_size
         self._caps: Capabilities | None = None
-        self._conditional = True  # until the server says it does not know If-None-Match
+        # If-None-Match: * on every create, unless this server is known to ignore it (probed at init):
+        # then each create checks with a HEAD first.
+        self._conditional = conditional
         self._simple_put_lock_checked = False
         self._simple_put_drops_lock = False
 
@@ -138,6 +140,37 @@ class S3Store:
                             ransomware_safe=lock and versioning,
                             description=f"s3://{self.bucket}/{self.prefix} (versioning {'on' if versioning else 'off'}, "
                                         f"Object Lock {'on' if lock else 'off'})")
+
+    def use_conditional(self, honoured: bool) -> None:
+        self._conditional, self._caps = honoured, None
+
+    def probe_conditional_put(self) -> bool:
+        """Does this server honour If-None-Match: * ? Some accept the header and overwrite anyway.
+
+        Writes one tiny probe object twice under ``genarc-probes/``; called once, by ``genarc init``.
+        """
+        import secrets as _secrets
+
+        key = f"genarc-probes/conditional-{_secrets.token_hex(8)}"
+        body = b"genarc conditional-create probe\n"
+        digest = hashlib.sha256(body).hexdigest()
+        args = {"Bucket": self.bucket, "Key": self._key(key), "ChecksumAlgorithm": "SHA256",
+                "ChecksumSHA256": b64_of_hex(digest), "IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Body=body, **args)
+        except Exception as exc:
+            if self._is_unsupported_conditional(exc):
+                return False
+            raise translate(exc, "Probing conditional creates") from exc
+        try:
+            self.client.put_object(Body=body, **args)
+        except Exception as exc:
+            if isinstance(translate(exc, "probe"), ObjectExists):
+                return True
+            if self._is_unsupported_conditional(exc):
+                return False
+            raise translate(exc, "Probing conditional creates") from exc
+        return False
 
     @staticmethod
     def _lock_args(retention: Retention | None) -> dict[str, Any]:

@@ -47,6 +47,13 @@ class StoreWrapper:
         return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
 
 
+def backend_of(store: Store) -> Store:
+    """The backend under every wrapper layer (for the few places that need the server itself)."""
+    while isinstance(store, StoreWrapper):
+        store = store.inner
+    return store
+
+
 @dataclass
 class RequestCounts:
     """What the client asked of the store. ``deletes`` exists to be reported as 0: no code path increments it."""

@@ -48,11 +48,13 @@ def store(request, tmp_path) -> Store:
         moto = request.getfixturevalue("moto")
         backend = S3Store(moto.client(), moto.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
                           part_size=5 * 1024**2)
+        backend.use_conditional(backend.probe_conditional_put())  # as `genarc init` does
         return open_store("s3://moto", backend=backend)
     if request.param == "s3-ceph":
         ceph = request.getfixturevalue("ceph")
         backend = S3Store(ceph.client(), ceph.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
                           part_size=5 * 1024**2)
+        backend.use_conditional(backend.probe_conditional_put())  # as `genarc init` does
         return open_store("s3://ceph", backend=backend)
     if request.param == "b2-sim":
         sim = request.getfixturevalue("b2sim")
