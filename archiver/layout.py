@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .clock import compact_time
@@ -67,6 +67,7 @@ class ManifestName:
     run_id: str
     job: str
     key: str
+    version_id: str | None = field(default=None, compare=False)  # the version genarc wrote (the oldest)
 
 
 def parse_manifest_key(key: str) -> ManifestName | None:

@@ -172,6 +172,7 @@ def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | 
         shutil.rmtree(slot)
     slot.mkdir(parents=True)
     packed = slot / "manifest.m7z"
+    version_id = version_id or name.version_id
     info = repo.store.stat(name.key, version_id=version_id)
     repo.store.download(name.key, packed, version_id=version_id or info.version_id)
     digest = sha256_of(packed)

@@ -35,9 +35,7 @@ READ_OBJECT_ACTIONS = [
     "s3:GetObjectVersion",
     "s3:GetObjectRetention",
     "s3:GetObjectLegalHold",
-    "s3:GetObjectAttributes",
-    "s3:GetObjectVersionAttributes",
-]
+]  # HEAD needs only GetObject/GetObjectVersion; GetObjectAttributes is unused (and unknown to Ceph 16)
 READ_BUCKET_ACTIONS = [
     "s3:GetBucketVersioning",
     "s3:GetBucketObjectLockConfiguration",
@@ -92,6 +90,11 @@ def s3_backup_policy(location: Location, policy: RetentionPolicy) -> dict:
                  "s3:object-lock-remaining-retention-days": str(max_retention_days(policy))}}},
             {"Sid": "NeverDestroy", "Effect": "Deny", "Action": DENIED_TO_BACKUP,
              "Resource": [location.bucket_arn, f"{location.bucket_arn}/*"]},
+            # A deny, so it binds even where an owner's implicit rights would allow the write.
+            {"Sid": "NoCenturyLocks", "Effect": "Deny", "Action": ["s3:PutObject", "s3:PutObjectRetention"],
+             "Resource": f"{location.bucket_arn}/*",
+             "Condition": {"NumericGreaterThan": {
+                 "s3:object-lock-remaining-retention-days": str(max_retention_days(policy))}}},
         ],
     }
 

@@ -7,12 +7,13 @@ such before anything else is read. The password itself is never stored.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterator
 
 from .clock import format_time
@@ -44,6 +45,20 @@ class Keys:
 
     def key_check(self) -> str:
         return hmac.new(self.manifest_hmac, b"genarc key check", hashlib.sha256).hexdigest()
+
+
+def original_versions(store: Store, prefix: str) -> dict[str, str | None]:
+    """Every key under ``prefix`` with the version genarc wrote (the oldest real version), if versioned."""
+    if not store.capabilities.versioning:
+        return {info.key: None for info in store.list(prefix)}
+    oldest: dict[str, tuple] = {}
+    for info in store.list_versions(prefix):
+        if info.is_delete_marker or info.hidden:
+            continue
+        rank = (info.modified or datetime.min.replace(tzinfo=timezone.utc), info.version_id or "")
+        if info.key not in oldest or rank < oldest[info.key][0]:
+            oldest[info.key] = (rank, info.version_id)
+    return {key: value[1] for key, value in sorted(oldest.items())}
 
 
 def effective_lock_mode(lock_mode: str, caps: Capabilities, url: str) -> str:
@@ -96,7 +111,8 @@ class Repository:
     def open(config: Config, counts: RequestCounts | None = None, store: Store | None = None) -> "Repository":
         store = store or open_store(config.repository_url, options=config.store_options, counts=counts)
         try:
-            raw = store.get(REPOSITORY_CONFIG_KEY)
+            pinned = original_versions(store, REPOSITORY_CONFIG_KEY).get(REPOSITORY_CONFIG_KEY)
+            raw = store.get(REPOSITORY_CONFIG_KEY, version_id=pinned)
         except ObjectNotFound:
             raise RepositoryNotFound(
                 f"No genarc repository at {config.repository_url}; run `genarc init` first."
@@ -125,12 +141,17 @@ class Repository:
         return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
 
     def manifest_names(self, job: str) -> list[ManifestName]:
-        """Committed restore points of a job, oldest first, from the manifest listing alone."""
+        """Committed restore points of a job, oldest first, from the manifest listing alone.
+
+        On a versioned store each name is pinned to the version genarc wrote: the oldest one.
+        genarc writes every key once, so any newer version, or a delete marker, came from
+        someone else and changes nothing here (verify reports it).
+        """
         names = []
-        for info in self.store.list(manifests_prefix(job)):
-            parsed = parse_manifest_key(info.key)
+        for key, version_id in original_versions(self.store, manifests_prefix(job)).items():
+            parsed = parse_manifest_key(key)
             if parsed is not None and parsed.job == job:
-                names.append(parsed)
+                names.append(dataclasses.replace(parsed, version_id=version_id))
         return sorted(names)
 
     def jobs(self) -> list[str]:

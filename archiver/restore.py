@@ -150,7 +150,10 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
             includes: list[str], overwrite: bool, workdir: Path, progress: Progress | None = None,
             workers: int = 1) -> RestoreReport:
     emit = progress or (lambda event, data: None)
+    workdir.mkdir(parents=True, exist_ok=True)
     conn = connect(workdir / "restore.sqlite")
+    conn.execute("DROP TABLE IF EXISTS tree")
+    conn.execute("DROP TABLE IF EXISTS selected")  # a reused workdir must not leak an earlier selection
     tree = TreeTable(conn, "tree")
     conn.execute("BEGIN")
     chain_mod.replay(repo, names, name, tree, workdir)

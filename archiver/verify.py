@@ -82,7 +82,10 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
            progress: Progress | None = None) -> VerifyReport:
     emit = progress or (lambda event, data: None)
     report = VerifyReport(jobs=list(jobs))
+    workdir.mkdir(parents=True, exist_ok=True)
     conn = connect(workdir / "verify.sqlite")
+    for table in ("objects", "expect", "replay"):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, version_id TEXT, size INTEGER, sha256 TEXT, gseq INTEGER)")
     conn.execute("CREATE TABLE expect (key TEXT, entry TEXT, xxh3 TEXT, size INTEGER, path BLOB, PRIMARY KEY (key, entry))")
     try:
@@ -114,7 +117,7 @@ def _find_tampering(repo: Repository, job: str, conn: Any, report: VerifyReport)
     """
     recorded = {row[0]: row[1] for row in conn.execute("SELECT key, version_id FROM objects")}
     for name in repo.manifest_names(job):
-        recorded.setdefault(name.key, None)
+        recorded.setdefault(name.key, name.version_id)
     newest = {info.key: info for info in repo.store.list_versions(f"{job}/") if info.is_latest}
     for key, version_id in sorted(recorded.items()):
         latest = newest.get(key)

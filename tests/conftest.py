@@ -49,11 +49,16 @@ class Workspace:
     def write_config(self, *, password: str | None = "correct horse battery staple", compression: str = "zstd",
                      volume_size: str = "4MiB", workers: int = 2, exclude: list[str] | None = None,
                      keep_days: int = 30, generation_days: int = 7, margin_days: int = 1,
-                     sources: list[str] | None = None, max_files: int = 10000, level: int | None = None) -> Path:
+                     sources: list[str] | None = None, max_files: int = 10000, level: int | None = None,
+                     url: str | None = None, endpoint_url: str | None = None, lock_mode: str | None = None) -> Path:
         pw = self.root / "password"
         if password is not None:
             pw.write_text(password + "\n")
-        repo_lines = [f'url = "{self.repo}"']
+        repo_lines = [f'url = "{url or self.repo}"']
+        if endpoint_url:
+            repo_lines += [f'endpoint_url = "{endpoint_url}"', 'region = "us-east-1"']
+        if lock_mode:
+            repo_lines.append(f'lock_mode = "{lock_mode}"')
         repo_lines.append(f'password_file = "{pw}"' if password is not None else 'encryption = "none"')
         srcs = sources or [str(self.src)]
         level_line = f"level = {level}\n" if level is not None else ""

@@ -112,6 +112,18 @@ class MotoServer:
         self.server.stop()
 
 
+def without_retention_cap(policy: dict) -> dict:
+    """moto gap: it never supplies s3:object-lock-remaining-retention-days to its condition checks,
+    and a Deny conditioned on a key it does not supply then matches every request, so genarc's
+    century-lock cap would deny every upload. The cap statement is dropped for moto only; AWS
+    evaluates it, and tests/unit/test_policy.py checks it structurally (Ceph 16 ignores the key too).
+    """
+    statements = [s for s in policy["Statement"]
+                  if "s3:object-lock-remaining-retention-days" not in json.dumps(s.get("Condition", {}))
+                  or s["Effect"] == "Allow"]
+    return {**policy, "Statement": statements}
+
+
 def add_moto_copy_checksum_header(client: Any) -> None:
     """moto gap: CopyObject into a lock bucket fails unless x-amz-sdk-checksum-algorithm is sent.
 
