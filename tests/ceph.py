@@ -20,6 +20,7 @@ SCRIPT = ROOT / "scripts" / "ceph-rgw.sh"
 class CephGateway:
     def __init__(self, workdir: Path, url: str, admin: Keys) -> None:
         self.workdir, self.url, self.admin = workdir, url, admin
+        self._uids: dict[str, str] = {}
 
     @classmethod
     def start_or_skip(cls) -> "CephGateway":
@@ -57,6 +58,9 @@ class CephGateway:
             self.client().create_bucket(Bucket=name)
         return name
 
+    def uid_of(self, keys: Keys) -> str:
+        return self._uids[keys.access_key_id]
+
     def make_user(self, name: str, policy: dict | None = None) -> Keys:
         """A radosgw user; with ``policy``, an IAM user policy that RGW enforces."""
         import json
@@ -67,6 +71,7 @@ class CephGateway:
         subprocess.run([*admin, "user", "create", f"--uid={uid}", f"--display-name={uid}", f"--access-key={access}",
                         f"--secret-key={secret}"], check=True, capture_output=True)
         keys = Keys(access, secret)
+        self._uids[access] = uid
         if policy is not None:
             iam = self.client(service="iam")
             iam.put_user_policy(UserName=uid, PolicyName=f"{uid}-policy", PolicyDocument=json.dumps(policy))

@@ -48,7 +48,7 @@ def backend_for(url: str, options: StoreOptions | None = None, env: Mapping[str,
         from .s3 import S3Store, make_client
 
         bucket, prefix = split_bucket_url(url)
-        return S3Store(make_client(options.endpoint_url, options.region, options.profile), bucket, prefix)
+        return S3Store(lambda: make_client(options.endpoint_url, options.region, options.profile), bucket, prefix)
     if scheme == "b2":
         from .b2 import B2Store, make_api
 
@@ -56,7 +56,7 @@ def backend_for(url: str, options: StoreOptions | None = None, env: Mapping[str,
         key_id, key = env.get("B2_APPLICATION_KEY_ID"), env.get("B2_APPLICATION_KEY")
         if not key_id or not key:
             raise ConfigError("A b2:// repository needs B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY in the environment.")
-        return B2Store(make_api(key_id, key), bucket, prefix)
+        return B2Store(lambda: make_api(key_id, key), bucket, prefix)
     raise ConfigError(f"Repository URL {url!r}: genarc knows file://, s3:// and b2:// repositories, not {scheme}://.")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -59,15 +60,30 @@ def _from_ms(value: int | None) -> datetime | None:
 
 
 class B2Store:
-    def __init__(self, api: Any, bucket_name: str, prefix: str = "") -> None:
-        self.api = api
+    def __init__(self, api_factory: Callable[[], Any], bucket_name: str, prefix: str = "") -> None:
+        # A factory, not an API object: a process forked for parallel restore must not share the
+        # parent's HTTP sessions, so each process authorizes its own on first use.
+        self._api_factory, self._api, self._api_pid, self._bucket = api_factory, None, 0, None
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        try:
-            self.bucket = api.get_bucket_by_name(bucket_name)
-        except Exception as exc:
-            raise translate(exc, f"Opening B2 bucket {bucket_name}") from exc
         self.bucket_name = bucket_name
         self._caps: Capabilities | None = None
+        self.bucket  # fail early, with a clear error, if the bucket cannot be opened
+
+    @property
+    def api(self) -> Any:
+        if self._api is None or self._api_pid != os.getpid():
+            self._api, self._api_pid, self._bucket = self._api_factory(), os.getpid(), None
+        return self._api
+
+    @property
+    def bucket(self) -> Any:
+        api = self.api
+        if self._bucket is None:
+            try:
+                self._bucket = api.get_bucket_by_name(self.bucket_name)
+            except Exception as exc:
+                raise translate(exc, f"Opening B2 bucket {self.bucket_name}") from exc
+        return self._bucket
 
     def _key(self, key: str) -> str:
         return self.prefix + key

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -92,9 +93,14 @@ def make_client(endpoint_url: str | None, region: str | None, profile: str | Non
 
 
 class S3Store:
-    def __init__(self, client: Any, bucket: str, prefix: str = "", *, multipart_threshold: int = MULTIPART_THRESHOLD,
-                 part_size: int = PART_SIZE, conditional: bool = True) -> None:
-        self.client, self.bucket = client, bucket
+    def __init__(self, client_factory: Callable[[], Any], bucket: str, prefix: str = "", *,
+                 multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE,
+                 conditional: bool = True) -> None:
+        # A factory, not a client: a process forked for parallel restore must not share the
+        # parent's pooled connections, so each process makes its own client on first use.
+        self._client_factory, self.bucket = client_factory, bucket
+        self._client: Any = None
+        self._client_pid = 0
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.multipart_threshold, self.part_size = multipart_threshold, part_size
         self._caps: Capabilities | None = None
@@ -105,6 +111,12 @@ class S3Store:
         self._simple_put_drops_lock = False
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None or self._client_pid != os.getpid():
+            self._client, self._client_pid = self._client_factory(), os.getpid()
+        return self._client
+
     def _key(self, key: str) -> str:
         return self.prefix + key
 

@@ -46,20 +46,21 @@ def store(request, tmp_path) -> Store:
         return open_store(str(tmp_path / "repo"))
     if request.param == "s3-moto":
         moto = request.getfixturevalue("moto")
-        backend = S3Store(moto.client(), moto.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
+        backend = S3Store(moto.client, moto.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
                           part_size=5 * 1024**2)
         backend.use_conditional(backend.probe_conditional_put())  # as `genarc init` does
         return open_store("s3://moto", backend=backend)
     if request.param == "s3-ceph":
         ceph = request.getfixturevalue("ceph")
-        backend = S3Store(ceph.client(), ceph.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
+        backend = S3Store(ceph.client, ceph.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
                           part_size=5 * 1024**2)
         backend.use_conditional(backend.probe_conditional_put())  # as `genarc init` does
         return open_store("s3://ceph", backend=backend)
     if request.param == "b2-sim":
         sim = request.getfixturevalue("b2sim")
         key_id, key = sim.make_key(b2_backup_capabilities(lock=True))
-        return open_store("b2://sim", backend=B2Store(sim.api_for(key_id, key), sim.make_bucket(), "contract/prefix"))
+        return open_store("b2://sim", backend=B2Store(lambda: sim.api_for(key_id, key), sim.make_bucket(),
+                                                      "contract/prefix"))
     raise AssertionError(request.param)
 
 

@@ -19,7 +19,6 @@ from archiver.backup import run_job
 from archiver.clock import FixedClock, parse_time
 from archiver.errors import EXIT_INTEGRITY, EXIT_OK
 from archiver.generation import lock_until
-from archiver.layout import parse_manifest_key
 from archiver.repository import Repository
 from archiver.restore import restore
 from archiver.store import RequestCounts, open_store
@@ -143,7 +142,7 @@ def test_b2_on_the_simulator_with_the_write_only_key(workspace):
     cfg = config_mod.load(ws.config)
     api = sim.api_for(key_id, key)
     counts = RequestCounts()
-    store = open_store(cfg.repository_url, backend=B2Store(api, bucket, "backups"), counts=counts)
+    store = open_store(cfg.repository_url, backend=B2Store(lambda: api, bucket, "backups"), counts=counts)
     small_tree(ws.src)
     repo = Repository.init(cfg, parse_time(DAYS[0]), store=store)
     state_dir = ws.root / "state"
