@@ -16,7 +16,9 @@ duplicity's; peak RSS < 200 MB.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import platform
 import shutil
 import sys
@@ -30,6 +32,55 @@ PASSWORD = "benchmark password"
 NOW = ["2027-01-04T02:00:00Z", "2027-01-05T02:00:00Z"]
 
 
+class S3Target:
+    """An S3 server to back up to: moto's server (in this process) or Ceph RGW (scripts/ceph-rgw.sh)."""
+
+    def __init__(self, name: str, work: Path) -> None:
+        import boto3
+
+        self.name, self.work = name, work
+        self._moto = None
+        if name == "moto":
+            from moto.server import ThreadedMotoServer
+
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto.start()
+            host, port = self._moto._server.server_address
+            self.url, access, secret = f"http://{host}:{port}", "bench", "bench"
+        elif name == "ceph":
+            self.dir = work / "ceph"
+            subprocess.run(["bash", str(Path(__file__).with_name("ceph-rgw.sh")), "start", str(self.dir)], check=True)
+            env = dict(line.split("=", 1) for line in (self.dir / "env").read_text().split())
+            self.url, access, secret = env["RGW_URL"], env["RGW_ADMIN_ACCESS_KEY"], env["RGW_ADMIN_SECRET_KEY"]
+        else:
+            raise SystemExit(f"unknown S3 target {name!r} (moto, ceph)")
+        self.env = {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
+        client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id=access,
+                              aws_secret_access_key=secret)
+        bucket = f"genarc-bench-{name}"
+        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        self.config = work / f"genarc-{name}.toml"
+        self.config.write_text(
+            f'[repository]\nurl = "s3://{bucket}/bench"\nendpoint_url = "{self.url}"\nregion = "us-east-1"\n'
+            f'password_file = "{work / "pw"}"\n\n[jobs.bench]\nsources = ["{work / "corpus"}"]\n')
+        subprocess.run(genarc_cmd(self.config, "init"), check=True, capture_output=True,
+                       env={**os.environ, **self.env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+    def stop(self) -> None:
+        if self._moto is not None:
+            self._moto.stop()
+        else:
+            subprocess.run(["bash", str(Path(__file__).with_name("ceph-rgw.sh")), "stop", str(self.dir)], check=False)
+
+
+def s3_targets(work: Path, names: list[str]) -> list[S3Target]:
+    return [S3Target(name, work) for name in names]
+
+
+def timing_output(timing: Timing) -> str:
+    return timing.note
+
+
 def genarc_cmd(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "archiver", "--config", str(config), *args]
 
@@ -41,7 +92,7 @@ class Bench:
 
     def once(self, tool: str, step: str, input_bytes: int, cmd: list[str], output: Path | None = None, **kw) -> Timing:
         """Time one run and fold it into the (tool, step) row; the row reports the median."""
-        seconds, peak, _ = timed(cmd, **kw)
+        seconds, peak, out_text = timed(cmd, **kw)
         timing = next((t for t in self.results if (t.tool, t.step) == (tool, step)), None)
         if timing is None:
             timing = Timing(tool, step, seconds, peak, input_bytes)
@@ -51,6 +102,7 @@ class Bench:
         timing.peak_rss_mb = max(timing.peak_rss_mb, peak)
         timing.input_bytes = input_bytes
         timing.output_bytes = dir_bytes(output) if output else None
+        timing.note = out_text[-20000:]
         print(f"  {tool:<9} {step:<12} {seconds:8.2f} s  {input_bytes / 1e6 / seconds if seconds else 0:8.1f} MB/s  "
               f"peak {peak:6.0f} MB", flush=True)
         return timing
@@ -70,6 +122,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_local.json"))
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--s3", default="", help="also back up to S3 servers: comma-separated moto,ceph")
     args = parser.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="genarc-bench-"))
@@ -98,9 +151,26 @@ def main() -> int:
     peers = {name: shutil.which(name) for name in ("7zz", "restic", "duplicity")}
     if args.no_peers:
         peers = {k: None for k in peers}
+    targets = s3_targets(work, [t for t in args.s3.split(",") if t])
+    s3_runs: dict[str, list[dict]] = {t.name: [] for t in targets}
+
+    def s3_run(target: "S3Target", step: str, input_bytes: int, now: str, *extra: str) -> None:
+        timing = bench.once(f"genarc-{target.name}", step, input_bytes, genarc_cmd(target.config, "run", "--json", *extra),
+                            env={**genv, **target.env, "GENARC_NOW": now, "XDG_STATE_HOME": str(work / f"s-{target.name}")})
+        out = timing_output(timing)
+        report_json = json.loads(out[out.index("{"):])["jobs"][0]["report"]
+        requests = report_json["requests"]
+        total = requests["http_requests"]  # every HTTP request the S3 store sent, HEADs included
+        s3_runs[target.name].append({"step": step, "volumes": report_json["volumes"], "requests": requests,
+                                     "requests_total": total, "within_target": total <= report_json["volumes"] + 5,
+                                     "deletes": requests["deletes"]})
+
     print("full backups:", flush=True)
     bench.measure("genarc", "full", size, genarc_fresh, lambda: genarc_cmd(cfg, "run", "--full"),
                   output=work / "g-repo", env={**genv, "GENARC_NOW": NOW[0]})
+    for target in targets:
+        for rep in range(args.repeat):
+            s3_run(target, "full", size, f"2027-01-0{4 + rep}T01:00:00Z", "--full")
     if peers["7zz"]:
         archive = work / "7z-out" / "a.7z"
         bench.measure("7zz", "full", size, lambda: fresh(work / "7z-out"),
@@ -133,6 +203,8 @@ def main() -> int:
         print(f"changed 1% of files ({changed['edited']} edited, {changed['added']} added); incrementals:", flush=True)
         bench.once("genarc", "incremental", changed["bytes"], genarc_cmd(cfg, "run"),
                    env={**genv, "GENARC_NOW": f"2027-01-04T{3 + rep:02d}:00:00Z"})
+        for target in targets:
+            s3_run(target, "incremental", changed["bytes"], f"2027-01-0{4 + args.repeat}T{3 + rep:02d}:00:00Z")
         if restic_backup:
             bench.once("restic", "incremental", changed["bytes"], restic_backup, env=env_pw)
         if dup_incr:
@@ -159,13 +231,16 @@ def main() -> int:
                       lambda: [peers["duplicity"], "restore", "--archive-dir", str(work / "d-cache"), f"file://{work / 'd-repo'}",
                                str(target)], env=env_pw)
 
-    report(bench, corpus, changes, peers, args.json, work)
+    for target in targets:
+        target.stop()
+    report(bench, corpus, changes, peers, args.json, work, s3_runs)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, work: Path) -> None:
+def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, work: Path,
+           s3_runs: dict | None = None) -> None:
     by = {(t.tool, t.step): t for t in bench.results}
     rows = []
     for t in bench.results:
@@ -196,7 +271,13 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
     print("\ntargets (value shown; speed targets as a speed-up factor):")
     for k, v in targets.items():
         print(f"  {k:<48} {v}")
+    for name, runs in (s3_runs or {}).items():
+        print(f"\nS3 on {name}: requests per run against volumes (target: requests <= volumes + 5, deletes = 0):")
+        for run in runs:
+            print(f"  {run['step']:<12} volumes {run['volumes']:>4}  requests {run['requests_total']:>4}  "
+                  f"deletes {run['deletes']}  {'ok' if run['within_target'] and not run['deletes'] else 'MISSED'}")
     write_json(out, {
+        "s3": s3_runs or {},
         "benchmark": "bench_local", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                 "platform": platform.platform()},
         "corpus": corpus, "change": changed, "peers": {k: bool(v) for k, v in peers.items()},

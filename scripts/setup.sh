@@ -16,14 +16,17 @@ fi
 
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-  if ! command -v 7zz >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  # Debian packages the tests use: 7zip (stock extraction) and Ceph's RADOS Gateway (a real S3 server).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if ! command -v 7zz >/dev/null 2>&1; then
       export DEBIAN_FRONTEND=noninteractive
       apt-get update -qq
       apt-get install -y -qq --no-install-recommends 7zip >/dev/null
-    else
-      echo "note: 7zz is not installed and cannot be installed here; the stock 7-Zip tests will be skipped." >&2
     fi
+    bash scripts/ceph-rgw.sh install
+  else
+    command -v 7zz >/dev/null 2>&1 || echo "note: 7zz is not installed; the stock 7-Zip tests will be skipped." >&2
+    command -v radosgw >/dev/null 2>&1 || echo "note: radosgw is not installed; the Ceph tests will be skipped." >&2
   fi
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .

@@ -67,6 +67,7 @@ class MotoServer:
         host, port = self.server._server.server_address
         self.url = f"http://{host}:{port}"
         self.admin = Keys("admin-key", "admin-secret")  # any key works while auth is off
+        self.enforced = False
 
     def client(self, keys: Keys | None = None, service: str = "s3", moto_copy_fix: bool = True) -> Any:
         keys = keys or self.admin
@@ -91,6 +92,7 @@ class MotoServer:
 
     def make_user(self, name: str, policy: dict) -> Keys:
         iam = self.client(service="iam")
+        name = f"{name}-{secrets.token_hex(3)}"  # moto's IAM state is shared by every server in the process
         iam.create_user(UserName=name)
         iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=name)["AccessKey"]
@@ -99,16 +101,23 @@ class MotoServer:
     def make_admin(self) -> Keys:
         """An IAM admin, so that admin calls keep working once auth is enforced."""
         admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        self.admin = self.make_user(f"admin-{secrets.token_hex(3)}", admin)
+        self.admin = self.make_user("admin", admin)
         return self.admin
 
     def enforce_iam(self) -> None:
-        request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST",
+        self._reset_auth(b"0")
+        self.enforced = True
+
+    def _reset_auth(self, count: bytes) -> None:
+        request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=count, method="POST",
                                          headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
 
     def stop(self) -> None:
+        if self.enforced:
+            # moto keeps the auth switch process-wide: turn enforcement off again for later servers.
+            self._reset_auth(b"1000000000")
         self.server.stop()
 
 

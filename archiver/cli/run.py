@@ -30,7 +30,8 @@ def summary(report: RunReport) -> str:
         f"added {report.added}, changed {report.changed}, metadata {report.metadata_changed}, removed {report.removed}",
         f"  packed {human_bytes(report.bytes_packed)} into {report.volumes} volume(s); uploaded {human_bytes(report.bytes_uploaded)} "
         f"in {report.duration_s:.1f} s",
-        "  requests: " + ", ".join(f"{k} {v}" for k, v in report.requests.items() if not k.startswith("bytes")),
+        "  requests: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.requests.items()
+                                   if not k.startswith("bytes") and (v or k == "deletes")),
         f"  locked until {report.lock_until} (mode {report.lock_mode}); lifecycle may expire it from {report.expires_from}",
     ]
     if report.warnings:

@@ -36,7 +36,8 @@ def split_bucket_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def backend_for(url: str, options: StoreOptions | None = None, env: Mapping[str, str] | None = None) -> Store:
+def backend_for(url: str, options: StoreOptions | None = None, env: Mapping[str, str] | None = None,
+                counts: RequestCounts | None = None) -> Store:
     options = options or StoreOptions()
     env = os.environ if env is None else env
     if url.startswith("file://"):
@@ -48,7 +49,8 @@ def backend_for(url: str, options: StoreOptions | None = None, env: Mapping[str,
         from .s3 import S3Store, make_client
 
         bucket, prefix = split_bucket_url(url)
-        return S3Store(lambda: make_client(options.endpoint_url, options.region, options.profile), bucket, prefix)
+        return S3Store(lambda: make_client(options.endpoint_url, options.region, options.profile), bucket, prefix,
+                       counts=counts)
     if scheme == "b2":
         from .b2 import B2Store, make_api
 
@@ -74,7 +76,8 @@ def open_store(
     ``backend`` replaces the backend built from ``url`` (a store on a test server, say);
     ``inside_retry`` lets tests slip a fault injector between the backend and the retry layer.
     """
-    store: Store = backend if backend is not None else backend_for(url, options)
+    counts = counts or RequestCounts()
+    store: Store = backend if backend is not None else backend_for(url, options, counts=counts)
     if inside_retry is not None:
         store = inside_retry(store)
     store = RetryingStore(store, sleep=retry_sleep) if retry_sleep else RetryingStore(store)

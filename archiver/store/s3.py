@@ -95,12 +95,13 @@ def make_client(endpoint_url: str | None, region: str | None, profile: str | Non
 class S3Store:
     def __init__(self, client_factory: Callable[[], Any], bucket: str, prefix: str = "", *,
                  multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE,
-                 conditional: bool = True) -> None:
+                 conditional: bool = True, counts: Any = None) -> None:
         # A factory, not a client: a process forked for parallel restore must not share the
         # parent's pooled connections, so each process makes its own client on first use.
         self._client_factory, self.bucket = client_factory, bucket
         self._client: Any = None
         self._client_pid = 0
+        self._counts = counts  # a RequestCounts: every HTTP request this store sends, HEADs included
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.multipart_threshold, self.part_size = multipart_threshold, part_size
         self._caps: Capabilities | None = None
@@ -115,7 +116,12 @@ class S3Store:
     def client(self) -> Any:
         if self._client is None or self._client_pid != os.getpid():
             self._client, self._client_pid = self._client_factory(), os.getpid()
+            if self._counts is not None:
+                self._client.meta.events.register("before-send.s3", self._count_request)
         return self._client
+
+    def _count_request(self, **kwargs: Any) -> None:
+        self._counts.add("http_requests")
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -209,10 +215,13 @@ class S3Store:
     def _simple_put(self, full: str, key: str, source: PutSource, sha256: str, retention: Retention | None) -> str | None:
         args = {"Bucket": self.bucket, "Key": full, "ChecksumAlgorithm": "SHA256", "ChecksumSHA256": b64_of_hex(sha256),
                 "ContentLength": size_of(source), **self._lock_args(retention)}
-        if not self._conditional:
-            self._refuse_existing(full, key)
-        else:
+        if self._conditional:
             args["IfNoneMatch"] = "*"
+        elif not self.capabilities.versioning:
+            self._refuse_existing(full, key)
+        # else: a server that ignores If-None-Match on a versioned bucket. Keys carry a random
+        # 64-bit run id, and even a colliding PUT would only add a version: the one a manifest
+        # recorded stays, and reads are pinned to it. A HEAD per object would buy nothing.
         body: Any = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
         try:
             args["Body"] = body

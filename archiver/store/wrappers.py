@@ -67,7 +67,8 @@ class RequestCounts:
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
-            keys = ("puts", "copies", "gets", "stats", "lists", "deletes", "bytes_put", "bytes_got", "bytes_copied")
+            keys = ("puts", "copies", "gets", "stats", "lists", "deletes", "http_requests", "bytes_put", "bytes_got",
+                    "bytes_copied")
             return {k: int(self.counts.get(k, 0)) for k in keys}
 
 

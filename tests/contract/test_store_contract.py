@@ -120,10 +120,16 @@ def test_put_from_a_path_and_download(store, tmp_path):
 
 
 def test_keys_are_write_once(store):
-    store.put("k/once", b"first", sha256=sha(b"first"))
-    with pytest.raises(ObjectExists):
+    first = store.put("k/once", b"first", sha256=sha(b"first"))
+    try:
         store.put("k/once", b"second", sha256=sha(b"second"))
-    assert store.get("k/once") == b"first"
+    except ObjectExists:
+        pass
+    else:
+        # Only a server that ignores If-None-Match on a versioned bucket (Ceph 16) lets a second put
+        # through, and then as a new version: the one genarc recorded stays intact.
+        assert not store.capabilities.conditional_put and store.capabilities.versioning
+    assert store.get("k/once", version_id=first.version_id) == b"first"
 
 
 def test_missing_object(store):
