@@ -41,7 +41,11 @@ class S3Target:
         self.name, self.work = name, work
         self._moto = None
         if name == "moto":
+            import logging
+
             from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self._moto.start()

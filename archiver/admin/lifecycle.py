@@ -1,0 +1,244 @@
+"""Lifecycle rules, applied with ADMIN rights: the only code in genarc that removes anything.
+
+Two things live here, both apart from the backup client (whose Store cannot delete):
+
+- ``apply_*``: write the lifecycle configuration that ``genarc plan`` computed, with
+  separate admin credentials (``genarc plan --apply``). Never with the backup key.
+- ``LifecycleExecutor``: for tests and ``genarc plan --simulate``, it plays the bucket's
+  lifecycle at a simulated "now", as S3 or B2 would, and honours the locks: a version
+  whose retain-until date is still ahead is never removed.
+
+S3 semantics: a current version older than the expiration days gets a delete marker
+(it becomes noncurrent); a noncurrent version is removed NoncurrentDays after it became
+noncurrent, once its lock has passed; a delete marker left alone is removed.
+B2 semantics: a file older than daysFromUploadingToHiding is hidden; a hidden file is
+deleted daysFromHidingToDeleting later, once its lock has passed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+
+@dataclass
+class AdminVersion:
+    key: str
+    version_id: str | None
+    size: int
+    is_delete_marker: bool = False
+    retain_until: datetime | None = None
+    modified: datetime | None = None
+
+
+class AdminStore(Protocol):
+    """What a lifecycle needs, and the backup client never gets."""
+
+    def versions(self, prefix: str) -> list[AdminVersion]: ...
+
+    def hide(self, key: str) -> str | None:
+        """S3: place a delete marker; B2: hide; local: remove (it has no versions). Returns the marker's id."""
+
+    def remove_version(self, key: str, version_id: str | None) -> None: ...
+
+
+@dataclass
+class ExecutorReport:
+    hidden: int = 0
+    removed: int = 0
+    removed_bytes: int = 0
+    kept_by_lock: int = 0
+    markers_removed: int = 0
+
+
+@dataclass
+class Rule:
+    prefix: str
+    expire_days: int | None
+    noncurrent_days: int | None
+    expired_markers: bool = True
+
+    @staticmethod
+    def from_s3(config: dict) -> list["Rule"]:
+        merged: dict[str, Rule] = {}
+        for r in config.get("Rules", []):
+            if r.get("Status") != "Enabled":
+                continue
+            flt = r.get("Filter") or {}
+            prefix = r.get("Prefix", flt.get("Prefix", "")) or ""
+            rule = merged.setdefault(prefix, Rule(prefix, None, None, False))
+            expiration = r.get("Expiration") or {}
+            if expiration.get("Days"):
+                rule.expire_days = int(expiration["Days"])
+            if expiration.get("ExpiredObjectDeleteMarker"):
+                rule.expired_markers = True
+            if (r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays"):
+                rule.noncurrent_days = int(r["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        return list(merged.values())
+
+    @staticmethod
+    def from_b2(rules: list[dict]) -> list["Rule"]:
+        return [Rule(r.get("fileNamePrefix", ""), r.get("daysFromUploadingToHiding"), r.get("daysFromHidingToDeleting"),
+                     True) for r in rules]
+
+
+class LifecycleExecutor:
+    """Applies rules at a simulated ``now``. ``uploaded_at`` gives each version's (simulated) upload time."""
+
+    def __init__(self, admin: AdminStore, rules: list[Rule], day: timedelta = timedelta(days=1),
+                 uploaded_at: Callable[[str, str | None], datetime | None] | None = None) -> None:
+        self.admin, self.rules, self.day = admin, rules, day
+        self.uploaded_at = uploaded_at or (lambda key, version: None)
+        self.noncurrent_since: dict[tuple[str, str | None], datetime] = {}
+
+    def _born(self, version: AdminVersion) -> datetime:
+        when = self.uploaded_at(version.key, version.version_id) or version.modified
+        return when or datetime.min.replace(tzinfo=timezone.utc)
+
+    def apply(self, now: datetime) -> ExecutorReport:
+        report = ExecutorReport()
+        for rule in self.rules:
+            by_key: dict[str, list[AdminVersion]] = {}
+            for version in self.admin.versions(rule.prefix):
+                by_key.setdefault(version.key, []).append(version)
+            for key, versions in by_key.items():
+                self._apply_key(rule, key, versions, now, report)
+        return report
+
+    def _apply_key(self, rule: Rule, key: str, versions: list[AdminVersion], now: datetime,
+                   report: ExecutorReport) -> None:
+        ordered = sorted(versions, key=lambda v: (self.noncurrent_since.get((v.key, v.version_id)) or self._born(v)))
+        latest = ordered[-1]
+        if (rule.expire_days is not None and not latest.is_delete_marker
+                and now >= self._born(latest) + self.day * rule.expire_days):
+            marker = self.admin.hide(key)
+            self.noncurrent_since[(key, latest.version_id)] = now
+            if marker is not None:
+                self.noncurrent_since[(key, marker)] = now
+            report.hidden += 1
+            ordered.append(AdminVersion(key, marker, 0, is_delete_marker=True))
+        # Everything but the newest entry is noncurrent; it became so when the next one appeared.
+        remaining = []
+        for older, newer in zip(ordered, ordered[1:]):
+            if older.is_delete_marker:
+                continue
+            since = self.noncurrent_since.setdefault((key, older.version_id),
+                                                     self.noncurrent_since.get((key, newer.version_id)) or self._born(newer))
+            if rule.noncurrent_days is None or now < since + self.day * rule.noncurrent_days:
+                remaining.append(older)
+                continue
+            if older.retain_until is not None and older.retain_until > now:
+                report.kept_by_lock += 1  # the lock outlives the rule: nothing removes it, not even the lifecycle
+                remaining.append(older)
+                continue
+            self.admin.remove_version(key, older.version_id)
+            report.removed += 1
+            report.removed_bytes += older.size
+        newest = ordered[-1]
+        if rule.expired_markers and newest.is_delete_marker and not remaining and len(ordered) > 1:
+            self.admin.remove_version(key, newest.version_id)
+            report.markers_removed += 1
+
+
+# -- admin adapters ----------------------------------------------------------------------------------
+class S3Admin:
+    """Admin access to an S3 bucket. ``bypass_governance`` lets a simulation remove governance-locked
+    versions whose *simulated* lock has passed while the server's real clock says otherwise."""
+
+    def __init__(self, client: Any, bucket: str, bypass_governance: bool = False) -> None:
+        self.client, self.bucket, self.bypass = client, bucket, bypass_governance
+
+    def versions(self, prefix: str) -> list[AdminVersion]:
+        found = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Versions", []):
+                head = self.client.head_object(Bucket=self.bucket, Key=item["Key"], VersionId=item["VersionId"])
+                until = head.get("ObjectLockRetainUntilDate")
+                found.append(AdminVersion(item["Key"], item["VersionId"], int(item["Size"]), False,
+                                          until.astimezone(timezone.utc) if until else None, item["LastModified"]))
+            for item in page.get("DeleteMarkers", []):
+                found.append(AdminVersion(item["Key"], item["VersionId"], 0, True, None, item["LastModified"]))
+        return found
+
+    def hide(self, key: str) -> str | None:
+        return self.client.delete_object(Bucket=self.bucket, Key=key).get("VersionId")
+
+    def remove_version(self, key: str, version_id: str | None) -> None:
+        extra = {"BypassGovernanceRetention": True} if self.bypass else {}
+        self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id, **extra)
+
+
+class LocalAdmin:
+    """A local repository has no versions: expiry removes the file (the object) outright."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def versions(self, prefix: str) -> list[AdminVersion]:
+        found = []
+        base = self.root
+        for dirpath, _, filenames in os.walk(base):
+            for name in filenames:
+                path = Path(dirpath) / name
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix) and ".genarc-tmp-" not in name:
+                    st = path.stat()
+                    found.append(AdminVersion(key, None, st.st_size, False, None,
+                                              datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+        return found
+
+    def hide(self, key: str) -> str | None:
+        self.remove_version(key, None)
+        return None
+
+    def remove_version(self, key: str, version_id: str | None) -> None:
+        path = self.root.joinpath(*key.split("/"))
+        path.unlink(missing_ok=True)
+
+
+class B2Admin:
+    def __init__(self, api: Any, bucket_name: str) -> None:
+        self.api, self.bucket = api, api.get_bucket_by_name(bucket_name)
+
+    def versions(self, prefix: str) -> list[AdminVersion]:
+        found = []
+        for version, _ in self.bucket.ls(prefix[: prefix.rfind("/") + 1], latest_only=False, recursive=True):
+            if not version.file_name.startswith(prefix):
+                continue
+            retention = getattr(version, "file_retention", None)
+            until = (datetime.fromtimestamp(retention.retain_until / 1000, timezone.utc)
+                     if retention is not None and getattr(retention, "retain_until", None) else None)
+            found.append(AdminVersion(version.file_name, version.id_, int(version.size or 0), version.action == "hide",
+                                      until, datetime.fromtimestamp(version.upload_timestamp / 1000, timezone.utc)))
+        return found
+
+    def hide(self, key: str) -> str | None:
+        return self.bucket.hide_file(key).id_
+
+    def remove_version(self, key: str, version_id: str | None) -> None:
+        self.api.delete_file_version(version_id, key)
+
+
+# -- applying the rules (genarc plan --apply) ----------------------------------------------------------
+def apply_s3(client: Any, bucket: str, configuration: dict) -> None:
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=configuration)
+
+
+def apply_b2(api: Any, bucket_name: str, rules: list[dict]) -> None:
+    api.get_bucket_by_name(bucket_name).update(lifecycle_rules=rules)
+
+
+@dataclass
+class UploadLedger:
+    """Simulated upload times by (key, version): what a simulation's lifecycle needs to know."""
+
+    times: dict[tuple[str, str | None], datetime] = field(default_factory=dict)
+
+    def record(self, key: str, version_id: str | None, when: datetime) -> None:
+        self.times[(key, version_id)] = when
+
+    def __call__(self, key: str, version_id: str | None) -> datetime | None:
+        return self.times.get((key, version_id))
