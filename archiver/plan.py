@@ -300,7 +300,7 @@ def svg_chart(curves: list[Curve], title: str, width: int = 900, height: int = 3
         dash = "" if index == 0 else ' stroke-dasharray="6 3"'
         parts.append(f'<polyline points="{path}" fill="none" stroke="{"#222" if index == 0 else palette[index % 8]}" '
                      f'stroke-width="{2 if index == 0 else 1.5}"{dash}/>')
-        parts.append(f'<text x="{width - pad_r - 150}" y="{pad_t + 16 * (index + 1)}" '
+        parts.append(f'<text x="{width - pad_r - 260}" y="{pad_t + 16 * (index + 1)}" '
                      f'fill="{"#222" if index == 0 else palette[index % 8]}">F = {curve.generation_days} days'
                      f'{" (stacked by generation)" if index == 0 else ""}</text>')
     for i in range(5):
