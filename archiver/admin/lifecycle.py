@@ -150,13 +150,19 @@ class S3Admin:
 
     def __init__(self, client: Any, bucket: str, bypass_governance: bool = False) -> None:
         self.client, self.bucket, self.bypass = client, bucket, bypass_governance
+        self._until: dict[tuple[str, str], Any] = {}  # a version's lock can be extended, never shortened
+
+    def _retain_until(self, key: str, version_id: str) -> Any:
+        if (key, version_id) not in self._until:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            self._until[(key, version_id)] = head.get("ObjectLockRetainUntilDate")
+        return self._until[(key, version_id)]
 
     def versions(self, prefix: str) -> list[AdminVersion]:
         found = []
         for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Versions", []):
-                head = self.client.head_object(Bucket=self.bucket, Key=item["Key"], VersionId=item["VersionId"])
-                until = head.get("ObjectLockRetainUntilDate")
+                until = self._retain_until(item["Key"], item["VersionId"])
                 found.append(AdminVersion(item["Key"], item["VersionId"], int(item["Size"]), False,
                                           until.astimezone(timezone.utc) if until else None, item["LastModified"]))
             for item in page.get("DeleteMarkers", []):
