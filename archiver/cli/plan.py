@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import plan as plan_mod
 from ..config import parse_size
-from ..errors import EXIT_OK, EXIT_UNSAFE, ConfigError, PermissionDenied
+from ..errors import EXIT_OK, EXIT_UNSAFE, ConfigError, PermissionDenied, RepositoryNotFound
 from ..generation import lifecycle_age_days
 from ..repository import Repository
 from ..store import backend_of, open_store, split_bucket_url
@@ -161,10 +161,13 @@ def _check(ctx, args: argparse.Namespace, scheme: str, prefixes: list[str]) -> i
             reader = plan_mod.expiry_days_from_b2
     except Exception as exc:
         raise PermissionDenied(f"Cannot read the bucket's lifecycle rules with this key ({exc}).") from None
-    repo = Repository.open(cfg, store=store)
+    try:
+        repo: Repository | None = Repository.open(cfg, store=store)
+    except RepositoryNotFound:
+        repo = None  # no points yet: check against a generation opened now
     findings = []
     for job, prefix in zip(sorted(cfg.jobs), prefixes):
-        names = repo.manifest_names(job)
+        names = repo.manifest_names(job) if repo is not None else []
         points = [(f"{job} {n.gseq}.{n.pseq}", n.point_time, n.gstart) for n in names]
         finding = plan_mod.check_expiry(cfg.retention, reader(rules, prefix), points, ctx.clock.now())
         findings.append({"job": job, "prefix": prefix, "level": finding.level, "message": finding.message,
