@@ -17,6 +17,7 @@ from typing import Any
 from .config import Config
 from .errors import GenarcError
 from .generation import lifecycle_age_days
+from .plan import check_expiry, expiry_days_from_b2, expiry_days_from_s3
 from .store import LocalStore, Store, backend_of
 from .store.b2 import B2Store
 from .store.s3 import S3Store, translate
@@ -60,9 +61,9 @@ def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = T
                    "can delete it; use S3 with Object Lock or B2 with File Lock for ransomware-proof backups")
         return report
     if isinstance(backend, S3Store):
-        _diagnose_s3(config, backend, report, probe_delete)
+        _diagnose_s3(config, backend, report, probe_delete, now)
     elif isinstance(backend, B2Store):
-        _diagnose_b2(config, backend, report)
+        _diagnose_b2(config, backend, report, now)
     return report
 
 
@@ -78,7 +79,7 @@ def _rule_covers(prefix: str, rule: dict) -> bool:
     return prefix.startswith(rule_prefix or "")
 
 
-def _diagnose_s3(config: Config, store: S3Store, report: DoctorReport, probe_delete: bool) -> None:
+def _diagnose_s3(config: Config, store: S3Store, report: DoctorReport, probe_delete: bool, now: datetime) -> None:
     client, bucket = store.client, store.bucket
     try:
         status = client.get_bucket_versioning(Bucket=bucket).get("Status")
@@ -118,11 +119,10 @@ def _diagnose_s3(config: Config, store: S3Store, report: DoctorReport, probe_del
                    else f"cannot read it ({error.message})")
     try:
         rules = client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
-        _check_s3_lifecycle(config, store.prefix, rules, report)
+        _check_s3_lifecycle(config, store.prefix, rules, report, now)
     except Exception as exc:
         if "NoSuchLifecycleConfiguration" in str(exc):
-            report.add("lifecycle", "warn", f"no lifecycle rule: old generations are never removed; `genarc plan` "
-                       f"prints the rule (expire after {expected_age(config)} days)")
+            _lifecycle_check(config, None, report, now)
         else:
             report.add("lifecycle", "unknown", f"cannot read it ({translate(exc, 'lifecycle').message})")
     if probe_delete:
@@ -139,29 +139,23 @@ def _diagnose_s3(config: Config, store: S3Store, report: DoctorReport, probe_del
                 report.add("delete probe", "unknown", f"inconclusive ({error.message})")
 
 
-def _check_s3_lifecycle(config: Config, prefix: str, rules: list[dict], report: DoctorReport) -> None:
-    age = expected_age(config)
+_LEVEL = {"ok": "ok", "warning": "warn", "error": "fail"}
+
+
+def _lifecycle_check(config: Config, expiry_days: int | None, report: DoctorReport, now: datetime) -> None:
+    finding = check_expiry(config.retention, expiry_days, [], now)
+    report.add("lifecycle", _LEVEL[finding.level], finding.message)
+
+
+def _check_s3_lifecycle(config: Config, prefix: str, rules: list[dict], report: DoctorReport, now: datetime) -> None:
+    _lifecycle_check(config, expiry_days_from_s3(rules, prefix), report, now)
     mine = [r for r in rules if r.get("Status") == "Enabled" and _rule_covers(prefix, r)]
-    expiring = [r["Expiration"]["Days"] for r in mine if (r.get("Expiration") or {}).get("Days")]
-    if not expiring:
-        report.add("lifecycle", "warn", f"no enabled rule expires objects under this prefix; old generations are never "
-                   f"removed (expected: after {age} days)")
-        return
-    shortest = min(expiring)
-    if shortest < age:
-        report.add("lifecycle", "fail", f"a rule expires objects after {shortest} days, before the {age} days the "
-                   f"retention needs: restore points younger than keep_days would lose their objects")
-    elif shortest > age:
-        report.add("lifecycle", "warn", f"objects expire after {shortest} days; {age} would do (storage is kept longer "
-                   "than needed)")
-    else:
-        report.add("lifecycle", "ok", f"current versions expire after {age} days, as the retention needs")
     if not any((r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays") for r in mine):
         report.add("lifecycle noncurrent", "warn", "no rule removes noncurrent versions: expired data stays stored "
                    "behind delete markers")
 
 
-def _diagnose_b2(config: Config, store: B2Store, report: DoctorReport) -> None:
+def _diagnose_b2(config: Config, store: B2Store, report: DoctorReport, now: datetime) -> None:
     allowed = store.api.account_info.get_allowed() or {}
     capabilities = sorted(allowed.get("capabilities") or [])
     dangerous = [c for c in capabilities if c in ("deleteFiles", "writeBuckets", "deleteBuckets", "bypassGovernance",
@@ -185,15 +179,7 @@ def _diagnose_b2(config: Config, store: B2Store, report: DoctorReport) -> None:
                    "files" + (f" {hide_days} days later: notice an attack within that window" if hide_days is not None
                               else " after the lifecycle's daysFromHidingToDeleting"))
     rules = getattr(store.bucket, "lifecycle_rules", None) or []
-    age = expected_age(config)
-    mine = [r for r in rules if store.prefix.startswith(r.get("fileNamePrefix", ""))]
-    hiding = [r.get("daysFromUploadingToHiding") for r in mine if r.get("daysFromUploadingToHiding")]
-    if not hiding:
-        report.add("lifecycle", "warn", f"no rule hides old files; expected daysFromUploadingToHiding = {age}")
-    elif min(hiding) < age:
-        report.add("lifecycle", "fail", f"files are hidden after {min(hiding)} days, before the {age} days the retention needs")
-    else:
-        report.add("lifecycle", "ok" if min(hiding) == age else "warn", f"files are hidden after {min(hiding)} days")
+    _lifecycle_check(config, expiry_days_from_b2(rules, store.prefix), report, now)
 
 
 def _b2_hide_to_delete_days(store: B2Store) -> int | None:
