@@ -27,7 +27,7 @@ DENIED_TO_BACKUP = [
     "s3:PutBucketPolicy",
     "s3:DeleteBucketPolicy",
     "s3:DeleteBucket",
-    "s3:BypassGovernanceRetention",
+    "s3:BypassGovernanceRetention",  # denied: the backup key may never lift a governance lock
     "s3:PutObjectLegalHold",
 ]
 READ_OBJECT_ACTIONS = [
@@ -72,18 +72,24 @@ def max_retention_days(policy: RetentionPolicy) -> int:
     return -(-seconds // 86400) + 1
 
 
-def s3_backup_policy(location: Location, policy: RetentionPolicy) -> dict:
+def _read_statements(location: Location) -> list[dict]:
+    """What both the backup key and the watchdog may do: list the repository, read its objects and settings."""
     listing = {"Sid": "ListTheRepository", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
                "Resource": location.bucket_arn}
     if location.list_condition():
         listing["Condition"] = location.list_condition()
+    return [
+        listing,
+        {"Sid": "ReadBucketSettings", "Effect": "Allow", "Action": READ_BUCKET_ACTIONS, "Resource": location.bucket_arn},
+        {"Sid": "ReadObjects", "Effect": "Allow", "Action": READ_OBJECT_ACTIONS, "Resource": location.objects_arn},
+    ]
+
+
+def s3_backup_policy(location: Location, policy: RetentionPolicy) -> dict:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            listing,
-            {"Sid": "ReadBucketSettings", "Effect": "Allow", "Action": READ_BUCKET_ACTIONS,
-             "Resource": location.bucket_arn},
-            {"Sid": "ReadObjects", "Effect": "Allow", "Action": READ_OBJECT_ACTIONS, "Resource": location.objects_arn},
+            *_read_statements(location),
             {"Sid": "WriteNewObjectsWithBoundedLocks", "Effect": "Allow",
              "Action": ["s3:PutObject", "s3:PutObjectRetention"], "Resource": location.objects_arn,
              "Condition": {"NumericLessThanEqualsIfExists": {
@@ -100,17 +106,10 @@ def s3_backup_policy(location: Location, policy: RetentionPolicy) -> dict:
 
 
 def s3_watchdog_policy(location: Location) -> dict:
-    listing = {"Sid": "ListTheRepository", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
-               "Resource": location.bucket_arn}
-    if location.list_condition():
-        listing["Condition"] = location.list_condition()
     return {
         "Version": "2012-10-17",
         "Statement": [
-            listing,
-            {"Sid": "ReadBucketSettings", "Effect": "Allow", "Action": READ_BUCKET_ACTIONS,
-             "Resource": location.bucket_arn},
-            {"Sid": "ReadObjects", "Effect": "Allow", "Action": READ_OBJECT_ACTIONS, "Resource": location.objects_arn},
+            *_read_statements(location),
             {"Sid": "ReadOnly", "Effect": "Deny",
              "Action": ["s3:PutObject", "s3:PutObjectRetention", *DENIED_TO_BACKUP],
              "Resource": [location.bucket_arn, f"{location.bucket_arn}/*"]},

@@ -44,18 +44,12 @@ def store(request, tmp_path) -> Store:
 
     if request.param == "local":
         return open_store(str(tmp_path / "repo"))
-    if request.param == "s3-moto":
-        moto = request.getfixturevalue("moto")
-        backend = S3Store(moto.client, moto.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
+    if request.param in ("s3-moto", "s3-ceph"):
+        server = request.getfixturevalue(request.param.split("-")[1])
+        backend = S3Store(server.client, server.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
                           part_size=5 * 1024**2)
         backend.use_conditional(backend.probe_conditional_put())  # as `genarc init` does
-        return open_store("s3://moto", backend=backend)
-    if request.param == "s3-ceph":
-        ceph = request.getfixturevalue("ceph")
-        backend = S3Store(ceph.client, ceph.make_bucket(), "contract/prefix", multipart_threshold=6 * 1024**2,
-                          part_size=5 * 1024**2)
-        backend.use_conditional(backend.probe_conditional_put())  # as `genarc init` does
-        return open_store("s3://ceph", backend=backend)
+        return open_store(f"s3://{request.param}", backend=backend)
     if request.param == "b2-sim":
         sim = request.getfixturevalue("b2sim")
         key_id, key = sim.make_key(b2_backup_capabilities(lock=True))

@@ -17,8 +17,9 @@ import pytest
 from archiver import config as config_mod
 from archiver.errors import EXIT_INTEGRITY, EXIT_OK
 from archiver.generation import lock_until
-from tests.conftest import restored_root, snapshot
-from tests.scenario.test_immutable_stores import DAYS, change, sha_b64, small_tree, volume_generation_start
+from tests.conftest import snapshot
+from tests.scenario.test_immutable_stores import (DAYS, change, restore_every_day, sha_b64, small_tree,
+                                                  volume_generation_start)
 
 
 def test_ceph_enforces_what_genarc_promises(workspace, ceph, monkeypatch):
@@ -52,13 +53,7 @@ def test_ceph_enforces_what_genarc_promises(workspace, ceph, monkeypatch):
         assert requests["deletes"] == 0
         assert requests["http_requests"] <= result.json["jobs"][0]["report"]["volumes"] + 5
 
-    def restore_all(tag: str) -> None:
-        for day, now in enumerate(DAYS):
-            target = ws.root / f"{tag}-{day}"
-            assert ws.genarc("restore", "data", "--target", str(target), "--at", now).code == EXIT_OK
-            assert snapshot(restored_root(target, ws.src)) == states[day], day
-
-    restore_all("before")
+    restore_every_day(ws, states, "before")
     cfg = config_mod.load(ws.config)
     versions = owner_client.list_object_versions(Bucket=bucket, Prefix="backups/data/")["Versions"]
     for version in versions:
@@ -89,7 +84,7 @@ def test_ceph_enforces_what_genarc_promises(workspace, ceph, monkeypatch):
     still = owner_client.head_object(Bucket=bucket, Key=volume["Key"], VersionId=volume["VersionId"])
     assert still["ObjectLockRetainUntilDate"] == lock_until(volume_generation_start(volume["Key"][len("backups/"):]),
                                                              cfg.retention)
-    restore_all("after")
+    restore_every_day(ws, states, "after")
     verified = ws.genarc("verify", "--json")
     assert verified.code == EXIT_INTEGRITY and verified.json["report"]["tampered"]
 

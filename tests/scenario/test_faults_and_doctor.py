@@ -103,15 +103,14 @@ def _s3_repo(ws, server, injector_box: dict, **inject):
     ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, volume_size="32KiB", workers=1)
     cfg = config_mod.load(ws.config)
 
+    def inject_faults(inner):
+        injector_box["injector"] = FaultInjector(inner, **inject)
+        return injector_box["injector"]
+
     def make(injected: bool):
         backend = S3Store(server.client, bucket, "backups")
-        wrap = None
-        if injected:
-            def wrap(inner):
-                injector_box["injector"] = FaultInjector(inner, **inject)
-                return injector_box["injector"]
-        return open_store(cfg.repository_url, backend=backend, inside_retry=wrap, retry_sleep=lambda s: None,
-                          counts=RequestCounts())
+        return open_store(cfg.repository_url, backend=backend, inside_retry=inject_faults if injected else None,
+                          retry_sleep=lambda s: None, counts=RequestCounts())
 
     return cfg, bucket, make
 

@@ -55,6 +55,14 @@ def sha_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def restore_every_day(ws, states: dict, tag: str) -> None:
+    """Restore the point of every simulated day through the CLI and compare it with that day's tree."""
+    for day, now in enumerate(DAYS):
+        target = ws.root / f"{tag}-{day}"
+        assert ws.genarc("restore", "data", "--target", str(target), "--at", now).code == EXIT_OK
+        assert snapshot(restored_root(target, ws.src)) == states[day], day
+
+
 @pytest.fixture
 def moto_iam():
     server = MotoServer()
@@ -91,13 +99,7 @@ def test_s3_on_moto_with_the_write_only_key(workspace, moto_iam, monkeypatch):
     listing = ws.genarc("list", "--json").json[0]["generations"]
     assert [len(g["points"]) for g in listing] == [2, 2, 2]
 
-    def restore_all(tag: str) -> None:
-        for day, now in enumerate(DAYS):
-            target = ws.root / f"{tag}-{day}"
-            assert ws.genarc("restore", "data", "--target", str(target), "--at", now).code == EXIT_OK
-            assert snapshot(restored_root(target, ws.src)) == states[day], day
-
-    restore_all("before")
+    restore_every_day(ws, states, "before")
 
     # Every object carries the lock mode and the planned retain-until date of its generation.
     cfg = config_mod.load(ws.config)
@@ -125,7 +127,7 @@ def test_s3_on_moto_with_the_write_only_key(workspace, moto_iam, monkeypatch):
     # moto gap: it accepts shortening a compliance retention (AWS and Ceph refuse; proven in the Ceph test).
     attacker.put_object_retention(Bucket=bucket, Key=volume["Key"], VersionId=volume["VersionId"], ChecksumAlgorithm="SHA256",
                                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": dt.datetime(2027, 2, 2, tzinfo=dt.timezone.utc)})
-    restore_all("after")
+    restore_every_day(ws, states, "after")
     verified = ws.genarc("verify", "--json")
     assert verified.code == EXIT_INTEGRITY
     assert any(manifest["Key"][len("backups/"):] in t for t in verified.json["report"]["tampered"])
