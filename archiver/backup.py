@@ -28,7 +28,7 @@ from .config import Config, JobConfig
 from .errors import IntegrityError, LocalIOError, StoreError
 from .generation import GenerationRef, decide_run, expires_from, lock_until
 from .layout import manifest_key, new_run_id, volume_key
-from .manifest import ManifestWriter, prepare_key
+from .manifest import ManifestWriter, build_header, entry_of, prepare_key
 from .pack import PackedVolume, PlannedFile, plan_volumes, write_volume, xxh3_file
 from .repository import Repository, effective_lock_mode
 from .scan import Entry, check_sources, walk
@@ -64,10 +64,17 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
+    longterm: list[dict] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
         return bool(self.warnings)
+
+
+def job_config(config: Config, job: JobConfig) -> dict[str, Any]:
+    """The job config in force, recorded in every manifest so that drift can be seen later."""
+    return {"sources": list(job.sources), "exclude": list(job.exclude), "one_file_system": job.one_file_system,
+            "compression": config.volumes.compression, "level": config.volumes.level, "volume_size": config.volumes.size}
 
 
 def sync_catalog(repo: Repository, catalog: Catalog, names: list, workdir: Path) -> bool:
@@ -250,11 +257,8 @@ def run_job(
             op = "add" if previous is None else row["op"]
             if op is None:
                 continue
-            entry = {k: row[k] for k in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3")}
-            entry.update(op=op, path=path_name(row["path"]))
-            if row["obj_key"] in obj_index:
-                entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
-            elif previous is None and row["type"] == "file" and row["size"]:
+            entry = entry_of(row, path_name(row["path"]), op, obj_index)
+            if "obj" not in entry and previous is None and row["type"] == "file" and row["size"]:
                 raise IntegrityError(f"internal: a full lists {entry['path']!r} without a volume of its own generation")
             writer.add(entry)
             if previous is not None:
@@ -263,24 +267,18 @@ def run_job(
                 report.metadata_changed += op == "meta"
         if previous is None:
             report.added = writer.count
-        header = {
-            "job": job.name, "repository": repo.id, "kind": decision.kind, "reason": decision.reason,
-            "generation": {"seq": gen.seq, "start": format_time(gen.start)},
-            "point": {"seq": pseq, "time": format_time(now), "run_id": run_id},
-            "parent": None if decision.kind == "full" else {
+        header = build_header(
+            job=job.name, repository=repo.id, kind=decision.kind, reason=decision.reason,
+            generation_seq=gen.seq, generation_start=format_time(gen.start), point_seq=pseq,
+            point_time=format_time(now), run_id=run_id,
+            parent=None if decision.kind == "full" else {
                 "key": tip_key, "sha256": catalog.get_meta("tip_sha256"), "version_id": catalog.get_meta("tip_version")},
-            "previous_generation_tip": ({"key": tip_key, "sha256": catalog.get_meta("tip_sha256")}
-                                        if decision.kind == "full" and tip_key else None),
-            "lock": {"mode": lock_mode, "until": format_time(lock_date)},
-            "policy": {"keep_days": config.retention.keep_days, "generation_days": config.retention.generation_days,
-                       "margin_days": config.retention.margin_days, "day_seconds": config.retention.day_seconds},
-            "config": {"sources": list(job.sources), "exclude": list(job.exclude), "one_file_system": job.one_file_system,
-                       "compression": config.volumes.compression, "level": config.volumes.level,
-                       "volume_size": config.volumes.size},
-            "objects": objects,
-            "tree": {"digest": scan.digest(), "entries": scan.count(), "bytes": report.bytes_scanned},
-            "warnings": len(report.warnings),
-        }
+            previous_generation_tip=({"key": tip_key, "sha256": catalog.get_meta("tip_sha256")}
+                                     if decision.kind == "full" and tip_key else None),
+            lock_mode=lock_mode, lock_until=format_time(lock_date), policy=config.retention,
+            job_config=job_config(config, job), objects=objects,
+            tree={"digest": scan.digest(), "entries": scan.count(), "bytes": report.bytes_scanned},
+            warnings=len(report.warnings))
         packed = writer.finish(header, repo.keys)
         interrupt.check()
         mkey = manifest_key(job.name, gen.seq, gen.start, pseq, now, run_id)

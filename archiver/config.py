@@ -93,6 +93,7 @@ class Config:
     volumes: VolumeSettings
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
     store_options: StoreOptions = field(default_factory=StoreOptions)
+    longterm: Mapping[str, int] = field(default_factory=dict)  # tier ("monthly" | "yearly") -> how many to keep
 
     def job(self, name: str) -> JobConfig:
         from .errors import UsageError
@@ -241,6 +242,13 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         if value < (0 if key == "margin_days" else 1):
             raise ConfigError(f"{ret.where(key)}: must be {'0 or more' if key == 'margin_days' else 'at least 1'}.")
         numbers[key] = value
+    longterm = {}
+    for tier in ("monthly", "yearly"):
+        count = ret.get(f"keep_{tier}", int, 0)
+        if count < 0:
+            raise ConfigError(f"{ret.where(f'keep_{tier}')}: must be 0 (off) or more.")
+        if count:
+            longterm[tier] = count
     ret.finish()
     retention = RetentionPolicy(day_seconds=day_seconds_from_env(env), **numbers)
 
@@ -287,4 +295,4 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         job.finish()
     top.finish()
     return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs,
-                  StoreOptions(endpoint_url, region, profile))
+                  StoreOptions(endpoint_url, region, profile), longterm)

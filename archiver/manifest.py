@@ -78,6 +78,32 @@ def seven_zip_filters(method: str, level: int, encrypted: bool) -> list[dict[str
     return filters
 
 
+def build_header(*, job: str, repository: str, kind: str, reason: str, generation_seq: int, generation_start: str,
+                 point_seq: int, point_time: str, run_id: str, parent: dict | None, previous_generation_tip: dict | None,
+                 lock_mode: str, lock_until: str, policy: Any, job_config: dict, objects: list[dict], tree: dict,
+                 warnings: int, **extra: Any) -> dict[str, Any]:
+    """The manifest header (docs/design.md, "Manifest format"): one schema for every writer."""
+    return {
+        "job": job, "repository": repository, "kind": kind, "reason": reason,
+        "generation": {"seq": generation_seq, "start": generation_start},
+        "point": {"seq": point_seq, "time": point_time, "run_id": run_id},
+        "parent": parent, "previous_generation_tip": previous_generation_tip,
+        "lock": {"mode": lock_mode, "until": lock_until},
+        "policy": {"keep_days": policy.keep_days, "generation_days": policy.generation_days,
+                   "margin_days": policy.margin_days, "day_seconds": policy.day_seconds},
+        "config": job_config, "objects": objects, "tree": tree, "warnings": warnings, **extra,
+    }
+
+
+def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int]) -> dict[str, Any]:
+    """A manifest entry from a tree row; content stored by this manifest's run gets its object index."""
+    entry = {k: row[k] for k in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3")}
+    entry.update(op=op, path=path)
+    if row["obj_key"] in obj_index:
+        entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
+    return entry
+
+
 class ManifestWriter:
     def __init__(self, spool_dir: Path) -> None:
         self.spool_dir = spool_dir

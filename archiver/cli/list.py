@@ -6,6 +6,7 @@ import argparse
 
 from ..clock import format_time
 from ..generation import expires_from, lock_until
+from ..longterm import TIERS, tier_policy
 from .common import add_json, context, emit_json, say
 
 HELP = "list generations and restore points, with lock and expiry dates"
@@ -20,13 +21,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _policy_of(config, job: str):
+    """A long-term pseudo-job (``home~monthly``) has its tier's lock and lifecycle; a job, the configured ones."""
+    if "~" in job:
+        tier = job.rsplit("~", 1)[1]
+        if tier in TIERS:
+            return tier_policy(config.retention, tier, config.longterm.get(tier, 1))
+    return config.retention
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
     jobs = [args.job] if args.job else repo.jobs()
-    policy = ctx.config.retention
     out = []
     for job in jobs:
+        policy = _policy_of(ctx.config, job)
         gens = []
         for gseq, names in repo.iter_generations(job):
             start = names[0].gstart
@@ -37,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
                 "points": [{"point": n.pseq, "time": format_time(n.point_time), "kind": "full" if n.pseq == 1 else "incremental",
                             "manifest": n.key} for n in names],
             })
-        out.append({"job": job, "generations": gens})
+        out.append({"job": job, "longterm": "~" in job, "generations": gens})
     if args.json:
         emit_json(out)
         return 0
     for item in out:
-        say(f"job {item['job']}")
+        say(f"job {item['job']}" + ("  (long-term points: one self-contained generation each)" if item["longterm"] else ""))
         for g in item["generations"]:
             say(f"  generation {g['generation']}  started {g['start']}  locked until {g['locked_until']}  "
                 f"expires from {g['expires_from']}")

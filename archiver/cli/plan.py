@@ -10,6 +10,7 @@ from .. import plan as plan_mod
 from ..config import parse_size
 from ..errors import EXIT_OK, EXIT_UNSAFE, ConfigError, PermissionDenied, RepositoryNotFound
 from ..generation import lifecycle_age_days
+from ..longterm import tier_job, tier_policy
 from ..repository import Repository
 from ..store import backend_of, open_store, split_bucket_url
 from .common import add_json, context, emit_json, say
@@ -57,6 +58,14 @@ def run(args: argparse.Namespace) -> int:
     prefixes = plan_mod.job_prefixes(prefix, cfg.jobs)
     s3_rules = plan_mod.s3_lifecycle(policy, prefixes)
     b2_rules = plan_mod.b2_lifecycle(policy, prefixes)
+    longterm = {}
+    for tier, count in cfg.longterm.items():
+        tier_retention = tier_policy(policy, tier, count)
+        tier_prefixes = plan_mod.job_prefixes(prefix, [tier_job(j, tier) for j in cfg.jobs])
+        s3_rules["Rules"] += plan_mod.s3_lifecycle(tier_retention, tier_prefixes)["Rules"]
+        b2_rules += plan_mod.b2_lifecycle(tier_retention, tier_prefixes)
+        longterm[tier] = {"keep": count, "lock_days": tier_retention.lock_days,
+                          "lifecycle_age_days": lifecycle_age_days(tier_retention), "prefixes": tier_prefixes}
     if args.check:
         return _check(ctx, args, scheme, prefixes)
     if args.apply:
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                          "margin_days": policy.margin_days, "lock_mode": cfg.lock_mode},
            "lock_days": policy.lock_days, "lifecycle_age_days": lifecycle_age_days(policy),
            "s3_lifecycle": s3_rules, "b2_lifecycle_rules": b2_rules, "forecast": plan_mod.as_dict(result),
-           "suggested_generation_days": best,
+           "suggested_generation_days": best, "longterm": longterm,
            "alternatives": [plan_mod.as_dict(a) for a in alternatives],
            "unlocked_recovery_window_days": {"s3": plan_mod.NONCURRENT_DAYS, "b2": plan_mod.DEFAULT_B2_HIDE_TO_DELETE}}
     if args.simulate:
@@ -105,6 +114,10 @@ def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternat
     say(f"lock: every object of a generation is locked ({cfg.lock_mode}) until its start + F + R + m = "
         f"{policy.lock_days} days")
     say(f"lifecycle age: objects expire L = F + R + m + 1 = {out['lifecycle_age_days']} days after upload")
+    for tier, info in out["longterm"].items():
+        say(f"long-term ({tier}): the first point of each {tier[:-2] if tier == 'monthly' else 'year'} is copied to "
+            f"{', '.join(info['prefixes'])}, locked {info['lock_days']} days and expired after "
+            f"{info['lifecycle_age_days']} (keep {info['keep']})")
     say("")
     say("S3 lifecycle (aws s3api put-bucket-lifecycle-configuration --bucket BUCKET --lifecycle-configuration file://rules.json):")
     say(json.dumps(out["s3_lifecycle"], indent=2))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dataclasses import asdict
+
 from ..backup import RunReport, run_job
+from ..longterm import promote
 from ..errors import EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
 from ..runlock import RunLock
 from .common import add_json, context, emit_json, human_bytes, say, shown
@@ -34,6 +37,9 @@ def summary(report: RunReport) -> str:
                                    if not k.startswith("bytes") and (v or k == "deletes")),
         f"  locked until {report.lock_until} (mode {report.lock_mode}); lifecycle may expire it from {report.expires_from}",
     ]
+    for promotion in report.longterm:
+        lines.append(f"  kept as the {promotion['tier']} long-term point: {promotion['objects']} volume(s) copied "
+                     f"server-side ({human_bytes(promotion['copied_bytes'])}), locked until {promotion['locked_until']}")
     if report.warnings:
         lines.append(f"  {len(report.warnings)} warning(s): the run is partial")
     return "\n".join(lines)
@@ -58,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
                 results.append({"job": job.name, "error": exc.message, "exit_code": exc.exit_code})
                 worst = max(worst, exc.exit_code)
                 continue
+            if ctx.config.longterm:
+                point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
+                report.longterm = [asdict(p) for p in promote(repo, ctx.config, job.name, point, ctx.clock.now())]
             code = EXIT_PARTIAL if report.partial else EXIT_OK
             worst = max(worst, code)
             results.append({"job": job.name, "exit_code": code, "report": report})
