@@ -8,6 +8,7 @@ orphan volumes, which no manifest refers to and the lifecycle rule removes.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import concurrent.futures.process
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ from .errors import IntegrityError, LocalIOError, StoreError
 from .generation import GenerationRef, decide_run, expires_from, lock_until
 from .layout import manifest_key, new_run_id, volume_key
 from .manifest import ManifestWriter, build_header, entry_of, prepare_key
+from .synthetic import synthesize
 from .pack import PackedVolume, PlannedFile, plan_volumes, write_volume, xxh3_file
 from .repository import Repository, effective_lock_mode
 from .scan import Entry, check_sources, walk
@@ -65,6 +67,8 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
     longterm: list[dict] = field(default_factory=list)
+    kind_detail: str = ""
+    synthetic: dict[str, Any] = field(default_factory=dict)
 
     @property
     def partial(self) -> bool:
@@ -98,7 +102,9 @@ def rebuild_catalog(repo: Repository, catalog: Catalog, names: list, workdir: Pa
     latest = names[-1]
     catalog.conn.execute("BEGIN")
     try:
-        tip = chain_mod.replay(repo, names, latest, catalog.tree, workdir)
+        catalog.conn.execute("DELETE FROM objects")
+        tip = chain_mod.replay(repo, names, latest, catalog.tree, workdir,
+                               on_point=lambda m: catalog.record_objects(m.objects))
     except (IntegrityError, StoreError):
         catalog.conn.execute("ROLLBACK")
         catalog.conn.execute("BEGIN")
@@ -186,6 +192,7 @@ def run_job(
     clock: Clock,
     state_dir: Path,
     force_full: bool = False,
+    full_mode: str = "auto",
     progress: Progress | None = None,
     spool_parent: str | None = None,
 ) -> RunReport:
@@ -238,13 +245,25 @@ def run_job(
             scan.put(_row_from_entry(entry))
         catalog.conn.execute("COMMIT")
         previous = catalog.tree if decision.kind == "incremental" else None
+        synthetic = decision.kind == "full" and _synthetic_allowed(config, repo, catalog, chain_ok, gen, full_mode,
+                                                                   report)
         catalog.conn.execute("BEGIN")
-        classify(scan, previous, report, warn)
+        classify(scan, catalog.tree if synthetic else previous, report, warn)
         catalog.conn.execute("COMMIT")
         emit("scanned", {"files": report.files_scanned, "bytes": report.bytes_scanned})
 
         objects: list[dict[str, Any]] = []
-        _pack_and_upload(repo, config, job, scan, previous, objects, gen, pseq, run_id, retention, spool, report, warn, emit)
+        if synthetic:
+            catalog.conn.execute("BEGIN")
+            result = synthesize(repo, job.name, scan, catalog.content_bytes(), gen, run_id, retention,
+                                config.fulls.copy_threshold, objects, report.notes.append)
+            catalog.conn.execute("COMMIT")
+            report.synthetic = dataclasses.asdict(result)
+            report.kind_detail = "synthetic full"
+        elif decision.kind == "full":
+            report.kind_detail = "active full"
+        _pack_and_upload(repo, config, job, scan, previous, objects, gen, pseq, run_id, retention, spool, report, warn,
+                         emit, first_index=len(objects) + 1)
 
         writer = ManifestWriter(spool)
         if previous is not None:
@@ -288,6 +307,7 @@ def run_job(
 
         # The catalog follows the repository: the scanned tree becomes the tip.
         catalog.conn.execute("BEGIN")
+        catalog.record_objects(objects, replace=decision.kind == "full")
         catalog.conn.execute("UPDATE scan SET op = NULL")
         catalog.conn.execute("DROP TABLE tree")
         catalog.conn.execute("ALTER TABLE scan RENAME TO tree")
@@ -305,13 +325,27 @@ def run_job(
         shutil.rmtree(spool, ignore_errors=True)
 
 
+def _synthetic_allowed(config: Config, repo: Repository, catalog: Catalog, chain_ok: bool, gen: GenerationRef,
+                       full_mode: str, report: RunReport) -> bool:
+    """A new generation opens synthetic unless an active full is asked for, due, or impossible."""
+    if full_mode == "active" or not config.fulls.synthetic or catalog.tip is None or not chain_ok:
+        return False
+    if config.fulls.active_every and gen.seq % config.fulls.active_every == 0:
+        report.notes.append(f"generation {gen.seq} opens with an active full (every {config.fulls.active_every})")
+        return False
+    if not repo.store.capabilities.server_side_copy:
+        report.notes.append("the store has no server-side copy: this generation opens with an active full")
+        return False
+    return True
+
+
 def _pack_and_upload(repo: Repository, config: Config, job: JobConfig, scan: TreeTable, previous: TreeTable | None,
                      objects: list[dict[str, Any]], gen: GenerationRef, pseq: int, run_id: str,
                      retention: Retention | None, spool: Path, report: RunReport,
-                     warn: Callable[[str], None], emit: Progress) -> None:
+                     warn: Callable[[str], None], emit: Progress, first_index: int = 1) -> None:
     settings = config.volumes
     plans = plan_volumes(_planned(scan), method=settings.compression, level=settings.level,
-                         volume_size=settings.size, max_files=settings.max_files)
+                         volume_size=settings.size, max_files=settings.max_files, first_index=first_index)
     workers = settings.effective_workers
     password = repo.keys.password
 
@@ -323,7 +357,8 @@ def _pack_and_upload(repo: Repository, config: Config, job: JobConfig, scan: Tre
             if ok:
                 info = repo.store.put(key, Path(volume.path), sha256=volume.sha256, retention=retention)
                 objects.append({"key": key, "size": volume.size, "sha256": volume.sha256,
-                                "version_id": info.version_id, "method": volume.method})
+                                "version_id": info.version_id, "method": volume.method,
+                                "content_bytes": sum(f.size for f in ok)})
                 report.volumes += 1
                 report.bytes_uploaded += volume.size
         finally:

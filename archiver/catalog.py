@@ -146,6 +146,9 @@ class Catalog:
             raise LocalIOError(f"Cannot create the state directory {path.parent}: {exc.strerror}.") from exc
         self.conn = connect(path)
         self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        # The objects of the newest generation, as its manifests list them (a synthetic full copies from these).
+        self.conn.execute("CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, version_id TEXT, sha256 TEXT, "
+                          "size INTEGER, content_bytes INTEGER)")
         self.tree = TreeTable(self.conn, "tree")
 
     @staticmethod
@@ -159,6 +162,16 @@ class Catalog:
     def set_meta(self, values: Mapping[str, str | None]) -> None:
         for key, value in values.items():
             self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def record_objects(self, objects: Iterable[Mapping[str, Any]], replace: bool = False) -> None:
+        if replace:
+            self.conn.execute("DELETE FROM objects")
+        for obj in objects:
+            self.conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
+                              (obj["key"], obj.get("version_id"), obj["sha256"], obj["size"], obj.get("content_bytes")))
+
+    def content_bytes(self) -> dict[str, int | None]:
+        return {row[0]: row[1] for row in self.conn.execute("SELECT key, content_bytes FROM objects")}
 
     @property
     def tip(self) -> str | None:

@@ -75,6 +75,15 @@ class VolumeSettings:
 
 
 @dataclass(frozen=True)
+class FullsSettings:
+    """How a new generation opens: synthetic (copy what is still live, repack the rest) unless active is due."""
+
+    synthetic: bool = True
+    copy_threshold: float = 0.5  # a volume is copied when at least this share of its bytes is still live
+    active_every: int = 0  # every Nth generation opens with an active full (0: only when needed)
+
+
+@dataclass(frozen=True)
 class JobConfig:
     name: str
     sources: tuple[str, ...]
@@ -94,6 +103,7 @@ class Config:
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
     store_options: StoreOptions = field(default_factory=StoreOptions)
     longterm: Mapping[str, int] = field(default_factory=dict)  # tier ("monthly" | "yearly") -> how many to keep
+    fulls: "FullsSettings" = field(default_factory=lambda: FullsSettings())
 
     def job(self, name: str) -> JobConfig:
         from .errors import UsageError
@@ -252,6 +262,16 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     ret.finish()
     retention = RetentionPolicy(day_seconds=day_seconds_from_env(env), **numbers)
 
+    fl = _Reader(path, top.get("fulls", dict, {}), "fulls.")
+    fulls = FullsSettings(synthetic=fl.get("synthetic", bool, True),
+                          copy_threshold=float(fl.get("copy_threshold", (int, float), 0.5)),
+                          active_every=fl.get("active_every", int, 0))
+    if not 0.0 <= fulls.copy_threshold <= 1.0:
+        raise ConfigError(f"{fl.where('copy_threshold')}: a share between 0 and 1, got {fulls.copy_threshold}.")
+    if fulls.active_every < 0:
+        raise ConfigError(f"{fl.where('active_every')}: 0 (never) or a number of generations.")
+    fl.finish()
+
     vol = _Reader(path, top.get("volumes", dict, {}), "volumes.")
     compression = vol.get("compression", str, "zstd")
     if compression not in COMPRESSIONS:
@@ -295,4 +315,4 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         job.finish()
     top.finish()
     return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs,
-                  StoreOptions(endpoint_url, region, profile), longterm)
+                  StoreOptions(endpoint_url, region, profile), longterm, fulls)

@@ -14,21 +14,25 @@ from ..runlock import RunLock
 from .common import add_json, context, emit_json, human_bytes, say, shown
 
 HELP = "back up every job in the job file, or the named ones"
-EXAMPLE = "genarc run            # all jobs\n  genarc run home --full # one job, opening a new generation"
+EXAMPLE = ("genarc run                    # all jobs\n  genarc run home --full         # one job, opening a new generation"
+           "\n  genarc run home --full=active  # ... reading and uploading everything again")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run (default: all)")
-    p.add_argument("--full", action="store_true", help="open a new generation with a full, whatever its age")
+    p.add_argument("--full", nargs="?", const="auto", choices=["auto", "active"], metavar="active",
+                   help="open a new generation now, whatever its age; synthetic where possible, or "
+                        "--full=active to read and upload everything again")
     add_json(p)
     p.set_defaults(func=run)
 
 
 def summary(report: RunReport) -> str:
     lines = [
-        f"{report.job}: {report.kind} into generation {report.generation}, point {report.point} ({report.reason})",
+        f"{report.job}: {report.kind_detail or report.kind} into generation {report.generation}, point {report.point} "
+        f"({report.reason})",
         f"  scanned {report.files_scanned} entries, {human_bytes(report.bytes_scanned)}; "
         f"added {report.added}, changed {report.changed}, metadata {report.metadata_changed}, removed {report.removed}",
         f"  packed {human_bytes(report.bytes_packed)} into {report.volumes} volume(s); uploaded {human_bytes(report.bytes_uploaded)} "
@@ -37,6 +41,13 @@ def summary(report: RunReport) -> str:
                                    if not k.startswith("bytes") and (v or k == "deletes")),
         f"  locked until {report.lock_until} (mode {report.lock_mode}); lifecycle may expire it from {report.expires_from}",
     ]
+    if report.synthetic:
+        syn = report.synthetic
+        lines.append(f"  synthetic: {syn['copied_volumes']} volume(s) copied server-side "
+                     f"({human_bytes(syn['copied_bytes'])}), {syn['repacked_volumes']} repacked "
+                     f"({human_bytes(syn['repacked_bytes'])} of live files re-read)")
+    for note in report.notes:
+        lines.append(f"  note: {note}")
     for promotion in report.longterm:
         lines.append(f"  kept as the {promotion['tier']} long-term point: {promotion['objects']} volume(s) copied "
                      f"server-side ({human_bytes(promotion['copied_bytes'])}), locked until {promotion['locked_until']}")
@@ -56,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         for job in jobs:
             try:
                 report = run_job(repo, ctx.config, job, clock=ctx.clock, state_dir=ctx.state_dir,
-                                 force_full=args.full, progress=_progress(args))
+                                 force_full=args.full is not None, full_mode=args.full or "auto",
+                                 progress=_progress(args))
             except Interrupted:
                 raise
             except GenarcError as exc:
