@@ -263,7 +263,7 @@ def run_job(
         elif decision.kind == "full":
             report.kind_detail = "active full"
         _pack_and_upload(repo, config, job, scan, previous, objects, gen, pseq, run_id, retention, spool, report, warn,
-                         emit, first_index=len(objects) + 1)
+                         emit, first_index=report.synthetic.get("next_index", 1))
 
         writer = ManifestWriter(spool)
         if previous is not None:

@@ -31,6 +31,7 @@ class SyntheticReport:
     repacked_volumes: int = 0
     repacked_bytes: int = 0
     failed_copies: list[str] = field(default_factory=list)
+    next_index: int = 1  # volume numbers below this were used by copies, even failed ones: never reuse a key
 
 
 def choose(live: dict[str, int], content: dict[str, int | None], threshold: float) -> tuple[list[str], list[str]]:
@@ -58,8 +59,8 @@ def synthesize(repo: Repository, job: str, scan: TreeTable, content: dict[str, i
     sources = {row[0]: (row[1], row[2]) for row in conn.execute(
         f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM scan WHERE obj_key IS NOT NULL AND {UNCHANGED}")}
     to_copy, to_repack = choose(live, content, threshold)
-    report = SyntheticReport()
-    for index, old in enumerate(to_copy, start=1):
+    report = SyntheticReport(next_index=len(to_copy) + 1)
+    for index, old in enumerate(list(to_copy), start=1):
         version_id, sha256 = sources[old]
         new = volume_key(job, gen.seq, gen.start, 1, run_id, index)
         try:

@@ -30,7 +30,7 @@ def translate(exc: Exception, what: str) -> GenarcError:
         return PermissionDenied(f"{what}: B2 refused it ({exc}); check the application key's capabilities.")
     if isinstance(exc, b2e.NonExistentBucket):
         return RepositoryNotFound(f"{what}: the B2 bucket does not exist; create it with File Lock enabled.")
-    if isinstance(exc, (b2e.FileNotPresent, b2e.FileOrBucketNotFound)) or isinstance(exc, KeyError):
+    if isinstance(exc, (b2e.FileNotPresent, KeyError)):
         return ObjectNotFound(f"{what}: the file is missing from the bucket.")
     if isinstance(exc, (b2e.B2ConnectionError, b2e.B2RequestTimeout, b2e.ServiceError, b2e.TooManyRequests,
                         b2e.ConnectionReset, b2e.TruncatedOutput)):
@@ -168,9 +168,12 @@ class B2Store:
              retention: Retention | None = None) -> ObjectInfo:
         full = self._key(dst_key)
         self._refuse_existing(full, dst_key)
-        source_id = src_version_id or self.stat(src_key).version_id
-        version = self._call(f"Copying {src_key} to {dst_key}", self.bucket.copy, source_id, full,
-                             file_retention=self._retention_setting(retention))
+        source = self.stat(src_key, version_id=src_version_id)
+        # Giving the length lets b2sdk choose a simple or a large-file (part-by-part) copy.
+        version = self._call(f"Copying {src_key} to {dst_key}", self.bucket.copy, source.version_id, full,
+                             length=source.size, content_type="application/octet-stream",
+                             max_part_size=self.api.account_info.get_recommended_part_size(),
+                             file_info={"sha256": sha256}, file_retention=self._retention_setting(retention))
         stored = self.stat(dst_key, version_id=version.id_)
         if stored.sha256 and stored.sha256 != sha256:
             raise IntegrityError(f"The copy {dst_key} does not have the SHA-256 recorded for {src_key}.")
