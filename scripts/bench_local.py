@@ -35,7 +35,7 @@ NOW = ["2027-01-04T02:00:00Z", "2027-01-05T02:00:00Z"]
 class S3Target:
     """An S3 server to back up to: moto's server (in this process) or Ceph RGW (scripts/ceph-rgw.sh)."""
 
-    def __init__(self, name: str, work: Path) -> None:
+    def __init__(self, name: str, work: Path, lock: bool = True) -> None:
         import boto3
 
         self.name, self.work = name, work
@@ -62,11 +62,17 @@ class S3Target:
         client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id=access,
                               aws_secret_access_key=secret)
         bucket = f"genarc-bench-{name}"
-        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        if lock:
+            client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        else:
+            client.create_bucket(Bucket=bucket)
+            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         self.config = work / f"genarc-{name}.toml"
         self.config.write_text(
             f'[repository]\nurl = "s3://{bucket}/bench"\nendpoint_url = "{self.url}"\nregion = "us-east-1"\n'
-            f'password_file = "{work / "pw"}"\n\n[jobs.bench]\nsources = ["{work / "corpus"}"]\n')
+            f'password_file = "{work / "pw"}"\nlock_mode = "{"compliance" if lock else "none"}"\n\n'
+            f'[retention]\nkeep_days = 14\ngeneration_days = 7\nmargin_days = 1\n\n'
+            f'[jobs.bench]\nsources = ["{work / "corpus"}"]\n')
         subprocess.run(genarc_cmd(self.config, "init"), check=True, capture_output=True,
                        env={**os.environ, **self.env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
 

@@ -296,10 +296,13 @@ class S3Store:
         done = self._call(f"Completing the upload of {key}", self.client.complete_multipart_upload, **args)
         return done.get("VersionId")
 
-    def _ensure_retention(self, full: str, key: str, version_id: str | None, retention: Retention) -> bool:
+    def _ensure_retention(self, full: str, key: str, version_id: str | None, retention: Retention,
+                          head: dict | None = None) -> bool:
         """Make sure the version carries at least ``retention``. Returns True when the server had dropped it."""
         version = {"VersionId": version_id} if version_id else {}
-        head = self._call(f"Checking the lock of {key}", self.client.head_object, Bucket=self.bucket, Key=full, **version)
+        if head is None:
+            head = self._call(f"Checking the lock of {key}", self.client.head_object, Bucket=self.bucket, Key=full,
+                              **version)
         if _covers(head, retention):
             return False
         self._call(f"Setting the lock of {key}", self.client.put_object_retention, Bucket=self.bucket, Key=full,
@@ -314,7 +317,7 @@ class S3Store:
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None, sha256: str,
              retention: Retention | None = None) -> ObjectInfo:
         full = self._key(dst_key)
-        self._refuse_existing(full, dst_key)
+        self._refuse_existing(full, dst_key)  # copies are rare (a rollover's live volumes): a HEAD keeps them write-once
         source = {"Bucket": self.bucket, "Key": self._key(src_key), **({"VersionId": src_version_id} if src_version_id else {})}
         size = self.stat(src_key, version_id=src_version_id).size
         if size > MAX_COPY_OBJECT:
@@ -324,11 +327,11 @@ class S3Store:
                               CopySource=source, ChecksumAlgorithm="SHA256", MetadataDirective="COPY",
                               **self._lock_args(retention))
             version_id = done.get("VersionId")
-        if version_id is None:  # some servers leave it out of the copy response
-            version_id = self.stat(dst_key).version_id
-        if retention is not None:
-            self._ensure_retention(full, dst_key, version_id, retention)
-        info = self.stat(dst_key, version_id=version_id)
+        # One HEAD answers three questions: which version was made, does it carry the lock, and its SHA-256.
+        head = self._head(full, dst_key, version_id)
+        if retention is not None and self._ensure_retention(full, dst_key, head.get("VersionId"), retention, head=head):
+            head = self._head(full, dst_key, head.get("VersionId"))
+        info = self._info(dst_key, head)
         if info.sha256 and info.sha256 != sha256:
             raise IntegrityError(f"The copy {dst_key} does not have the SHA-256 recorded for {src_key}.")
         return info
@@ -393,11 +396,14 @@ class S3Store:
         if expected is not None and written != expected:
             raise TransientStoreError(f"Reading {key}: the download stopped after {written} of {expected} bytes")
 
-    def stat(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "ChecksumMode": "ENABLED"}
+    def _head(self, full: str, key: str, version_id: str | None) -> dict:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "ChecksumMode": "ENABLED"}
         if version_id:
             args["VersionId"] = version_id
-        head = self._call(f"Checking {key}", self.client.head_object, **args)
+        return self._call(f"Checking {key}", self.client.head_object, **args)
+
+    @staticmethod
+    def _info(key: str, head: dict) -> ObjectInfo:
         retention = None
         if head.get("ObjectLockMode") and head.get("ObjectLockRetainUntilDate"):
             retention = Retention(head["ObjectLockMode"].lower(), _utc(head["ObjectLockRetainUntilDate"]))
@@ -408,6 +414,9 @@ class S3Store:
                           version_id=head.get("VersionId"), retention=retention,
                           legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
                           modified=_utc(head["LastModified"]) if head.get("LastModified") else None)
+
+    def stat(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        return self._info(key, self._head(self._key(key), key, version_id))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
