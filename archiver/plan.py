@@ -28,6 +28,8 @@ class Sizing:
     volume_bytes: float = 64 * 1024**2
     price_gb_month: float = 0.006
     price_per_1000_requests: float = 0.005
+    synthetic: bool = True  # new generations open by server-side copy and repack
+    copy_threshold: float = 0.5
 
 
 # -- lifecycle rules -------------------------------------------------------------------------------
@@ -139,6 +141,8 @@ class Forecast:
     average_bytes: float
     uploaded_bytes_per_month: float
     requests_per_month: float
+    repacked_share: float
+    copy_requests_per_month: float
     monthly_cost: float
     longest_chain: int
 
@@ -150,15 +154,21 @@ def forecast(policy: RetentionPolicy, sizing: Sizing, days: int | None = None) -
     runs_per_month = 30 * sizing.runs_per_day
     full = sizing.source_bytes * sizing.compression
     change = sizing.source_bytes * sizing.daily_change * sizing.compression
-    uploaded = 30 * change + (30 / policy.generation_days) * full
+    # A synthetic full copies each volume whose live share is still at or above the threshold and
+    # repacks the others. With changes spread evenly, a volume keeps (1 - d)^F of its bytes live.
+    live_share = (1 - sizing.daily_change) ** policy.generation_days
+    repacked = 0.0 if sizing.synthetic and live_share >= sizing.copy_threshold else 1.0
+    generations_per_month = 30 / max(policy.generation_days, 1)
+    uploaded = 30 * change + generations_per_month * full * repacked
+    copies = generations_per_month * (full * (1 - repacked)) / sizing.volume_bytes
     volumes_per_month = uploaded / sizing.volume_bytes
-    requests = volumes_per_month + runs_per_month * 5
+    requests = volumes_per_month + runs_per_month * 5 + copies * 4  # a copy: 3 HEADs and the copy
     cost = curve.average / 1e9 * sizing.price_gb_month + requests / 1000 * sizing.price_per_1000_requests
     result = Forecast(
         policy.keep_days, policy.generation_days, policy.margin_days, policy.lock_days, lifecycle_age_days(policy),
         alive_generations=round(sum(steady) / len(steady), 2) if steady else 0.0,
         peak_bytes=curve.peak, average_bytes=curve.average, uploaded_bytes_per_month=uploaded,
-        requests_per_month=requests, monthly_cost=cost,
+        requests_per_month=requests, repacked_share=repacked, copy_requests_per_month=copies * 4, monthly_cost=cost,
         longest_chain=max(1, math.ceil(policy.generation_days * sizing.runs_per_day)),
     )
     return result, curve

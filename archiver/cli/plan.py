@@ -41,17 +41,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _sizing(args: argparse.Namespace, volume_bytes: int) -> plan_mod.Sizing:
+def _sizing(args: argparse.Namespace, volume_bytes: int, fulls) -> plan_mod.Sizing:
     if not 0 <= args.change_rate <= 100 or not 0 < args.compression <= 2 or args.runs_per_day <= 0:
         raise ConfigError("--change-rate is a percentage (0-100), --compression a ratio (0-2], --runs-per-day > 0.")
     return plan_mod.Sizing(parse_size(args.source_size, "--source-size"), args.change_rate / 100, args.compression,
-                           args.runs_per_day, volume_bytes, args.price_gb_month, args.price_per_1000_requests)
+                           args.runs_per_day, volume_bytes, args.price_gb_month, args.price_per_1000_requests,
+                           fulls.synthetic, fulls.copy_threshold)
 
 
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     cfg, policy = ctx.config, ctx.config.retention
-    sizing = _sizing(args, cfg.volumes.size)
+    sizing = _sizing(args, cfg.volumes.size, cfg.fulls)
     url = cfg.repository_url
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     prefix = split_bucket_url(url)[1] if scheme in ("s3", "b2") else ""
@@ -128,7 +129,10 @@ def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternat
         f"{sizing.compression:g} of its size, {sizing.runs_per_day:g} run(s) a day:")
     say(f"  generations alive at once: {result.alive_generations:g} (about (R + 2F + m) / F)")
     say(f"  stored: peak {h(result.peak_bytes)}, average {h(result.average_bytes)}")
-    say(f"  uploaded per month: {h(result.uploaded_bytes_per_month)}; about {result.requests_per_month:.0f} requests")
+    say(f"  uploaded per month: {h(result.uploaded_bytes_per_month)}; about {result.requests_per_month:.0f} requests"
+        + (f", {result.copy_requests_per_month:.0f} of them for server-side copies" if result.copy_requests_per_month else ""))
+    if sizing.synthetic:
+        say(f"  new generations open synthetic: {'everything live is copied server-side' if not result.repacked_share else 'volumes fall below the copy threshold by rollover, so they are repacked'}")
     say(f"  monthly cost: ${result.monthly_cost:.2f} (at ${sizing.price_gb_month}/GB-month, "
         f"${sizing.price_per_1000_requests} per 1,000 requests)")
     say(f"  longest restore chain: {result.longest_chain} points (a full plus its incrementals)")

@@ -79,3 +79,23 @@ def test_lifecycle_never_breaks_a_point_within_retention(keep, span, margin, run
     assert sim.broken_points == []
     assert sim.objects_kept_by_lock == 0  # the local store has no locks; see the S3 scenario for locked runs
     assert sim.reclaimed_generations >= 1
+
+
+def test_forecast_counts_synthetic_fulls_copies_and_repacks():
+    import dataclasses
+
+    synthetic, _ = forecast(POLICY, SIZING)
+    active, _ = forecast(POLICY, dataclasses.replace(SIZING, synthetic=False))
+    assert synthetic.repacked_share == 0.0 and synthetic.copy_requests_per_month > 0
+    assert synthetic.uploaded_bytes_per_month < 0.2 * active.uploaded_bytes_per_month
+    churn, _ = forecast(POLICY, dataclasses.replace(SIZING, daily_change=0.2))  # 0.8^7 = 21 % live by rollover
+    assert churn.repacked_share == 1.0 and churn.copy_requests_per_month == 0
+
+
+def test_choose_copies_volumes_at_or_above_the_threshold():
+    from archiver.synthetic import choose
+
+    live = {"a": 90, "b": 50, "c": 10, "d": 30}
+    content = {"a": 100, "b": 100, "c": 100, "d": None}  # d: unknown size, so repacked
+    assert choose(live, content, 0.5) == (["a", "b"], ["c", "d"])
+    assert choose(live, content, 0.0) == (["a", "b", "c"], ["d"])
