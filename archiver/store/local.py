@@ -154,8 +154,25 @@ class LocalStore:
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
              sha256: str, retention: Retention | None = None) -> ObjectInfo:
-        # A plain file copy through put(): same exclusive create and no-clobber link.
-        return self.put(dst_key, self._path(src_key), sha256=sha256, retention=retention)
+        """The local server-side copy: a hard link, like a reflink costs no I/O.
+
+        Objects are read-only and never written in place, so two keys may share the bytes;
+        removing one key (the lifecycle) leaves the other whole. Where links are not possible
+        (another file system, or none at all), a plain copy through put().
+        """
+        source, final = self._path(src_key), self._path(dst_key)
+        if not source.exists():
+            raise ObjectNotFound(f"Object {src_key} is missing from the repository.")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, final)  # no-clobber: fails if the key exists
+        except FileExistsError:
+            raise ObjectExists(f"Object {dst_key} already exists; genarc never overwrites a key.") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise _local_error(exc, f"object {dst_key}") from exc
+            return self.put(dst_key, source, sha256=sha256, retention=retention)
+        return self.stat(dst_key)
 
     def sha256(self, key: str) -> str:
         return sha256_of(self._path(key))
