@@ -89,6 +89,8 @@ class JobConfig:
     sources: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     one_file_system: bool = False
+    on_success: str | None = None  # shell commands run after the job (docs: "Hooks")
+    on_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,8 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
             sources=srcs,
             exclude=_str_list(job, "exclude"),
             one_file_system=job.get("one_file_system", bool, False),
+            on_success=job.get("on_success", str),
+            on_failure=job.get("on_failure", str),
         )
         job.finish()
     top.finish()

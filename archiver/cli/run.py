@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-
 from dataclasses import asdict
+from pathlib import Path
 
 from ..backup import RunReport, run_job
-from ..longterm import promote
 from ..errors import EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
+from ..longterm import promote
+from ..monitoring import run_hook, write_metrics
 from ..runlock import RunLock
 from .common import add_json, context, emit_json, human_bytes, say, shown
 
@@ -25,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--full", nargs="?", const="auto", choices=["auto", "active"], metavar="active",
                    help="open a new generation now, whatever its age; synthetic where possible, or "
                         "--full=active to read and upload everything again")
+    p.add_argument("--metrics-file", metavar="PATH",
+                   help="write a Prometheus textfile-collector file after every job (atomically)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -65,28 +68,50 @@ def run(args: argparse.Namespace) -> int:
     with RunLock(ctx.state_dir, ctx.config.repository_url):
         repo = ctx.open_repository()
         for job in jobs:
+            report = None
             try:
                 report = run_job(repo, ctx.config, job, clock=ctx.clock, state_dir=ctx.state_dir,
                                  force_full=args.full is not None, full_mode=args.full or "auto",
                                  progress=_progress(args))
+                if ctx.config.longterm:
+                    point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
+                    report.longterm = [asdict(p) for p in promote(repo, ctx.config, job.name, point, ctx.clock.now())]
             except Interrupted:
                 raise
             except GenarcError as exc:
                 print(f"genarc: error: job {job.name}: {exc.message}", file=sys.stderr)
                 results.append({"job": job.name, "error": exc.message, "exit_code": exc.exit_code})
                 worst = max(worst, exc.exit_code)
+                _after(args, ctx, job, exc.exit_code, None, exc.message)
                 continue
-            if ctx.config.longterm:
-                point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
-                report.longterm = [asdict(p) for p in promote(repo, ctx.config, job.name, point, ctx.clock.now())]
             code = EXIT_PARTIAL if report.partial else EXIT_OK
             worst = max(worst, code)
             results.append({"job": job.name, "exit_code": code, "report": report})
             if not args.json:
                 say(summary(report))
+            _after(args, ctx, job, code, report, "; ".join(report.warnings[:3]))
     if args.json:
         emit_json({"exit_code": worst, "jobs": results})
     return worst
+
+
+def _after(args: argparse.Namespace, ctx, job, code: int, report: RunReport | None, message: str) -> None:
+    """Metrics and hooks: they report on the run and can never change its outcome."""
+    def warn(text: str) -> None:
+        print(f"genarc: warning: job {job.name}: {text}", file=sys.stderr)
+
+    if args.metrics_file:
+        try:
+            write_metrics(Path(args.metrics_file), job.name, code, ctx.clock.now(), report)
+        except OSError as exc:
+            warn(f"cannot write the metrics file {args.metrics_file}: {exc.strerror}")
+    env = {"GENARC_JOB": job.name, "GENARC_EXIT_CODE": str(code), "GENARC_MESSAGE": message,
+           "GENARC_REPOSITORY": ctx.config.repository_url}
+    if report is not None:
+        env.update(GENARC_GENERATION=str(report.generation), GENARC_POINT=str(report.point),
+                   GENARC_MANIFEST=report.manifest_key, GENARC_LOCK_UNTIL=report.lock_until,
+                   GENARC_KIND=report.kind_detail or report.kind)
+    run_hook(job.on_success if code in (EXIT_OK, EXIT_PARTIAL) else job.on_failure, env, warn)
 
 
 def _progress(args: argparse.Namespace):
