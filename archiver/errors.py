@@ -33,7 +33,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INTEGRITY: "integrity: an object or manifest is missing, corrupt or fails its authentication",
     EXIT_STORE_UNAVAILABLE: "store unavailable: the repository cannot be reached or is not initialised",
     EXIT_LOCAL_IO: "local I/O: the local disk is full or a local file cannot be written",
-    EXIT_UNSAFE: "unsafe: `genarc doctor` found the repository not ransomware-safe",
+    EXIT_UNSAFE: "unsafe: `genarc doctor` or `genarc watch` found the repository not ransomware-safe or not healthy",
     EXIT_INTERNAL: "internal error: a bug in genarc; rerun with --debug and report the traceback",
     EXIT_INTERRUPTED: "interrupted: stopped by SIGINT or SIGTERM; nothing was committed by the interrupted run",
 }

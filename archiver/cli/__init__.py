@@ -9,9 +9,9 @@ from typing import Sequence
 
 from .. import interrupt
 from ..errors import EXIT_CODES, EXIT_INTERNAL, GenarcError, Interrupted
-from . import catalog, doctor, init, list as list_cmd, ls, plan, policy, restore, run, verify
+from . import catalog, doctor, init, list as list_cmd, ls, plan, policy, restore, run, verify, watch
 
-COMMANDS = (init, run, list_cmd, ls, restore, verify, catalog, plan, doctor, policy)
+COMMANDS = (init, run, list_cmd, ls, restore, verify, catalog, plan, doctor, policy, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:
