@@ -91,6 +91,7 @@ class JobConfig:
     one_file_system: bool = False
     on_success: str | None = None  # shell commands run after the job (docs: "Hooks")
     on_failure: str | None = None
+    schedule: Any = None  # a timetable.Schedule, or None: due whenever `genarc run` is called
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,18 @@ class _Reader:
 def _resolve(base: Path, value: str) -> str:
     expanded = os.path.expanduser(value)
     return expanded if os.path.isabs(expanded) else str((base / expanded).resolve())
+
+
+def _schedule(reader: _Reader) -> Any:
+    from . import timetable
+
+    text = reader.get("schedule", str)
+    if text is None:
+        return None
+    try:
+        return timetable.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{reader.where('schedule')}: {exc}.") from None
 
 
 def _str_list(reader: _Reader, key: str, required: bool = False) -> tuple[str, ...]:
@@ -315,6 +328,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
             one_file_system=job.get("one_file_system", bool, False),
             on_success=job.get("on_success", str),
             on_failure=job.get("on_failure", str),
+            schedule=_schedule(job),
         )
         job.finish()
     top.finish()

@@ -9,9 +9,9 @@ from typing import Sequence
 
 from .. import interrupt
 from ..errors import EXIT_CODES, EXIT_INTERNAL, GenarcError, Interrupted
-from . import catalog, doctor, init, list as list_cmd, ls, plan, policy, restore, run, verify, watch
+from . import catalog, daemon, doctor, init, list as list_cmd, ls, plan, policy, restore, run, verify, watch
 
-COMMANDS = (init, run, list_cmd, ls, restore, verify, catalog, plan, doctor, policy, watch)
+COMMANDS = (init, run, daemon, list_cmd, ls, restore, verify, catalog, plan, doctor, policy, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,22 +12,29 @@ from ..errors import EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
 from ..longterm import promote
 from ..monitoring import run_hook, write_metrics
 from ..runlock import RunLock
+from ..timetable import due
 from .common import add_json, context, emit_json, human_bytes, say, shown
 
-HELP = "back up every job in the job file, or the named ones"
+HELP = "back up the jobs that are due by their schedule (all jobs without one), or the named ones"
 EXAMPLE = ("genarc run                    # all jobs\n  genarc run home --full         # one job, opening a new generation"
            "\n  genarc run home --full=active  # ... reading and uploading everything again")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `daemon`."""
+    p.add_argument("--metrics-file", metavar="PATH",
+                   help="write a Prometheus textfile-collector file after every job (atomically)")
+    p.add_argument("--quiet", action="store_true", help="no summaries; warnings and errors only")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run (default: all)")
+    p.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to run now, due or not (default: every job that is due)")
     p.add_argument("--full", nargs="?", const="auto", choices=["auto", "active"], metavar="active",
                    help="open a new generation now, whatever its age; synthetic where possible, or "
                         "--full=active to read and upload everything again")
-    p.add_argument("--metrics-file", metavar="PATH",
-                   help="write a Prometheus textfile-collector file after every job (atomically)")
+    add_run_options(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -59,40 +66,58 @@ def summary(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def last_point(repo, job: str):
+    names = repo.manifest_names(job)
+    return names[-1].point_time if names else None
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
-    names = args.jobs or sorted(ctx.config.jobs)
-    jobs = [ctx.config.job(n) for n in names]
-    results: list[dict] = []
-    worst = EXIT_OK
+    named = [ctx.config.job(n) for n in args.jobs]
     with RunLock(ctx.state_dir, ctx.config.repository_url):
         repo = ctx.open_repository()
-        for job in jobs:
-            report = None
-            try:
-                report = run_job(repo, ctx.config, job, clock=ctx.clock, state_dir=ctx.state_dir,
-                                 force_full=args.full is not None, full_mode=args.full or "auto",
-                                 progress=_progress(args))
-                if ctx.config.longterm:
-                    point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
-                    report.longterm = [asdict(p) for p in promote(repo, ctx.config, job.name, point, ctx.clock.now())]
-            except Interrupted:
-                raise
-            except GenarcError as exc:
-                print(f"genarc: error: job {job.name}: {exc.message}", file=sys.stderr)
-                results.append({"job": job.name, "error": exc.message, "exit_code": exc.exit_code})
-                worst = max(worst, exc.exit_code)
-                _after(args, ctx, job, exc.exit_code, None, exc.message)
-                continue
-            code = EXIT_PARTIAL if report.partial else EXIT_OK
-            worst = max(worst, code)
-            results.append({"job": job.name, "exit_code": code, "report": report})
-            if not args.json:
-                say(summary(report))
-            _after(args, ctx, job, code, report, "; ".join(report.warnings[:3]))
+        if named:
+            jobs, skipped = named, []
+        else:  # from cron: only the jobs whose schedule says they are due
+            everything = [ctx.config.jobs[n] for n in sorted(ctx.config.jobs)]
+            jobs = [j for j in everything if due(j.schedule, last_point(repo, j.name), ctx.clock.now())]
+            skipped = [j.name for j in everything if j not in jobs]
+        worst, results = run_jobs(ctx, repo, jobs, args)
     if args.json:
-        emit_json({"exit_code": worst, "jobs": results})
+        emit_json({"exit_code": worst, "jobs": results, "not_due": skipped})
+    elif skipped and not args.quiet:
+        say(f"not due by their schedule: {', '.join(skipped)}")
     return worst
+
+
+def run_jobs(ctx, repo, jobs: list, args: argparse.Namespace) -> tuple[int, list[dict]]:
+    """Run jobs one after the other; a failing job is reported and the next one still runs."""
+    results: list[dict] = []
+    worst = EXIT_OK
+    for job in jobs:
+        report = None
+        try:
+            report = run_job(repo, ctx.config, job, clock=ctx.clock, state_dir=ctx.state_dir,
+                             force_full=args.full is not None, full_mode=args.full or "auto",
+                             progress=_progress(args))
+            if ctx.config.longterm:
+                point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
+                report.longterm = [asdict(p) for p in promote(repo, ctx.config, job.name, point, ctx.clock.now())]
+        except Interrupted:
+            raise
+        except GenarcError as exc:
+            print(f"genarc: error: job {job.name}: {exc.message}", file=sys.stderr)
+            results.append({"job": job.name, "error": exc.message, "exit_code": exc.exit_code})
+            worst = max(worst, exc.exit_code)
+            _after(args, ctx, job, exc.exit_code, None, exc.message)
+            continue
+        code = EXIT_PARTIAL if report.partial else EXIT_OK
+        worst = max(worst, code)
+        results.append({"job": job.name, "exit_code": code, "report": report})
+        if not args.json and not args.quiet:
+            say(summary(report))
+        _after(args, ctx, job, code, report, "; ".join(report.warnings[:3]))
+    return worst, results
 
 
 def _after(args: argparse.Namespace, ctx, job, code: int, report: RunReport | None, message: str) -> None:
