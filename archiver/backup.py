@@ -262,6 +262,8 @@ def run_job(
             report.kind_detail = "synthetic full"
         elif decision.kind == "full":
             report.kind_detail = "active full"
+        to_pack = catalog.conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM scan WHERE op = 'pack'").fetchone()
+        emit("planned", {"files": to_pack[0], "bytes": to_pack[1]})
         _pack_and_upload(repo, config, job, scan, previous, objects, gen, pseq, run_id, retention, spool, report, warn,
                          emit, first_index=report.synthetic.get("next_index", 1))
 

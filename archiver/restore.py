@@ -206,7 +206,9 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
                                 (volume["obj_key"],)).fetchall()
             tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
                                      [dict(r) for r in rows], target, workdir / f"v{index}", is_root))
+        emit("planned", {"files": sum(len(t.rows) for t in tasks), "bytes": sum(r["size"] for t in tasks for r in t.rows)})
         _restore_volumes(repo, tasks, workers, report, emit)
+        emit("done", {})
         for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
             _apply_metadata(_safe_destination(target, path_name(row["path"])), row, is_root)
             report.dirs += 1
@@ -303,7 +305,7 @@ def _restore_volumes(repo: Repository, tasks: list[_VolumeTask], workers: int, r
         report.files += result.files
         report.bytes += result.bytes
         report.errors.extend(result.errors)
-        emit("volume", {"key": key, "files": report.files, "bytes": report.bytes})
+        emit("volume", {"key": key, "files_done": report.files, "packed": report.bytes})
 
     try:
         if workers <= 1 or len(tasks) <= 1:

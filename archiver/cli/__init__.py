@@ -8,6 +8,7 @@ import traceback
 from typing import Sequence
 
 from .. import interrupt
+from . import output
 from ..errors import EXIT_CODES, EXIT_INTERNAL, GenarcError, Interrupted
 from . import catalog, daemon, doctor, init, list as list_cmd, ls, plan, policy, restore, run, verify, watch
 
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="job file (default: $GENARC_CONFIG, ./genarc.toml, "
                         "then $XDG_CONFIG_HOME/genarc/genarc.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--log-format", choices=["human", "json"], default="human",
+                        help="how warnings and errors are written to stderr (json: one object per line)")
+    parser.add_argument("--log-file", metavar="PATH", help="also append every log line to this file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
@@ -40,15 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     previous = interrupt.install()
+    log = output.configure(args.log_format, args.log_file)
     try:
         return int(args.func(args))
     except GenarcError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"genarc: error: {exc.message}", file=sys.stderr)
+        log("error", exc.message, exit_code=exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("genarc: error: interrupted; nothing from the interrupted run was committed.", file=sys.stderr)
+        log("error", "interrupted; nothing from the interrupted run was committed.", exit_code=Interrupted.exit_code)
         return Interrupted.exit_code
     except Exception as exc:  # a bug: one line, unless --debug
         if args.debug:
@@ -57,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         interrupt.restore(previous)
+        log.close()
 
 
 def entry_point() -> None:

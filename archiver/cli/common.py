@@ -58,8 +58,10 @@ def say(message: str = "") -> None:
     print(message)
 
 
-def warn(message: str) -> None:
-    print(f"genarc: warning: {message}", file=sys.stderr)
+def warn(message: str, **fields: Any) -> None:
+    from .output import log
+
+    log("warning", message, **fields)
 
 
 def shown(name: str) -> str:

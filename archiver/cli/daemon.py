@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from ..daemon import Daemon
 from ..errors import EXIT_OK, ConfigError, GenarcError
 from ..runlock import RunLock
+from . import output
 from .common import context
 from .run import add_run_options, last_point, run_jobs
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
                           "the daemon would have nothing to do.")
 
     def log(message: str) -> None:
-        print(f"genarc daemon: {message}", file=sys.stderr, flush=True)
+        output.log("info", f"daemon: {message}")
 
     def run_one(name: str) -> int:
         with RunLock(ctx.state_dir, ctx.config.repository_url):  # one job at a time per repository

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..restore import RestoreFailed, resolve_point, restore
+from . import output
+from .output import ProgressLine
 from .common import add_json, context, emit_json, human_bytes, parse_at, say, warn, workdir
 from .ls import add_point_arguments
 
@@ -33,12 +36,15 @@ def run(args: argparse.Namespace) -> int:
     name = resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
     with workdir("genarc-restore-") as tmp:
         try:
+            line = ProgressLine(sys.stderr, f"restore {args.job} g{name.gseq}.{name.pseq}") \
+                if sys.stderr.isatty() and not args.json else None
+            output.LOG.progress = line
             report = restore(repo, args.job, name, names, target=Path(args.target), includes=args.include,
-                             overwrite=args.overwrite, workdir=tmp,
+                             overwrite=args.overwrite, workdir=tmp, progress=line.event if line else None,
                              workers=ctx.config.volumes.effective_workers)
         except RestoreFailed as failed:
-            for line in failed.report.errors:
-                warn(line)
+            for error in failed.report.errors:
+                warn(error)
             if args.json:
                 emit_json({"exit_code": failed.exit_code, "report": failed.report})
             raise

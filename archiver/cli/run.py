@@ -13,6 +13,8 @@ from ..longterm import promote
 from ..monitoring import run_hook, write_metrics
 from ..runlock import RunLock
 from ..timetable import due
+from . import output
+from .output import ProgressLine, log
 from .common import add_json, context, emit_json, human_bytes, say, shown
 
 HELP = "back up the jobs that are due by their schedule (all jobs without one), or the named ones"
@@ -99,14 +101,14 @@ def run_jobs(ctx, repo, jobs: list, args: argparse.Namespace) -> tuple[int, list
         try:
             report = run_job(repo, ctx.config, job, clock=ctx.clock, state_dir=ctx.state_dir,
                              force_full=args.full is not None, full_mode=args.full or "auto",
-                             progress=_progress(args))
+                             progress=_progress(args, job.name))
             if ctx.config.longterm:
                 point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
                 report.longterm = [asdict(p) for p in promote(repo, ctx.config, job.name, point, ctx.clock.now())]
         except Interrupted:
             raise
         except GenarcError as exc:
-            print(f"genarc: error: job {job.name}: {exc.message}", file=sys.stderr)
+            log("error", exc.message, job=job.name, exit_code=exc.exit_code)
             results.append({"job": job.name, "error": exc.message, "exit_code": exc.exit_code})
             worst = max(worst, exc.exit_code)
             _after(args, ctx, job, exc.exit_code, None, exc.message)
@@ -123,7 +125,7 @@ def run_jobs(ctx, repo, jobs: list, args: argparse.Namespace) -> tuple[int, list
 def _after(args: argparse.Namespace, ctx, job, code: int, report: RunReport | None, message: str) -> None:
     """Metrics and hooks: they report on the run and can never change its outcome."""
     def warn(text: str) -> None:
-        print(f"genarc: warning: job {job.name}: {text}", file=sys.stderr)
+        log("warning", text, job=job.name)
 
     if args.metrics_file:
         try:
@@ -139,8 +141,16 @@ def _after(args: argparse.Namespace, ctx, job, code: int, report: RunReport | No
     run_hook(job.on_success if code in (EXIT_OK, EXIT_PARTIAL) else job.on_failure, env, warn)
 
 
-def _progress(args: argparse.Namespace):
+def _progress(args: argparse.Namespace, job_name: str = ""):
+    """Warnings go to the log; on a terminal (and without --quiet or --json) a progress line updates in place."""
+    line = ProgressLine(sys.stderr, job_name) if sys.stderr.isatty() and not args.quiet and not args.json else None
+    output.LOG.progress = line
+
     def progress(event: str, data: dict) -> None:
         if event == "warning":
-            print(f"genarc: warning: {shown(data['message'])}", file=sys.stderr)
+            log("warning", shown(data["message"]), job=job_name)
+        elif line is not None:
+            line.event(event, data)
+            if event == "done":
+                output.LOG.progress = None
     return progress

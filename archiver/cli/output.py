@@ -1,0 +1,116 @@
+"""What a person or a log shipper sees: log lines (human or JSON, to stderr and an optional file)
+and a progress line that updates in place on a terminal.
+
+Logs never go to stdout, which carries results (`--json` documents, listings, summaries).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+
+class Log:
+    def __init__(self, fmt: str = "human", path: str | None = None, stream: TextIO | None = None) -> None:
+        self.fmt = fmt
+        self.stream = stream or sys.stderr
+        self.file = open(path, "a", encoding="utf-8") if path else None
+        self.progress: "ProgressLine | None" = None
+
+    def __call__(self, level: str, message: str, **fields: Any) -> None:
+        if self.progress is not None:
+            self.progress.clear()
+        if self.fmt == "json":
+            line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "level": level,
+                               "message": message, **fields}, ensure_ascii=True)
+        else:
+            job = f"job {fields['job']}: " if fields.get("job") else ""
+            line = f"genarc: {level}: {job}{message}"
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        if self.file is not None:
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+LOG = Log()
+
+
+def configure(fmt: str, path: str | None) -> Log:
+    global LOG
+    LOG = Log(fmt, path)
+    return LOG
+
+
+def log(level: str, message: str, **fields: Any) -> None:
+    LOG(level, message, **fields)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class ProgressLine:
+    """One status line on a terminal: files, bytes, volumes, rate and ETA, redrawn at most 5 times a second."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream, self.label = stream, label
+        self.total_bytes = self.total_files = 0
+        self.done_bytes = self.done_files = self.volumes = 0
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+        self.width = 0
+        self.phase = "scanning"
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        if name == "start":
+            self.label = f"{data.get('job', self.label)} g{data.get('generation', '?')}.{data.get('point', '?')}"
+        elif name == "planned":
+            self.total_bytes, self.total_files = data.get("bytes", 0), data.get("files", 0)
+            self.phase = "packing" if self.total_bytes else "committing"
+            self.started = time.monotonic()
+        elif name == "volume":
+            self.volumes += 1
+            self.done_bytes = data.get("packed", data.get("bytes", self.done_bytes))
+            self.done_files = data.get("files_done", self.done_files + data.get("files", 0))
+        elif name == "done":
+            self.clear()
+            return
+        self.draw(force=name in ("planned", "start"))
+
+    def draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_draw < 0.2:
+            return
+        self.last_draw = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.done_bytes / elapsed
+        parts = [f"{self.label}: {self.phase}"]
+        if self.total_bytes:
+            share = min(1.0, self.done_bytes / self.total_bytes)
+            parts.append(f"{_bytes(self.done_bytes)}/{_bytes(self.total_bytes)} ({share:.0%})")
+            parts.append(f"{self.done_files}/{self.total_files} files, {self.volumes} volumes, {_bytes(rate)}/s")
+            if rate > 0 and share < 1:
+                eta = int((self.total_bytes - self.done_bytes) / rate)
+                parts.append(f"ETA {eta // 60}:{eta % 60:02d}")
+        text = "  ".join(parts)
+        self.stream.write("\r" + text + " " * max(0, self.width - len(text)))
+        self.stream.flush()
+        self.width = len(text)
+
+    def clear(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
