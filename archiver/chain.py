@@ -7,7 +7,6 @@ passes its HMAC, and the replayed tree matches the digest each point recorded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,12 +16,6 @@ from .errors import IntegrityError
 from .layout import ManifestName
 from .manifest import Manifest
 from .repository import Repository
-
-
-@dataclass
-class ChainPoint:
-    name: ManifestName
-    manifest: Manifest
 
 
 def check_link(manifest: Manifest, previous: Manifest | None) -> None:

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from .config import Config
-from .errors import GenarcError
 from .generation import lifecycle_age_days
 from .plan import check_expiry, expiry_days_from_b2, expiry_days_from_s3
 from .store import LocalStore, Store, backend_of
@@ -193,5 +192,3 @@ def as_dict(report: DoctorReport) -> dict[str, Any]:
     return {"repository": report.repository, "store": report.store, "safe": report.safe,
             "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]}
 
-
-__all__ = ["Check", "DoctorReport", "diagnose", "as_dict", "GenarcError"]

@@ -160,10 +160,6 @@ class Manifest:
     def objects(self) -> list[dict[str, Any]]:
         return list(self.header["objects"])
 
-    def link(self) -> dict[str, Any]:
-        """How the next manifest refers to this one."""
-        return {"key": self.key, "sha256": self.sha256, "version_id": self.version_id}
-
     def entries(self) -> Iterator[dict[str, Any]]:
         with open(self.plain_path, "rb") as fh:
             fh.readline()

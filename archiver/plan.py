@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from .clock import format_time
-from .generation import RetentionPolicy, lifecycle_age_days, lock_until
+from .generation import RetentionPolicy, lifecycle_age_days
 
 NONCURRENT_DAYS = 1
 ABORT_MULTIPART_DAYS = 1
@@ -340,6 +340,3 @@ def human(n: float) -> str:
 def as_dict(value: Any) -> Any:
     return asdict(value)
 
-
-def lock_summary(policy: RetentionPolicy, generation_start: datetime) -> dict[str, str]:
-    return {"generation_start": format_time(generation_start), "locked_until": format_time(lock_until(generation_start, policy))}

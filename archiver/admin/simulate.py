@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from ..generation import GenerationRef, RetentionPolicy, decide_run, restorable_until
@@ -99,6 +99,3 @@ def _day(executor: LifecycleExecutor, admin: LocalAdmin, policy: RetentionPolicy
     if os.environ.get("GENARC_SIMULATE_TRACE"):
         print(f"day {result.days[-1]}: stored {stored} in {len(gens_alive)} generations", flush=True)
 
-
-def timedelta_days(n: float) -> timedelta:
-    return timedelta(days=n)

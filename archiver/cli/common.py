@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -97,6 +96,3 @@ def human_bytes(n: float) -> str:
         n /= 1024
     return f"{n:.1f} TiB"
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "no")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, StoreError
-from .base import Capabilities, ObjectInfo, PutSource, Retention, sha256_of
+from .base import Capabilities, ObjectInfo, PutSource, Retention
 
 _TMP_MARK = ".genarc-tmp-"
 
@@ -48,9 +48,6 @@ class LocalStore:
         if not key or any(p in ("", ".", "..") for p in parts) or _TMP_MARK in key:
             raise StoreError(f"Invalid object key {key!r}.")
         return self.root.joinpath(*parts)
-
-    def exists_root(self) -> bool:
-        return self.root.is_dir()
 
     def put(self, key: str, source: PutSource, *, sha256: str, retention: Retention | None = None) -> ObjectInfo:
         final = self._path(key)
@@ -173,6 +170,3 @@ class LocalStore:
                 raise _local_error(exc, f"object {dst_key}") from exc
             return self.put(dst_key, source, sha256=sha256, retention=retention)
         return self.stat(dst_key)
-
-    def sha256(self, key: str) -> str:
-        return sha256_of(self._path(key))
