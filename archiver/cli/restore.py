@@ -25,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--include", action="append", default=[], metavar="GLOB",
                    help="restore only matching paths (stored paths have no leading slash); repeatable")
     p.add_argument("--overwrite", action="store_true", help="replace files that already exist in the target")
+    p.add_argument("--quiet", action="store_true", help="no progress line and no summary; errors only")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     with workdir("genarc-restore-") as tmp:
         try:
             line = ProgressLine(sys.stderr, f"restore {args.job} g{name.gseq}.{name.pseq}") \
-                if sys.stderr.isatty() and not args.json else None
+                if sys.stderr.isatty() and not args.json and not args.quiet else None
             output.LOG.progress = line
             report = restore(repo, args.job, name, names, target=Path(args.target), includes=args.include,
                              overwrite=args.overwrite, workdir=tmp, progress=line.event if line else None,
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             raise
     if args.json:
         emit_json({"exit_code": 0, "report": report})
-    else:
+    elif not args.quiet:
         say(f"restored generation {report.generation}, point {report.point} ({report.time}) of {args.job} into {report.target}: "
             f"{report.files} files ({human_bytes(report.bytes)}), {report.dirs} directories, {report.symlinks} symlinks")
     return 0
