@@ -17,9 +17,8 @@ import pytest
 from archiver import config as config_mod
 from archiver.errors import EXIT_INTEGRITY, EXIT_OK
 from archiver.generation import lock_until
-from tests.conftest import snapshot
-from tests.scenario.test_immutable_stores import (DAYS, change, request_budget, restore_every_day, sha_b64,
-                                                  small_tree, volume_generation_start)
+from tests.scenario.test_immutable_stores import (restore_every_day, run_every_day, sha_b64, small_tree,
+                                                  volume_generation_start)
 
 
 def test_ceph_enforces_what_genarc_promises(workspace, ceph, monkeypatch):
@@ -42,16 +41,7 @@ def test_ceph_enforces_what_genarc_promises(workspace, ceph, monkeypatch):
     # Measured: Ceph 16 accepts If-None-Match on a versioned bucket and overwrites anyway; init learns it.
     assert repo_config["conditional_put"] is False
 
-    states = {}
-    for day, now in enumerate(DAYS):
-        if day:
-            change(ws.src, day)
-        states[day] = snapshot(ws.src)
-        result = ws.genarc("run", "--json", now=now)
-        assert result.code == EXIT_OK, result.err
-        report = result.json["jobs"][0]["report"]
-        assert report["requests"]["deletes"] == 0
-        assert report["requests"]["http_requests"] <= request_budget(report)
+    states = run_every_day(ws)
 
     restore_every_day(ws, states, "before")
     cfg = config_mod.load(ws.config)

@@ -64,6 +64,23 @@ def request_budget(report: dict) -> int:
     return report["volumes"] + 7 * copies + 5
 
 
+def run_every_day(ws) -> dict[int, dict]:
+    """Change the tree and run through the CLI on every simulated day; each run locks, never deletes, and
+    stays within its request budget. Returns each day's tree."""
+    states = {}
+    for day, now in enumerate(DAYS):
+        if day:
+            change(ws.src, day)
+        states[day] = snapshot(ws.src)
+        result = ws.genarc("run", "--json", now=now)
+        assert result.code == EXIT_OK, result.err
+        report = result.json["jobs"][0]["report"]
+        assert report["requests"]["deletes"] == 0
+        assert report["lock_mode"] == "compliance"
+        assert report["requests"]["http_requests"] <= request_budget(report)
+    return states
+
+
 def restore_every_day(ws, states: dict, tag: str) -> None:
     """Restore the point of every simulated day through the CLI and compare it with that day's tree."""
     for day, now in enumerate(DAYS):
@@ -93,17 +110,7 @@ def test_s3_on_moto_with_the_write_only_key(workspace, moto_iam, monkeypatch):
 
     small_tree(ws.src)
     assert ws.genarc("init").code == EXIT_OK
-    states = {}
-    for day, now in enumerate(DAYS):
-        if day:
-            change(ws.src, day)
-        states[day] = snapshot(ws.src)
-        result = ws.genarc("run", "--json", now=now)
-        assert result.code == EXIT_OK, result.err
-        report = result.json["jobs"][0]["report"]
-        assert report["requests"]["deletes"] == 0
-        assert report["lock_mode"] == "compliance"
-        assert report["requests"]["http_requests"] <= request_budget(report)
+    states = run_every_day(ws)
     listing = ws.genarc("list", "--json").json[0]["generations"]
     assert [len(g["points"]) for g in listing] == [2, 2, 2]
 
