@@ -170,6 +170,18 @@ class Catalog:
             self.conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
                               (obj["key"], obj.get("version_id"), obj["sha256"], obj["size"], obj.get("content_bytes")))
 
+    def adopt(self, scan: TreeTable, objects: Iterable[Mapping[str, Any]], *, replace: bool,
+              tip: Mapping[str, str | None]) -> None:
+        """A point was committed: its scanned tree becomes the catalog's tree, in one transaction."""
+        self.conn.execute("BEGIN")
+        self.record_objects(objects, replace=replace)
+        self.conn.execute(f"UPDATE {scan.name} SET op = NULL")
+        self.conn.execute("DROP TABLE tree")
+        self.conn.execute(f"ALTER TABLE {scan.name} RENAME TO tree")
+        self.set_meta(tip)
+        self.conn.execute("COMMIT")
+        self.tree = TreeTable(self.conn, "tree")
+
     def content_bytes(self) -> dict[str, int | None]:
         return {row[0]: row[1] for row in self.conn.execute("SELECT key, content_bytes FROM objects")}
 

@@ -7,11 +7,12 @@ passes its HMAC, and the replayed tree matches the digest each point recorded.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import manifest as manifest_mod
-from .catalog import TreeTable
+from .catalog import TreeTable, connect
 from .errors import IntegrityError
 from .layout import ManifestName
 from .manifest import Manifest
@@ -72,3 +73,31 @@ def replay(
         previous = current
     assert previous is not None
     return previous
+
+
+@contextmanager
+def scratch_tree(workdir: Path, filename: str = "tree.sqlite") -> Iterator[TreeTable]:
+    """A throw-away tree table in its own sqlite file under ``workdir``: memory stays flat for any tree."""
+    conn = connect(workdir / filename)
+    try:
+        conn.execute("DROP TABLE IF EXISTS tree")
+        yield TreeTable(conn, "tree")
+    finally:
+        conn.close()
+
+
+def load_tree(
+    repo: Repository,
+    names: list[ManifestName],
+    upto: ManifestName,
+    tree: TreeTable,
+    workdir: Path,
+    on_point: Callable[[Manifest], None] | None = None,
+) -> Manifest:
+    """:func:`replay` in one transaction. What was replayed before an error stays (verify counts it)."""
+    tree.conn.execute("BEGIN")
+    try:
+        return replay(repo, names, upto, tree, workdir, on_point)
+    finally:
+        if tree.conn.in_transaction:
+            tree.conn.execute("COMMIT")

@@ -1,25 +1,22 @@
 """genarc doctor: what protects this repository, and what does not.
 
-This module reads bucket settings with the repository's own credentials, and for
-S3 it runs the one delete genarc ever sends: the **delete probe**, a DeleteObject
-on a random key that was never written. Its answer (204 or AccessDenied) says
-whether the backup key can delete; no data can be touched by it. It lives here,
-apart from the client Store, which has no delete at all.
+Everything is read with the repository's own credentials through the store's
+:class:`~archiver.store.Inspector`. On S3 the inspector also runs the **delete probe**
+(``archiver/admin/probe.py``): a DeleteObject on a random key that was never written,
+whose answer says whether the backup key can delete; no data can be touched by it.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from .config import Config
+from .errors import GenarcError
 from .generation import lifecycle_age_days
-from .plan import check_expiry, expiry_days_from_b2, expiry_days_from_s3
-from .store import LocalStore, Store, backend_of
-from .store.b2 import B2Store
-from .store.s3 import S3Store, translate
+from .plan import check_expiry, expiry_days
+from .store import Inspector, KeyRights, Store, inspector_for
 
 
 @dataclass
@@ -50,19 +47,26 @@ class DoctorReport:
 
 
 _CRITICAL = {"versioning", "object lock", "delete probe", "key capabilities", "local repository"}
+_DANGEROUS = ("deleteFiles", "writeBuckets", "deleteBuckets", "bypassGovernance", "writeBucketRetentions",
+              "deleteKeys", "writeKeys")
 
 
 def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = True) -> DoctorReport:
-    backend = backend_of(store)
-    report = DoctorReport(config.repository_url, type(backend).__name__)
-    if isinstance(backend, LocalStore):
+    inspector = inspector_for(store)
+    caps = store.capabilities
+    report = DoctorReport(config.repository_url, caps.description)
+    if not caps.lockable:
         report.add("local repository", "fail", "a local directory has no object lock: anyone with this machine's rights "
                    "can delete it; use S3 with Object Lock or B2 with File Lock for ransomware-proof backups")
         return report
-    if isinstance(backend, S3Store):
-        _diagnose_s3(config, backend, report, probe_delete, now)
-    elif isinstance(backend, B2Store):
-        _diagnose_b2(config, backend, report, now)
+    rights = inspector.key_rights()
+    if rights is not None:
+        _check_rights(rights, report)
+    _check_versioning(inspector, report)
+    _check_lock(config, inspector, report)
+    _check_lifecycle(config, inspector, report, now)
+    if rights is None and probe_delete:
+        _check_delete(inspector, report)
     return report
 
 
@@ -70,125 +74,101 @@ def expected_age(config: Config) -> int:
     return lifecycle_age_days(config.retention)
 
 
-def _rule_covers(prefix: str, rule: dict) -> bool:
-    rule_prefix = rule.get("Prefix")
-    if rule_prefix is None:
-        flt = rule.get("Filter") or {}
-        rule_prefix = flt.get("Prefix", (flt.get("And") or {}).get("Prefix", ""))
-    return prefix.startswith(rule_prefix or "")
+def _lock_name(inspector: Inspector) -> str:
+    return "File Lock" if inspector.kind == "b2" else "Object Lock"
 
 
-def _diagnose_s3(config: Config, store: S3Store, report: DoctorReport, probe_delete: bool, now: datetime) -> None:
-    client, bucket = store.client, store.bucket
-    try:
-        status = client.get_bucket_versioning(Bucket=bucket).get("Status")
-        report.add("versioning", "ok" if status == "Enabled" else "fail",
-                   "versioning is on: overwrites and deletes leave the old versions" if status == "Enabled"
-                   else f"versioning is {status or 'off'}: an overwrite replaces data")
-    except Exception as exc:
-        report.add("versioning", "unknown", f"cannot read it ({translate(exc, 'versioning').message})")
-    try:
-        conf = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
-        enabled = conf.get("ObjectLockEnabled") == "Enabled"
-        mode = config.lock_mode
-        if enabled and mode == "compliance":
-            report.add("object lock", "ok", "Object Lock is on; genarc locks every object in compliance mode, "
-                       "which nobody, not even the bucket owner, can shorten")
-        elif enabled and mode == "governance":
-            report.add("object lock", "warn", "Object Lock is on in governance mode: anyone with "
-                       "s3:BypassGovernanceRetention can remove the locks")
-        elif enabled:
-            report.add("object lock", "warn", "Object Lock is on but lock_mode = \"none\": genarc writes no locks")
-        else:
-            report.add("object lock", "fail", "Object Lock is off")
-        default = (conf.get("Rule") or {}).get("DefaultRetention")
-        if default:
-            days = default.get("Days") or (default.get("Years", 0) * 365)
-            verdict = "warn" if days > expected_age(config) else "ok"
-            report.add("default retention", verdict,
-                       f"bucket default {default.get('Mode')} {days} days" +
-                       (f": longer than the lifecycle age {expected_age(config)}, so storage is reclaimed late"
-                        if verdict == "warn" else "; genarc's own per-object lock takes precedence"))
-        else:
-            report.add("default retention", "ok", "no bucket default retention; genarc sets every object's lock")
-    except Exception as exc:
-        error = translate(exc, "Object Lock configuration")
-        status = "fail" if "ObjectLockConfigurationNotFound" in str(exc) else "unknown"
-        report.add("object lock", status, "Object Lock is not configured on this bucket" if status == "fail"
-                   else f"cannot read it ({error.message})")
-    try:
-        rules = client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
-        _check_s3_lifecycle(config, store.prefix, rules, report, now)
-    except Exception as exc:
-        if "NoSuchLifecycleConfiguration" in str(exc):
-            _lifecycle_check(config, None, report, now)
-        else:
-            report.add("lifecycle", "unknown", f"cannot read it ({translate(exc, 'lifecycle').message})")
-    if probe_delete:
-        probe_key = f"{store.prefix}genarc-delete-probe-{secrets.token_hex(12)}"
-        try:
-            client.delete_object(Bucket=bucket, Key=probe_key)  # a key that was never written: nothing to lose
-            report.add("delete probe", "fail", "this key CAN delete objects (DeleteObject on a never-written key "
-                       "succeeded); give the backup machine the policy from `genarc policy`")
-        except Exception as exc:
-            error = translate(exc, "delete probe")
-            if type(error).__name__ == "PermissionDenied":
-                report.add("delete probe", "ok", "this key cannot delete objects (AccessDenied)")
-            else:
-                report.add("delete probe", "unknown", f"inconclusive ({error.message})")
-
-
-_LEVEL = {"ok": "ok", "warning": "warn", "error": "fail"}
-
-
-def _lifecycle_check(config: Config, expiry_days: int | None, report: DoctorReport, now: datetime) -> None:
-    finding = check_expiry(config.retention, expiry_days, [], now)
-    report.add("lifecycle", _LEVEL[finding.level], finding.message)
-
-
-def _check_s3_lifecycle(config: Config, prefix: str, rules: list[dict], report: DoctorReport, now: datetime) -> None:
-    _lifecycle_check(config, expiry_days_from_s3(rules, prefix), report, now)
-    mine = [r for r in rules if r.get("Status") == "Enabled" and _rule_covers(prefix, r)]
-    if not any((r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays") for r in mine):
-        report.add("lifecycle noncurrent", "warn", "no rule removes noncurrent versions: expired data stays stored "
-                   "behind delete markers")
-
-
-def _diagnose_b2(config: Config, store: B2Store, report: DoctorReport, now: datetime) -> None:
-    allowed = store.api.account_info.get_allowed() or {}
-    capabilities = sorted(allowed.get("capabilities") or [])
-    dangerous = [c for c in capabilities if c in ("deleteFiles", "writeBuckets", "deleteBuckets", "bypassGovernance",
-                                                  "writeBucketRetentions", "deleteKeys", "writeKeys")]
+def _check_rights(rights: KeyRights, report: DoctorReport) -> None:
+    dangerous = [c for c in rights.capabilities if c in _DANGEROUS]
     report.add("key capabilities", "fail" if dangerous else "ok",
                f"the key has {', '.join(dangerous)}: it can destroy data or settings" if dangerous
-               else f"the key has only {', '.join(capabilities)}; no deleteFiles")
-    restricted = allowed.get("bucketName") or allowed.get("bucketId")
-    report.add("key scope", "ok" if restricted else "warn",
-               f"restricted to bucket {restricted}" + (f", prefix {allowed.get('namePrefix')}" if allowed.get("namePrefix") else "")
-               if restricted else "the key is not restricted to one bucket")
-    lock = getattr(store.bucket, "is_file_lock_enabled", None)
-    if lock is None:
-        report.add("object lock", "unknown", "this key cannot read the bucket's File Lock setting (readBucketRetentions)")
-    elif lock:
-        report.add("object lock", "ok" if config.lock_mode == "compliance" else "warn",
-                   f"File Lock is on; genarc writes {config.lock_mode} retention")
+               else f"the key has only {', '.join(rights.capabilities)}; no deleteFiles")
+    report.add("key scope", "ok" if rights.bucket else "warn",
+               f"restricted to bucket {rights.bucket}" + (f", prefix {rights.name_prefix}" if rights.name_prefix else "")
+               if rights.bucket else "the key is not restricted to one bucket")
+
+
+def _check_versioning(inspector: Inspector, report: DoctorReport) -> None:
+    try:
+        enabled = inspector.versioning()
+    except GenarcError as exc:
+        report.add("versioning", "unknown", f"cannot read it ({exc.message})")
+        return
+    report.add("versioning", "ok" if enabled else "fail",
+               "versioning is on: overwrites and deletes leave the old versions" if enabled
+               else "versioning is off: an overwrite replaces data")
+
+
+def _check_lock(config: Config, inspector: Inspector, report: DoctorReport) -> None:
+    name = _lock_name(inspector)
+    try:
+        settings = inspector.lock_settings()
+    except GenarcError as exc:
+        report.add("object lock", "unknown", f"cannot read it ({exc.message})")
+        return
+    mode = config.lock_mode
+    if not settings.enabled:
+        report.add("object lock", "fail", f"{name} is off" + _unlocked_window(inspector))
+    elif mode == "compliance":
+        report.add("object lock", "ok", f"{name} is on; genarc locks every object in compliance mode, "
+                   "which nobody, not even the bucket owner, can shorten")
+    elif mode == "governance":
+        report.add("object lock", "warn", f"{name} is on in governance mode: anyone with the right to bypass "
+                   "governance retention can remove the locks")
     else:
-        hide_days = _b2_hide_to_delete_days(store)
-        report.add("object lock", "fail", "File Lock is off: a key with writeFiles can hide files, and B2 deletes hidden "
-                   "files" + (f" {hide_days} days later: notice an attack within that window" if hide_days is not None
-                              else " after the lifecycle's daysFromHidingToDeleting"))
-    rules = getattr(store.bucket, "lifecycle_rules", None) or []
-    _lifecycle_check(config, expiry_days_from_b2(rules, store.prefix), report, now)
+        report.add("object lock", "warn", f"{name} is on but lock_mode = \"none\": genarc writes no locks")
+    if not settings.enabled:
+        return
+    if settings.default_days:
+        verdict = "warn" if settings.default_days > expected_age(config) else "ok"
+        report.add("default retention", verdict,
+                   f"bucket default {settings.default_mode} {settings.default_days} days" +
+                   (f": longer than the lifecycle age {expected_age(config)}, so storage is reclaimed late"
+                    if verdict == "warn" else "; genarc's own per-object lock takes precedence"))
+    else:
+        report.add("default retention", "ok", "no bucket default retention; genarc sets every object's lock")
 
 
-def _b2_hide_to_delete_days(store: B2Store) -> int | None:
-    for rule in getattr(store.bucket, "lifecycle_rules", None) or []:
-        if store.prefix.startswith(rule.get("fileNamePrefix", "")) and rule.get("daysFromHidingToDeleting"):
-            return int(rule["daysFromHidingToDeleting"])
-    return None
+def _unlocked_window(inspector: Inspector) -> str:
+    """Without a lock, how long a hidden (B2) or delete-marked (S3) object can still be recovered."""
+    if inspector.kind != "b2":
+        return ""
+    try:
+        days = [r.noncurrent_days for r in inspector.lifecycle_rules() or [] if r.covers(inspector.prefix)]
+    except GenarcError:
+        days = []
+    known = [d for d in days if d]
+    return (": a key with writeFiles can hide files, and B2 deletes hidden files " +
+            (f"{min(known)} days later: notice an attack within that window" if known
+             else "after the lifecycle's daysFromHidingToDeleting"))
+
+
+def _check_lifecycle(config: Config, inspector: Inspector, report: DoctorReport, now: datetime) -> None:
+    try:
+        rules = inspector.lifecycle_rules() or []
+    except GenarcError as exc:
+        report.add("lifecycle", "unknown", f"cannot read it ({exc.message})")
+        return
+    finding = check_expiry(config.retention, expiry_days(rules, inspector.prefix), [], now)
+    report.add("lifecycle", {"ok": "ok", "warning": "warn", "error": "fail"}[finding.level], finding.message)
+    if not any(r.noncurrent_days for r in rules if r.covers(inspector.prefix)):
+        report.add("lifecycle noncurrent", "warn", "no rule removes noncurrent (or hidden) versions: expired data "
+                   "stays stored behind delete markers")
+
+
+def _check_delete(inspector: Inspector, report: DoctorReport) -> None:
+    try:
+        can = inspector.can_delete()
+    except GenarcError as exc:
+        report.add("delete probe", "unknown", f"inconclusive ({exc.message})")
+        return
+    if can is None:
+        return
+    report.add("delete probe", "fail" if can else "ok",
+               "this key CAN delete objects (DeleteObject on a never-written key succeeded); give the backup "
+               "machine the policy from `genarc policy`" if can else "this key cannot delete objects (AccessDenied)")
 
 
 def as_dict(report: DoctorReport) -> dict[str, Any]:
     return {"repository": report.repository, "store": report.store, "safe": report.safe,
             "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]}
-

@@ -17,15 +17,13 @@ from datetime import datetime
 from pathlib import Path
 
 from . import chain as chain_mod
-from .catalog import TreeTable, connect, path_name
+from .catalog import TreeTable
 from .clock import format_time
 from .config import Config
-from .errors import IntegrityError
-from .generation import RetentionPolicy, lock_until
-from .layout import ManifestName, manifest_key, new_run_id, volume_key
-from .manifest import ManifestWriter, build_header, entry_of
-from .repository import Repository, effective_lock_mode
-from .store import Retention, sha256_of
+from .generation import GenerationRef, RetentionPolicy
+from .layout import ManifestName, new_run_id
+from .point import PointWriter, lock_plan
+from .repository import Repository
 
 TIERS = {"monthly": 31, "yearly": 366}  # days per kept unit, rounded up
 
@@ -70,67 +68,38 @@ def promote(repo: Repository, config: Config, job: str, point: ManifestName, now
     tiers = due_tiers(config, repo, job, point) if tiers is None else tiers
     if not tiers:
         return []
-    done = []
     with tempfile.TemporaryDirectory(prefix="genarc-longterm-") as tmp:
         workdir = Path(tmp)
-        conn = connect(workdir / "tree.sqlite")
-        tree = TreeTable(conn, "tree")
-        conn.execute("BEGIN")
-        tip = chain_mod.replay(repo, repo.manifest_names(job), point, tree, workdir)
-        conn.execute("COMMIT")
-        for tier in tiers:
-            done.append(_materialize(repo, config, job, tier, point, tip.header, tree, now, workdir))
-        conn.close()
-    return done
+        with chain_mod.scratch_tree(workdir) as tree:
+            tip = chain_mod.load_tree(repo, repo.manifest_names(job), point, tree, workdir)
+            return [_materialize(repo, config, job, tier, point, tip.header, tree, workdir) for tier in tiers]
 
 
 def _materialize(repo: Repository, config: Config, job: str, tier: str, point: ManifestName, source_header: dict,
-                 tree: TreeTable, now: datetime, workdir: Path) -> Promotion:
+                 tree: TreeTable, workdir: Path) -> Promotion:
     target = tier_job(job, tier)
     policy = tier_policy(config.retention, tier, config.longterm[tier])
     names = repo.manifest_names(target)
-    gseq = (max(n.gseq for n in names) + 1) if names else 1
     start = point.point_time  # the long-term generation starts at the point it keeps
-    lock_date = lock_until(start, policy)
-    lock_mode = effective_lock_mode(config.lock_mode, repo.store.capabilities, config.repository_url)
-    retention = Retention(lock_mode, lock_date) if lock_mode != "none" else None
-    run_id = new_run_id()
-    objects: list[dict] = []
-    key_map: dict[str, str] = {}
+    generation = GenerationRef((max(n.gseq for n in names) + 1) if names else 1, start)
+    lock = lock_plan(repo, config, start, policy)
+    writer = PointWriter(repo, target, generation, 1, new_run_id(), lock, workdir, full=True)
+    copy = repo.store.capabilities.server_side_copy
     copied = uploaded = 0
     volumes = tree.conn.execute(
         "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM tree WHERE obj_key IS NOT NULL ORDER BY obj_key").fetchall()
     for index, volume in enumerate(volumes, start=1):
-        new_key = volume_key(target, gseq, start, 1, run_id, index)
-        if repo.store.capabilities.server_side_copy:
-            info = repo.store.copy(volume["obj_key"], new_key, src_version_id=volume["obj_version"],
-                                   sha256=volume["obj_sha256"], retention=retention)
-            copied += info.size
+        source = (volume["obj_key"], volume["obj_version"], volume["obj_sha256"], writer.volume_key(index))
+        if copy:
+            copied += writer.copy_volume(*source).size
         else:  # no server-side copy: fetch it and upload it again, checked against the recorded hash
-            local = workdir / "volume.7z"
-            repo.store.download(volume["obj_key"], local, version_id=volume["obj_version"])
-            if sha256_of(local) != volume["obj_sha256"]:
-                raise IntegrityError(f"Volume {volume['obj_key']} does not match its recorded SHA-256; "
-                                     "the long-term point was not made.")
-            info = repo.store.put(new_key, local, sha256=volume["obj_sha256"], retention=retention)
-            uploaded += info.size
-            local.unlink()
-        key_map[volume["obj_key"]] = new_key
-        objects.append({"key": new_key, "size": info.size, "sha256": volume["obj_sha256"],
-                        "version_id": info.version_id, "method": "copy", "copied_from": volume["obj_key"]})
-    obj_index = {old: i for i, old in enumerate(key_map)}
-    writer = ManifestWriter(workdir)
+            uploaded += writer.reupload_volume(*source, workdir).size
     for row in tree.rows():
-        writer.add(entry_of(row, path_name(row["path"]), "add", obj_index))
-    header = build_header(
-        job=target, repository=repo.id, kind="full", reason=f"{tier} long-term copy of {point.key}",
-        generation_seq=gseq, generation_start=format_time(start), point_seq=1, point_time=format_time(point.point_time),
-        run_id=run_id, parent=None, previous_generation_tip=None, lock_mode=lock_mode, lock_until=format_time(lock_date),
-        policy=policy, job_config=source_header.get("config", {}), objects=objects,
+        writer.add_row(row, "add")
+    committed = writer.commit(
+        kind="full", reason=f"{tier} long-term copy of {point.key}", point_time=point.point_time, policy=policy,
+        job_config=source_header.get("config", {}),
         tree={"digest": tree.digest(), "entries": tree.count(), "bytes": source_header.get("tree", {}).get("bytes", 0)},
-        warnings=0, source={"key": point.key, "tier": tier, "period": period(point.point_time, tier)})
-    packed = writer.finish(header, repo.keys)
-    key = manifest_key(target, gseq, start, 1, point.point_time, run_id)
-    info = repo.store.put(key, packed, sha256=sha256_of(packed), retention=retention)
-    (workdir / "manifest.m7z").unlink(missing_ok=True)
-    return Promotion(tier, key, len(objects), copied, uploaded + info.size, format_time(lock_date))
+        source={"key": point.key, "tier": tier, "period": period(point.point_time, tier)})
+    return Promotion(tier, committed.key, len(writer.objects), copied, uploaded + committed.size,
+                     format_time(lock.until))

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import py7zr
 
+from . import sevenzip
 from .errors import IntegrityError, LocalIOError, WrongPasswordError
 from .layout import ManifestName
 from .repository import Keys, Repository
@@ -36,46 +37,6 @@ ENTRY_NAME = "manifest.jsonl"
 def dumps(value: Any) -> str:
     """Canonical JSON: ASCII (names that are not UTF-8 survive as \\udcXX escapes), sorted keys."""
     return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
-
-
-def _cache_7z_key_derivation() -> None:
-    """Memoize py7zr's AES key derivation (2^19 SHA-256 rounds, ~0.16 s a call).
-
-    The key is a pure function of password, cycles, salt and digest; py7zr derives it
-    again for every archive it opens and twice for every archive it writes (data and
-    header). IVs stay random per archive, so caching the key changes no output.
-    """
-    import functools
-
-    import py7zr.compressor
-
-    original = py7zr.compressor.calculate_key
-    if not hasattr(original, "cache_info"):
-        py7zr.compressor.calculate_key = functools.lru_cache(maxsize=16)(original)
-
-
-_cache_7z_key_derivation()
-
-
-def prepare_key(password: str | None) -> None:
-    """Derive the 7z AES key now, so worker processes forked afterwards inherit it instead of redoing it."""
-    if password:
-        import py7zr.compressor
-
-        py7zr.compressor.calculate_key(password.encode("utf-16LE"), 19, b"", "sha256")
-
-
-def seven_zip_filters(method: str, level: int, encrypted: bool) -> list[dict[str, int]]:
-    base: dict[str, list[dict[str, int]]] = {
-        "zstd": [{"id": py7zr.FILTER_ZSTD, "level": level}],
-        "deflate": [{"id": py7zr.FILTER_DEFLATE}],
-        "lzma2": [{"id": py7zr.FILTER_LZMA2, "preset": level}],
-        "copy": [{"id": py7zr.FILTER_COPY}],
-    }
-    filters = list(base[method])
-    if encrypted:
-        filters.append({"id": py7zr.FILTER_CRYPTO_AES256_SHA256})
-    return filters
 
 
 def build_header(*, job: str, repository: str, kind: str, reason: str, generation_seq: int, generation_start: str,
@@ -134,8 +95,7 @@ class ManifestWriter:
                         mac.update(chunk)
                 out.write((dumps({"type": "trailer", "entries": self.count, "hmac": mac.hexdigest()}) + "\n").encode())
             packed = self.spool_dir / "manifest.m7z"
-            with py7zr.SevenZipFile(packed, "w", filters=seven_zip_filters("deflate", 0, bool(keys.password)),
-                                    password=keys.password, header_encryption=bool(keys.password)) as archive:
+            with sevenzip.open_for_writing(packed, "deflate", 0, keys.password) as archive:
                 archive.write(plain, ENTRY_NAME)
         except OSError as exc:
             raise LocalIOError(f"Cannot write the manifest in {self.spool_dir}: {exc.strerror}; free space and rerun.") from exc

@@ -22,7 +22,7 @@ import py7zr
 import xxhash
 
 from .errors import LocalIOError
-from .manifest import seven_zip_filters
+from . import sevenzip
 
 TORN_RETRIES = 3
 PROBE_BYTES = 64 * 1024
@@ -170,7 +170,7 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                 return PackedFile(planned.path, "vanished", message="is no longer a regular file")
             reader = _HashingReader(fh, before.st_size)
             try:
-                archive._writef(reader, entry)  # entry_name() already vetted the name; writef re-checks it with ~18 lstat calls per file
+                sevenzip.write_entry(archive, reader, entry)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -192,8 +192,7 @@ def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> Packe
     results: list[PackedFile] = []
     used: set[str] = set()
     try:
-        with py7zr.SevenZipFile(out_path, "w", filters=seven_zip_filters(plan.method, plan.level, bool(password)),
-                                password=password, header_encryption=bool(password)) as archive:
+        with sevenzip.open_for_writing(out_path, plan.method, plan.level, password) as archive:
             for ordinal, planned in enumerate(plan.files):
                 results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used))
         digest = hashlib.sha256()

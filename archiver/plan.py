@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 from .clock import format_time
 from .generation import RetentionPolicy, lifecycle_age_days
+from .store.inspect import LifecycleRule, rules_from_b2, rules_from_s3
+from .units import human_bytes
 
 NONCURRENT_DAYS = 1
 ABORT_MULTIPART_DAYS = 1
@@ -194,23 +196,18 @@ class Finding:
     first_lost: dict[str, str] | None = None
 
 
-def expiry_days_from_s3(rules: list[dict], prefix: str) -> int | None:
+def expiry_days(rules: Iterable[LifecycleRule], prefix: str) -> int | None:
     """The shortest current-version expiration that applies to ``prefix`` (None: nothing expires)."""
-    days = []
-    for rule in rules:
-        if rule.get("Status") != "Enabled":
-            continue
-        flt = rule.get("Filter") or {}
-        rule_prefix = rule.get("Prefix", flt.get("Prefix", (flt.get("And") or {}).get("Prefix", ""))) or ""
-        if prefix.startswith(rule_prefix) and (rule.get("Expiration") or {}).get("Days"):
-            days.append(int(rule["Expiration"]["Days"]))
+    days = [r.expire_days for r in rules if r.covers(prefix) and r.expire_days]
     return min(days) if days else None
+
+
+def expiry_days_from_s3(rules: list[dict], prefix: str) -> int | None:
+    return expiry_days(rules_from_s3(rules), prefix)
 
 
 def expiry_days_from_b2(rules: list[dict], prefix: str) -> int | None:
-    days = [int(r["daysFromUploadingToHiding"]) for r in rules
-            if prefix.startswith(r.get("fileNamePrefix", "")) and r.get("daysFromUploadingToHiding")]
-    return min(days) if days else None
+    return expiry_days(rules_from_b2(rules), prefix)
 
 
 def check_expiry(policy: RetentionPolicy, expiry_days: int | None, points: list[tuple[str, datetime, datetime]],
@@ -271,7 +268,7 @@ def text_chart(curve: Curve, width: int = 72, height: int = 8) -> str:
                 line += _BLOCKS[max(1, int((filled - level + 1) * 8))]
             else:
                 line += " "
-        label = human(top * level / height) if level in (height, 1) else ""
+        label = human_bytes(top * level / height, si=True) if level in (height, 1) else ""
         rows.append(f"{label:>10} |{line}")
     rows.append(f"{'':>10} +{'-' * width}")
     rows.append(f"{'':>10}  day 0{'':>{width - 14}}day {curve.days[-1]}")
@@ -316,7 +313,7 @@ def svg_chart(curves: list[Curve], title: str, width: int = 900, height: int = 3
     for i in range(5):
         value = top * i / 4
         parts.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{pad_l - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{human(value)}</text>')
+        parts.append(f'<text x="{pad_l - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{human_bytes(value, si=True)}</text>')
     for i in range(6):
         day = (days - 1) * i / 5
         parts.append(f'<text x="{x(day):.1f}" y="{height - pad_b + 18}" text-anchor="middle">day {day:.0f}</text>')
@@ -327,14 +324,6 @@ def svg_chart(curves: list[Curve], title: str, width: int = 900, height: int = 3
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
 
 
 def as_dict(value: Any) -> Any:

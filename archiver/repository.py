@@ -20,8 +20,7 @@ from .clock import format_time
 from .config import Config
 from .errors import ConfigError, IntegrityError, ObjectExists, ObjectNotFound, RepositoryNotFound, WrongPasswordError
 from .layout import REPOSITORY_CONFIG_KEY, ManifestName, manifests_prefix, parse_manifest_key
-from .store import Capabilities, CountingStore, RequestCounts, Store, backend_of, open_store, sha256_of
-from .store.s3 import S3Store
+from .store import Capabilities, CountingStore, RequestCounts, Store, inspector_for, open_store, sha256_of
 
 FORMAT = 1
 _KDF = {"name": "scrypt", "n": 2**14, "r": 8, "p": 1}
@@ -96,10 +95,10 @@ class Repository:
             "format": FORMAT, "id": secrets.token_hex(16), "created": format_time(now),
             "encryption": config.encryption, "kdf": {**_KDF, "salt": salt.hex()}, "key_check": keys.key_check(),
         }
-        backend = backend_of(store)
-        if isinstance(backend, S3Store):
-            # Some S3 servers accept If-None-Match and overwrite anyway; learn it once, remember it here.
-            settings["conditional_put"] = backend.probe_conditional_put()
+        # Some S3 servers accept If-None-Match and overwrite anyway; learn it once, remember it here.
+        honoured = inspector_for(store).probe_conditional_put()
+        if honoured is not None:
+            settings["conditional_put"] = honoured
         body = (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode()
         try:
             store.put(REPOSITORY_CONFIG_KEY, body, sha256=sha256_of(body))
@@ -130,9 +129,8 @@ class Repository:
                 f"{config.path}: repository.encryption is {config.encryption!r} but the repository was created "
                 f"with {settings.get('encryption')!r}."
             )
-        backend = backend_of(store)
-        if isinstance(backend, S3Store) and settings.get("conditional_put") is False:
-            backend.use_conditional(False)
+        if settings.get("conditional_put") is False:
+            inspector_for(store).trust_conditional_put(False)
         keys = Keys.derive(config.password.read(), salt, kdf)
         if not hmac.compare_digest(keys.key_check(), str(settings.get("key_check"))):
             raise WrongPasswordError(

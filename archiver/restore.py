@@ -11,25 +11,21 @@ import concurrent.futures
 import concurrent.futures.process
 import multiprocessing
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-import py7zr
-import xxhash
-
 from . import chain as chain_mod
 from . import interrupt
-from .catalog import TreeTable, connect, path_name
+from .catalog import TreeTable, path_name
 from .clock import format_time
 from .errors import IntegrityError, LocalIOError, ObjectNotFound, StoreError, UsageError
 from .layout import ManifestName
-from .manifest import prepare_key
 from .repository import Repository
-from .scan import _translate
+from .scan import glob_regex
+from .sevenzip import HashSink, extract_entries, prepare_key
 from .store import sha256_of
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -72,7 +68,7 @@ def resolve_point(names: list[ManifestName], job: str, generation: int | None = 
 
 class _Selection:
     def __init__(self, includes: list[str]) -> None:
-        self.patterns = [re.compile(_translate(p.strip("/")) + r"\Z", re.DOTALL) for p in includes]
+        self.patterns = [glob_regex(p.strip("/")) for p in includes]
 
     def wants(self, name: str) -> bool:
         if not self.patterns:
@@ -89,50 +85,11 @@ def _safe_destination(target: Path, name: str) -> Path:
     return target.joinpath(*parts)
 
 
-class _Destination(py7zr.io.Py7zIO):
-    """Writes one restored file straight to its place, hashing as it goes."""
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        if dest.is_symlink():
-            dest.unlink()
-        self.fh = open(dest, "wb")
-        self.hash = xxhash.xxh3_128()
-        self.length = 0
-
-    def write(self, s: bytes | bytearray) -> int:
-        self.fh.write(s)
-        self.hash.update(s)
-        self.length += len(s)
-        return len(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.length
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def size(self) -> int:
-        return self.length
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-class _Factory(py7zr.io.WriterFactory):
-    def __init__(self, root: str, wanted: dict[str, Path]) -> None:
-        self.root, self.wanted, self.made = root.rstrip("/") + "/", wanted, {}
-
-    def create(self, filename: str) -> py7zr.io.Py7zIO:
-        entry = filename[len(self.root):] if filename.startswith(self.root) else filename
-        if entry not in self.wanted:
-            return py7zr.io.NullIO()
-        product = _Destination(self.wanted[entry])
-        self.made[entry] = product
-        return product
+def _open_destination(dest: Path) -> HashSink:
+    """A sink that writes one restored file straight to its place, hashing as it goes."""
+    if dest.is_symlink():
+        dest.unlink()
+    return HashSink(open(dest, "wb"))
 
 
 def _apply_metadata(dest: Path, row: Any, is_root: bool) -> None:
@@ -151,75 +108,90 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
             workers: int = 1) -> RestoreReport:
     emit = progress or (lambda event, data: None)
     workdir.mkdir(parents=True, exist_ok=True)
-    conn = connect(workdir / "restore.sqlite")
-    conn.execute("DROP TABLE IF EXISTS tree")
-    conn.execute("DROP TABLE IF EXISTS selected")  # a reused workdir must not leak an earlier selection
-    tree = TreeTable(conn, "tree")
-    conn.execute("BEGIN")
-    chain_mod.replay(repo, names, name, tree, workdir)
-    conn.execute("COMMIT")
     report = RestoreReport(job, name.gseq, name.pseq, format_time(name.point_time), str(target))
-    selection = _Selection(includes)
-    selected = TreeTable(conn, "selected")
-    conn.execute("BEGIN")
-    for row in tree.rows():
-        if selection.wants(path_name(row["path"])):
-            selected.put(dict(row))
-    conn.execute("COMMIT")
-    if selected.count() == 0:
-        raise UsageError(f"Nothing in point {name.gseq}.{name.pseq} of job {job!r} matches the --include patterns.")
-
-    if not overwrite:
-        clashes = [path_name(r["path"]) for r in selected.rows("type != 'dir'")
-                   if os.path.lexists(_safe_destination(target, path_name(r["path"])))]
-        if clashes:
-            raise UsageError(
-                f"The target already holds {len(clashes)} of the files to restore (first: {target / clashes[0]}); "
-                "pass --overwrite or choose an empty target."
-            )
-    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        for row in selected.rows("type = 'dir'"):
-            _safe_destination(target, path_name(row["path"])).mkdir(parents=True, exist_ok=True)
-        for row in selected.rows("type != 'dir'"):
-            dest = _safe_destination(target, path_name(row["path"]))
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if row["type"] == "symlink":
-                if os.path.lexists(dest):
-                    dest.unlink()
-                os.symlink(row["target"], dest)
-                _apply_metadata(dest, row, is_root)
-                report.symlinks += 1
-            elif not row["size"]:
-                if dest.is_symlink():
-                    dest.unlink()
-                dest.write_bytes(b"")
-                _apply_metadata(dest, row, is_root)
-                report.files += 1
-        volumes = conn.execute(
-            "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 ORDER BY obj_key"
-        ).fetchall()
-        tasks = []
-        for index, volume in enumerate(volumes):
-            rows = conn.execute("SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0",
-                                (volume["obj_key"],)).fetchall()
-            tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
-                                     [dict(r) for r in rows], target, workdir / f"v{index}", is_root))
-        emit("planned", {"files": sum(len(t.rows) for t in tasks), "bytes": sum(r["size"] for t in tasks for r in t.rows)})
-        _restore_volumes(repo, tasks, workers, report, emit)
-        emit("done", {})
-        for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
-            _apply_metadata(_safe_destination(target, path_name(row["path"])), row, is_root)
-            report.dirs += 1
-    except OSError as exc:
-        raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror} ({exc.filename}); "
-                           "free space or fix permissions, then rerun with --overwrite.") from exc
-    finally:
-        conn.close()
+    with chain_mod.scratch_tree(workdir, "restore.sqlite") as tree:
+        chain_mod.load_tree(repo, names, name, tree, workdir)
+        selected = _select(tree, includes, f"point {name.gseq}.{name.pseq} of job {job!r}")
+        if not overwrite:
+            _refuse_clashes(selected, target)
+        is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            _restore_entries(selected, target, is_root, report)
+            tasks = _volume_tasks(selected, target, workdir, is_root)
+            emit("planned", {"files": sum(len(t.rows) for t in tasks),
+                             "bytes": sum(r["size"] for t in tasks for r in t.rows)})
+            _restore_volumes(repo, tasks, workers, report, emit)
+            emit("done", {})
+            for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
+                _apply_metadata(_safe_destination(target, path_name(row["path"])), row, is_root)
+                report.dirs += 1
+        except OSError as exc:
+            raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror} ({exc.filename}); "
+                               "free space or fix permissions, then rerun with --overwrite.") from exc
     if report.errors:
         raise RestoreFailed(report)
     return report
+
+
+def _select(tree: TreeTable, includes: list[str], what: str) -> TreeTable:
+    """The rows the --include patterns ask for, in a table of their own."""
+    selection = _Selection(includes)
+    tree.conn.execute("DROP TABLE IF EXISTS selected")  # a reused workdir must not leak an earlier selection
+    selected = TreeTable(tree.conn, "selected")
+    tree.conn.execute("BEGIN")
+    for row in tree.rows():
+        if selection.wants(path_name(row["path"])):
+            selected.put(dict(row))
+    tree.conn.execute("COMMIT")
+    if selected.count() == 0:
+        raise UsageError(f"Nothing in {what} matches the --include patterns.")
+    return selected
+
+
+def _refuse_clashes(selected: TreeTable, target: Path) -> None:
+    clashes = [path_name(r["path"]) for r in selected.rows("type != 'dir'")
+               if os.path.lexists(_safe_destination(target, path_name(r["path"])))]
+    if clashes:
+        raise UsageError(
+            f"The target already holds {len(clashes)} of the files to restore (first: {target / clashes[0]}); "
+            "pass --overwrite or choose an empty target."
+        )
+
+
+def _restore_entries(selected: TreeTable, target: Path, is_root: bool, report: RestoreReport) -> None:
+    """Directories, symlinks and empty files: everything that needs no volume."""
+    for row in selected.rows("type = 'dir'"):
+        _safe_destination(target, path_name(row["path"])).mkdir(parents=True, exist_ok=True)
+    for row in selected.rows("type != 'dir'"):
+        dest = _safe_destination(target, path_name(row["path"]))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if row["type"] == "symlink":
+            if os.path.lexists(dest):
+                dest.unlink()
+            os.symlink(row["target"], dest)
+            _apply_metadata(dest, row, is_root)
+            report.symlinks += 1
+        elif not row["size"]:
+            if dest.is_symlink():
+                dest.unlink()
+            dest.write_bytes(b"")
+            _apply_metadata(dest, row, is_root)
+            report.files += 1
+
+
+def _volume_tasks(selected: TreeTable, target: Path, workdir: Path, is_root: bool) -> list["_VolumeTask"]:
+    conn = selected.conn
+    volumes = conn.execute(
+        "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 ORDER BY obj_key"
+    ).fetchall()
+    tasks = []
+    for index, volume in enumerate(volumes):
+        rows = conn.execute("SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0",
+                            (volume["obj_key"],)).fetchall()
+        tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
+                                 [dict(r) for r in rows], target, workdir / f"v{index}", is_root))
+    return tasks
 
 
 class RestoreFailed(IntegrityError):
@@ -249,12 +221,8 @@ class _VolumeResult:
     errors: list[str] = field(default_factory=list)
 
 
-_REPO: Repository | None = None  # set before the worker pool forks, so workers share it
-
-
-def _restore_volume(task: _VolumeTask) -> _VolumeResult:
-    assert _REPO is not None
-    repo, key, rows, result = _REPO, task.key, task.rows, _VolumeResult()
+def _restore_volume(repo: Repository, task: _VolumeTask) -> _VolumeResult:
+    key, rows, result = task.key, task.rows, _VolumeResult()
     task.workdir.mkdir(parents=True, exist_ok=True)
     local = task.workdir / "volume.7z"
     try:
@@ -269,37 +237,60 @@ def _restore_volume(task: _VolumeTask) -> _VolumeResult:
                 for r in rows)
             return result
         wanted = {r["entry"]: _safe_destination(task.target, path_name(r["path"])) for r in rows}
-        factory = _Factory(str(task.workdir / "x"), wanted)
+        made: dict[str, HashSink] = {}
+
+        def make(entry: str) -> HashSink | None:
+            if entry in wanted:
+                made[entry] = _open_destination(wanted[entry])
+            return made.get(entry)
+
         try:
-            with py7zr.SevenZipFile(local, "r", password=repo.keys.password) as archive:
-                archive.extract(path=task.workdir / "x", targets=list(wanted), factory=factory)
+            extract_entries(local, repo.keys.password, list(wanted), task.workdir / "x", make)
         except OSError:
             raise
         except Exception as exc:  # py7zr raises many unrelated types for damaged data
             result.errors.extend(
                 f"{path_name(r['path'])}: object {key} cannot be decoded ({type(exc).__name__})" for r in rows)
             return result
+        finally:
+            for sink in made.values():
+                sink.close()
         for row in rows:
-            made = factory.made.get(row["entry"])
-            dest = wanted[row["entry"]]
-            if made is None or made.hash.hexdigest() != row["xxh3"] or made.length != row["size"]:
-                result.errors.append(f"{path_name(row['path'])}: content from object {key} fails its xxh3 check")
-                if made is not None:
-                    dest.unlink(missing_ok=True)  # never leave bytes that failed their check where the file belongs
-                continue
-            _apply_metadata(dest, row, task.is_root)
-            result.files += 1
-            result.bytes += row["size"]
+            _check_restored(row, made.get(row["entry"]), wanted[row["entry"]], key, task.is_root, result)
     finally:
         shutil.rmtree(task.workdir, ignore_errors=True)
     return result
 
 
+def _check_restored(row: dict[str, Any], made: HashSink | None, dest: Path, key: str, is_root: bool,
+                    result: _VolumeResult) -> None:
+    if made is None or not made.matches(row["xxh3"], row["size"]):
+        result.errors.append(f"{path_name(row['path'])}: content from object {key} fails its xxh3 check")
+        if made is not None:
+            dest.unlink(missing_ok=True)  # never leave bytes that failed their check where the file belongs
+        return
+    _apply_metadata(dest, row, is_root)
+    result.files += 1
+    result.bytes += row["size"]
+
+
+_WORKER_REPO: Repository | None = None  # in a restore worker process only: set by its initializer
+
+
+def _worker_init(repo: Repository) -> None:
+    global _WORKER_REPO
+    interrupt.worker_init()
+    _WORKER_REPO = repo
+
+
+def _restore_in_worker(task: _VolumeTask) -> _VolumeResult:
+    assert _WORKER_REPO is not None
+    return _restore_volume(_WORKER_REPO, task)
+
+
 def _restore_volumes(repo: Repository, tasks: list[_VolumeTask], workers: int, report: RestoreReport,
                      emit: Progress) -> None:
     """Volumes are independent: restore them in parallel processes (py7zr holds the GIL)."""
-    global _REPO
-    _REPO = repo
 
     def tally(result: _VolumeResult, key: str) -> None:
         report.files += result.files
@@ -307,29 +298,27 @@ def _restore_volumes(repo: Repository, tasks: list[_VolumeTask], workers: int, r
         report.errors.extend(result.errors)
         emit("volume", {"key": key, "files_done": report.files, "packed": report.bytes})
 
-    try:
-        if workers <= 1 or len(tasks) <= 1:
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            interrupt.check()
+            tally(_restore_volume(repo, task), task.key)
+        return
+    prepare_key(repo.keys.password)
+    # With fork, the initializer's arguments reach the workers by inheritance, not by pickling.
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                                                initargs=(repo,)) as pool:
+        futures = {}
+        try:
             for task in tasks:
+                futures[pool.submit(_restore_in_worker, task)] = task.key
+            for future in concurrent.futures.as_completed(futures):
                 interrupt.check()
-                tally(_restore_volume(task), task.key)
-            return
-        prepare_key(repo.keys.password)
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                                    initializer=interrupt.worker_init) as pool:
-            futures = {}
-            try:
-                for task in tasks:
-                    futures[pool.submit(_restore_volume, task)] = task.key
-                for future in concurrent.futures.as_completed(futures):
-                    interrupt.check()
-                    tally(future.result(), futures[future])
-            except concurrent.futures.process.BrokenProcessPool:
-                interrupt.check()
-                raise LocalIOError("A restore process died (out of memory?); rerun the restore with --overwrite.") from None
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-    finally:
-        _REPO = None
+                tally(future.result(), futures[future])
+        except concurrent.futures.process.BrokenProcessPool:
+            interrupt.check()
+            raise LocalIOError("A restore process died (out of memory?); rerun the restore with --overwrite.") from None
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise

@@ -52,6 +52,11 @@ def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) ->
                  st.st_uid, st.st_gid, st.st_dev, st.st_ino, target)
 
 
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """The compiled, anchored regular expression for one glob (the rules in this module's docstring)."""
+    return re.compile(_translate(pattern) + r"\Z", re.DOTALL)
+
+
 def _translate(pattern: str) -> str:
     out, i, n = [], 0, len(pattern)
     while i < n:
@@ -89,7 +94,7 @@ class ExcludeMatcher:
         self.by_name, self.absolute, self.relative = [], [], []
         for pattern in patterns:
             trimmed = pattern.rstrip("/") or pattern
-            regex = re.compile(_translate(trimmed) + r"\Z", re.DOTALL)
+            regex = glob_regex(trimmed)
             if "/" not in trimmed:
                 self.by_name.append(regex)
             elif trimmed.startswith("/"):

@@ -12,16 +12,11 @@ tree and points only at g+1 objects; each copied object records the g object it 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
-from .catalog import TreeTable
+from .changes import ScanTable
 from .errors import GenarcError
-from .generation import GenerationRef
-from .layout import volume_key
-from .repository import Repository
-from .store import Retention
-
-UNCHANGED = "(op IS NULL OR op = 'meta')"
+from .point import PointWriter
 
 
 @dataclass
@@ -44,42 +39,32 @@ def choose(live: dict[str, int], content: dict[str, int | None], threshold: floa
     return copy, repack
 
 
-def synthesize(repo: Repository, job: str, scan: TreeTable, content: dict[str, int | None], gen: GenerationRef,
-               run_id: str, retention: Retention | None, threshold: float, objects: list[dict[str, Any]],
+def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | None], threshold: float,
                note: Callable[[str], None]) -> SyntheticReport:
-    """Copy the live volumes into ``gen`` and mark the rest of the unchanged content for repacking.
+    """Copy the live volumes into the writer's generation and mark the rest of the carried content for repacking.
 
-    Rows of the scan table that carried content from g (unchanged or metadata-only) end up either
-    pointing at a copy in ``gen`` (objects appended to ``objects``) or marked ``op = 'pack'``.
+    Carried rows of the scan (unchanged or metadata-only) end up either pointing at a copy in
+    the new generation or marked to be packed again.
     """
-    conn = scan.conn
-    live = {row[0]: int(row[1]) for row in conn.execute(
-        f"SELECT obj_key, sum(size) FROM scan WHERE type = 'file' AND size > 0 AND obj_key IS NOT NULL AND {UNCHANGED} "
-        "GROUP BY obj_key")}
-    sources = {row[0]: (row[1], row[2]) for row in conn.execute(
-        f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM scan WHERE obj_key IS NOT NULL AND {UNCHANGED}")}
+    live = scan.carried_bytes()
+    sources = scan.carried_volumes()
     to_copy, to_repack = choose(live, content, threshold)
     report = SyntheticReport(next_index=len(to_copy) + 1)
     for index, old in enumerate(list(to_copy), start=1):
         version_id, sha256 = sources[old]
-        new = volume_key(job, gen.seq, gen.start, 1, run_id, index)
         try:
-            info = repo.store.copy(old, new, src_version_id=version_id, sha256=sha256, retention=retention)
+            copy = writer.copy_volume(old, version_id, sha256, writer.volume_key(index), content_bytes=content.get(old))
         except GenarcError as exc:
             # Nothing will point at a failed or mismatching copy: its files are repacked from the source.
             note(f"server-side copy of {old} failed ({exc.message}); its files are repacked")
             report.failed_copies.append(old)
             to_repack.append(old)
             continue
-        objects.append({"key": new, "size": info.size, "sha256": sha256, "version_id": info.version_id,
-                        "method": "copy", "copied_from": old, "content_bytes": content.get(old)})
-        conn.execute(f"UPDATE scan SET obj_key = ?, obj_version = ?, obj_sha256 = ? WHERE obj_key = ? AND {UNCHANGED}",
-                     (new, info.version_id, sha256, old))
+        scan.repoint(old, copy.key, copy.version_id, sha256)
         report.copied_volumes += 1
-        report.copied_bytes += info.size
+        report.copied_bytes += copy.size
     for old in to_repack:
         report.repacked_volumes += 1
         report.repacked_bytes += live.get(old, 0)
-        conn.execute(f"UPDATE scan SET op = 'pack' WHERE obj_key = ? AND {UNCHANGED} AND type = 'file' AND size > 0",
-                     (old,))
+        scan.repack(old)
     return report

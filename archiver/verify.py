@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import py7zr
-import xxhash
-
 from . import chain as chain_mod
 from . import interrupt
 from .catalog import TreeTable, connect, path_key, path_name
@@ -24,6 +21,7 @@ from .errors import GenarcError
 from .layout import manifests_prefix, parse_manifest_key, volume_generation_prefix, volumes_prefix
 from .manifest import Manifest
 from .repository import Repository
+from .sevenzip import HashSink, extract_entries
 from .store import sha256_of
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -44,38 +42,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-class _HashSink(py7zr.io.Py7zIO):
-    def __init__(self) -> None:
-        self.hash, self.length = xxhash.xxh3_128(), 0
-
-    def write(self, s: bytes | bytearray) -> int:
-        self.hash.update(s)
-        self.length += len(s)
-        return len(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.length
-
-    def flush(self) -> None:
-        pass
-
-    def size(self) -> int:
-        return self.length
-
-
-class _SinkFactory(py7zr.io.WriterFactory):
-    def __init__(self, root: str) -> None:
-        self.root, self.sinks = root.rstrip("/") + "/", {}
-
-    def create(self, filename: str) -> py7zr.io.Py7zIO:
-        sink = _HashSink()
-        self.sinks[filename[len(self.root):] if filename.startswith(self.root) else filename] = sink
-        return sink
 
 
 def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
@@ -157,14 +123,12 @@ def _verify_chains(repo: Repository, job: str, conn: Any, workdir: Path, report:
                     conn.execute("INSERT OR REPLACE INTO expect VALUES (?, ?, ?, ?, ?)",
                                  (key, entry["entry"], entry["xxh3"], entry["size"], path_key(entry["path"])))
 
-        conn.execute("BEGIN")
         try:
-            chain_mod.replay(repo, names, last, tree, workdir, on_point=record)
+            chain_mod.load_tree(repo, names, last, tree, workdir, on_point=record)
             report.generations += 1
         except GenarcError as exc:
             report.problems.append(f"job {job}, generation {gseq}: {exc.message}")
         finally:
-            conn.execute("COMMIT")
             conn.execute("DROP TABLE replay")
 
 
@@ -200,17 +164,16 @@ def _verify_object(repo: Repository, conn: Any, row: Any, deep: bool, workdir: P
 
 def _verify_entries(repo: Repository, conn: Any, key: str, local: Path, workdir: Path, report: VerifyReport) -> None:
     expected = conn.execute("SELECT entry, xxh3, size, path FROM expect WHERE key = ?", (key,)).fetchall()
-    factory = _SinkFactory(str(workdir / "x"))
     try:
-        with py7zr.SevenZipFile(local, "r", password=repo.keys.password) as archive:
-            archive.extract(path=workdir / "x", targets=[e[0] for e in expected], factory=factory)
+        sinks = extract_entries(local, repo.keys.password, [e[0] for e in expected], workdir / "x",
+                                lambda entry: HashSink())
     except Exception as exc:  # py7zr raises many unrelated types for damaged data
         report.problems.append(f"object {key}: cannot be decrypted or decoded ({type(exc).__name__})")
         return
     finally:
         shutil.rmtree(workdir / "x", ignore_errors=True)
     for entry, xxh3, size, path in expected:
-        sink = factory.sinks.get(entry)
+        sink = sinks.get(entry)
         report.entries_checked += 1
-        if sink is None or sink.hash.hexdigest() != xxh3 or sink.length != size:
+        if sink is None or not sink.matches(xxh3, size):
             report.problems.append(f"object {key}: entry for {path_name(path)!r} fails its xxh3 check")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from . import chain as chain_mod
 from . import manifest as manifest_mod
-from .catalog import TreeTable, connect
 from .clock import format_time, parse_time
 from .errors import GenarcError
 from .repository import Repository
@@ -48,19 +47,12 @@ def watch(repo: Repository, jobs: list[str], now: datetime, max_age: timedelta, 
         if not longterm and now - newest.point_time > max_age:
             findings.append(Finding(job, "stale", f"the newest restore point of {job} is from "
                                                   f"{format_time(newest.point_time)}, older than {max_age}"))
-        conn = connect(workdir / f"watch-{job.replace('~', '_')}.sqlite")
-        conn.execute("DROP TABLE IF EXISTS tree")
-        tree = TreeTable(conn, "tree")
         headers: list[dict] = []
-        try:
-            conn.execute("BEGIN")
-            chain_mod.replay(repo, names, newest, tree, workdir, on_point=lambda m: headers.append(m.header))
-            conn.execute("COMMIT")
-        except GenarcError as exc:
-            conn.execute("ROLLBACK")
-            findings.append(Finding(job, "chain", f"the chain of {job}'s newest generation is broken: {exc.message}"))
-        finally:
-            conn.close()
+        with chain_mod.scratch_tree(workdir, f"watch-{job.replace('~', '_')}.sqlite") as tree:
+            try:
+                chain_mod.load_tree(repo, names, newest, tree, workdir, on_point=lambda m: headers.append(m.header))
+            except GenarcError as exc:
+                findings.append(Finding(job, "chain", f"the chain of {job}'s newest generation is broken: {exc.message}"))
         if headers:
             _check_lock(repo, job, newest, headers[-1], now, findings)
             previous = headers[-2] if len(headers) > 1 else _previous_generation_tip(repo, names, newest, workdir)

@@ -21,7 +21,10 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
+
+from ..errors import ConfigError
+from ..store.inspect import LifecycleRule
 
 
 @dataclass
@@ -54,35 +57,7 @@ class ExecutorReport:
     markers_removed: int = 0
 
 
-@dataclass
-class Rule:
-    prefix: str
-    expire_days: int | None
-    noncurrent_days: int | None
-    expired_markers: bool = True
-
-    @staticmethod
-    def from_s3(config: dict) -> list["Rule"]:
-        merged: dict[str, Rule] = {}
-        for r in config.get("Rules", []):
-            if r.get("Status") != "Enabled":
-                continue
-            flt = r.get("Filter") or {}
-            prefix = r.get("Prefix", flt.get("Prefix", "")) or ""
-            rule = merged.setdefault(prefix, Rule(prefix, None, None, False))
-            expiration = r.get("Expiration") or {}
-            if expiration.get("Days"):
-                rule.expire_days = int(expiration["Days"])
-            if expiration.get("ExpiredObjectDeleteMarker"):
-                rule.expired_markers = True
-            if (r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays"):
-                rule.noncurrent_days = int(r["NoncurrentVersionExpiration"]["NoncurrentDays"])
-        return list(merged.values())
-
-    @staticmethod
-    def from_b2(rules: list[dict]) -> list["Rule"]:
-        return [Rule(r.get("fileNamePrefix", ""), r.get("daysFromUploadingToHiding"), r.get("daysFromHidingToDeleting"),
-                     True) for r in rules]
+Rule = LifecycleRule  # a normalized rule (archiver/store/inspect.py); ``Rule.from_s3(configuration)``
 
 
 class LifecycleExecutor:
@@ -205,29 +180,6 @@ class LocalAdmin:
         path.unlink(missing_ok=True)
 
 
-class B2Admin:
-    def __init__(self, api: Any, bucket_name: str) -> None:
-        self.api, self.bucket = api, api.get_bucket_by_name(bucket_name)
-
-    def versions(self, prefix: str) -> list[AdminVersion]:
-        found = []
-        for version, _ in self.bucket.ls(prefix[: prefix.rfind("/") + 1], latest_only=False, recursive=True):
-            if not version.file_name.startswith(prefix):
-                continue
-            retention = getattr(version, "file_retention", None)
-            until = (datetime.fromtimestamp(retention.retain_until / 1000, timezone.utc)
-                     if retention is not None and getattr(retention, "retain_until", None) else None)
-            found.append(AdminVersion(version.file_name, version.id_, int(version.size or 0), version.action == "hide",
-                                      until, datetime.fromtimestamp(version.upload_timestamp / 1000, timezone.utc)))
-        return found
-
-    def hide(self, key: str) -> str | None:
-        return self.bucket.hide_file(key).id_
-
-    def remove_version(self, key: str, version_id: str | None) -> None:
-        self.api.delete_file_version(version_id, key)
-
-
 # -- applying the rules (genarc plan --apply) ----------------------------------------------------------
 def apply_s3(client: Any, bucket: str, configuration: dict) -> None:
     client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=configuration)
@@ -235,6 +187,53 @@ def apply_s3(client: Any, bucket: str, configuration: dict) -> None:
 
 def apply_b2(api: Any, bucket_name: str, rules: list[dict]) -> None:
     api.get_bucket_by_name(bucket_name).update(lifecycle_rules=rules)
+
+
+def apply_rules(url: str, options: Any, admin_profile: str | None, env: Mapping[str, str], s3_rules: dict,
+                b2_rules: list[dict]) -> str:
+    """``genarc plan --apply``: write the rules with ADMIN credentials, never the backup key's. Returns what was done."""
+    from ..store import split_bucket_url
+
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme not in ("s3", "b2"):
+        raise ConfigError("A local repository has no lifecycle rules to apply.")
+    bucket = split_bucket_url(url)[0]
+    if scheme == "s3":
+        from ..store.s3 import translate
+
+        try:
+            apply_s3(_s3_admin_client(options, admin_profile, env), bucket, s3_rules)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise translate(exc, "Writing the lifecycle rules") from exc
+        return f"wrote {len(s3_rules['Rules'])} lifecycle rule(s) to s3://{bucket}"
+    from ..store.b2 import make_api, translate as b2_translate
+
+    key_id, key = env.get("GENARC_ADMIN_B2_APPLICATION_KEY_ID"), env.get("GENARC_ADMIN_B2_APPLICATION_KEY")
+    if not key_id or not key:
+        raise ConfigError("--apply needs GENARC_ADMIN_B2_APPLICATION_KEY_ID and GENARC_ADMIN_B2_APPLICATION_KEY "
+                          "(a key with writeBuckets); the backup key must not be able to do this.")
+    try:
+        apply_b2(make_api(key_id, key), bucket, b2_rules)
+    except Exception as exc:
+        raise b2_translate(exc, "Writing the lifecycle rules") from exc
+    return f"wrote {len(b2_rules)} lifecycle rule(s) to b2://{bucket}"
+
+
+def _s3_admin_client(options: Any, admin_profile: str | None, env: Mapping[str, str]) -> Any:
+    from ..store.s3 import make_client
+
+    if admin_profile:
+        return make_client(options.endpoint_url, options.region, admin_profile)
+    key_id, secret = env.get("GENARC_ADMIN_AWS_ACCESS_KEY_ID"), env.get("GENARC_ADMIN_AWS_SECRET_ACCESS_KEY")
+    if not key_id or not secret:
+        raise ConfigError("--apply needs admin credentials: --admin-profile, or GENARC_ADMIN_AWS_ACCESS_KEY_ID "
+                          "and GENARC_ADMIN_AWS_SECRET_ACCESS_KEY. The backup key must not be able to do this.")
+    import boto3
+
+    return boto3.client("s3", endpoint_url=options.endpoint_url, region_name=options.region,
+                        aws_access_key_id=key_id, aws_secret_access_key=secret)
 
 
 @dataclass

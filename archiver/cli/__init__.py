@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     previous = interrupt.install()
-    log = output.configure(args.log_format, args.log_file)
+    log = args.log = output.Log(args.log_format, args.log_file)
     try:
         return int(args.func(args))
     except GenarcError as exc:

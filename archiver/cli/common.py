@@ -10,15 +10,21 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import config as config_mod
+from ..backup import Progress
 from ..catalog import state_dir
 from ..clock import Clock, clock_from_env, parse_time
 from ..config import Config
+from ..engine import Engine
 from ..errors import LocalIOError, UsageError
 from ..repository import Repository
 from ..store import RequestCounts
+from ..units import human_bytes
+from .output import Log
+
+__all__ = ["human_bytes"]  # re-exported for the commands
 
 
 @dataclass
@@ -27,14 +33,20 @@ class Context:
     clock: Clock
     state_dir: Path
     counts: RequestCounts
+    log: Log
 
     def open_repository(self) -> Repository:
         return Repository.open(self.config, counts=self.counts)
 
+    def engine(self, progress: Callable[[str], Progress | None] | None = None) -> Engine:
+        return Engine(self.config, clock=self.clock, state_dir=self.state_dir, counts=self.counts, log=self.log,
+                      progress=progress)
+
 
 def context(args: argparse.Namespace) -> Context:
     path = config_mod.discover(getattr(args, "config", None))
-    return Context(config_mod.load(path), clock_from_env(), state_dir(), RequestCounts())
+    log = getattr(args, "log", None) or Log()
+    return Context(config_mod.load(path), clock_from_env(), state_dir(), RequestCounts(), log)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -55,12 +67,6 @@ def emit_json(value: Any) -> None:
 
 def say(message: str = "") -> None:
     print(message)
-
-
-def warn(message: str, **fields: Any) -> None:
-    from .output import log
-
-    log("warning", message, **fields)
 
 
 def shown(name: str) -> str:
@@ -87,12 +93,3 @@ def parse_at(text: str | None):
         return parse_time(text, "--at")
     except Exception as exc:
         raise UsageError(str(exc)) from None
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-

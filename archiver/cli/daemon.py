@@ -6,11 +6,10 @@ import argparse
 import time
 
 from ..daemon import Daemon
+from ..engine import JobOutcome
 from ..errors import EXIT_OK, ConfigError, GenarcError
-from ..runlock import RunLock
-from . import output
-from .common import context
-from .run import add_run_options, last_point, run_jobs
+from .common import context, say
+from .run import add_run_options, options, progress, summary
 
 HELP = "run every job with a schedule when it is due (SIGTERM or SIGINT stop it cleanly)"
 EXAMPLE = "genarc daemon --metrics-file /var/lib/node_exporter/genarc.prom"
@@ -32,17 +31,20 @@ def run(args: argparse.Namespace) -> int:
                           "the daemon would have nothing to do.")
 
     def log(message: str) -> None:
-        output.log("info", f"daemon: {message}")
+        ctx.log("info", f"daemon: {message}")
 
-    def run_one(name: str) -> int:
-        with RunLock(ctx.state_dir, ctx.config.repository_url):  # one job at a time per repository
-            repo = ctx.open_repository()
-            code, _ = run_jobs(ctx, repo, [ctx.config.job(name)], args)
-            return code
+    def show(outcome: JobOutcome) -> None:
+        if outcome.report is not None and not args.quiet:
+            say(summary(outcome.report))
+
+    engine = ctx.engine(progress=lambda job: progress(args, ctx, job))
+
+    def run_one(name: str) -> int:  # one job at a time per repository: the engine takes the run lock
+        return engine.run([name], options(args), show).exit_code
 
     def last(name: str):
         try:
-            return last_point(ctx.open_repository(), name)
+            return engine.last_point(engine.open_repository(), name)
         except GenarcError as exc:
             log(f"cannot read the last point of {name}: {exc.message}")
             return None

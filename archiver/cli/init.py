@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..repository import Repository
-from .common import context, say, warn
+from .common import context, say
 
 HELP = "create a new repository at the job file's repository URL"
 EXAMPLE = "genarc --config configs/local.toml init"
@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"created repository {repo.id} at {ctx.config.repository_url}")
     say(f"encryption: {ctx.config.encryption}; store: {caps.description}")
     if not caps.ransomware_safe:
-        warn("this repository is not ransomware-proof: anyone with this machine's rights can delete it. "
+        ctx.log("warning", "this repository is not ransomware-proof: anyone with this machine's rights can delete it. "
              "Use an S3 bucket with Object Lock or B2 with File Lock for that.")
     if ctx.config.encryption == "none":
-        warn("encryption = \"none\": volumes and manifests are stored in the clear.")
+        ctx.log("warning", "encryption = \"none\": volumes and manifests are stored in the clear.")
     return 0

@@ -7,7 +7,7 @@ import stat as stat_mod
 from datetime import datetime, timezone
 
 from .. import chain as chain_mod
-from ..catalog import TreeTable, connect, path_name
+from ..catalog import path_name
 from ..restore import resolve_point
 from .common import add_json, context, emit_json, parse_at, say, shown, workdir
 
@@ -39,12 +39,8 @@ def run(args: argparse.Namespace) -> int:
     name = resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
     prefix = (args.path or "").strip("/")
     rows = []
-    with workdir("genarc-ls-") as tmp:
-        conn = connect(tmp / "ls.sqlite")
-        tree = TreeTable(conn, "tree")
-        conn.execute("BEGIN")
-        chain_mod.replay(repo, names, name, tree, tmp)
-        conn.execute("COMMIT")
+    with workdir("genarc-ls-") as tmp, chain_mod.scratch_tree(tmp, "ls.sqlite") as tree:
+        chain_mod.load_tree(repo, names, name, tree, tmp)
         for row in tree.rows():
             path = path_name(row["path"])
             if prefix and path != prefix and not path.startswith(prefix + "/"):
@@ -59,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
                 kind = {"dir": stat_mod.S_IFDIR, "symlink": stat_mod.S_IFLNK}.get(row["type"], stat_mod.S_IFREG)
                 line = f"{stat_mod.filemode(kind | row['mode'])} {row['size']:>12} {item['mtime']} {shown(path)}"
                 say(line + (f" -> {shown(row['target'])}" if row["type"] == "symlink" else ""))
-        conn.close()
     if args.json:
         emit_json({"job": args.job, "generation": name.gseq, "point": name.pseq, "entries": rows})
     return 0

@@ -12,6 +12,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from ..units import human_bytes
+
 
 class Log:
     def __init__(self, fmt: str = "human", path: str | None = None, stream: TextIO | None = None) -> None:
@@ -38,27 +40,6 @@ class Log:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
-
-
-LOG = Log()
-
-
-def configure(fmt: str, path: str | None) -> Log:
-    global LOG
-    LOG = Log(fmt, path)
-    return LOG
-
-
-def log(level: str, message: str, **fields: Any) -> None:
-    LOG(level, message, **fields)
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 class ProgressLine:
@@ -99,8 +80,8 @@ class ProgressLine:
         parts = [f"{self.label}: {self.phase}"]
         if self.total_bytes:
             share = min(1.0, self.done_bytes / self.total_bytes)
-            parts.append(f"{_bytes(self.done_bytes)}/{_bytes(self.total_bytes)} ({share:.0%})")
-            parts.append(f"{self.done_files}/{self.total_files} files, {self.volumes} volumes, {_bytes(rate)}/s")
+            parts.append(f"{human_bytes(self.done_bytes)}/{human_bytes(self.total_bytes)} ({share:.0%})")
+            parts.append(f"{self.done_files}/{self.total_files} files, {self.volumes} volumes, {human_bytes(rate)}/s")
             if rate > 0 and share < 1:
                 eta = int((self.total_bytes - self.done_bytes) / rate)
                 parts.append(f"ETA {eta // 60}:{eta % 60:02d}")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from .. import plan as plan_mod
 from ..config import parse_size
-from ..errors import EXIT_OK, EXIT_UNSAFE, ConfigError, PermissionDenied, RepositoryNotFound
+from ..errors import EXIT_OK, EXIT_UNSAFE, ConfigError, GenarcError, PermissionDenied, RepositoryNotFound
 from ..generation import lifecycle_age_days
 from ..longterm import tier_job, tier_policy
 from ..repository import Repository
-from ..store import backend_of, open_store, split_bucket_url
+from ..store import inspector_for, open_store, split_bucket_url
+from ..units import human_bytes
 from .common import add_json, context, emit_json, say
 
 HELP = "print the lifecycle rule, lock length, storage forecast and cost for the retention settings"
@@ -68,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         longterm[tier] = {"keep": count, "lock_days": tier_retention.lock_days,
                           "lifecycle_age_days": lifecycle_age_days(tier_retention), "prefixes": tier_prefixes}
     if args.check:
-        return _check(ctx, args, scheme, prefixes)
+        return _check(ctx, args, prefixes)
     if args.apply:
-        return _apply(ctx, args, scheme, s3_rules, b2_rules)
+        return _apply(ctx, args, s3_rules, b2_rules)
     result, curve = plan_mod.forecast(policy, sizing)
     best, alternatives = plan_mod.suggest_generation_days(policy, sizing, [policy.generation_days, 1, 3, 7, 14, 30])
     out = {"retention": {"keep_days": policy.keep_days, "generation_days": policy.generation_days,
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                   - {policy.generation_days})]
         Path(args.chart).write_text(plan_mod.svg_chart([curve, *others],
                                     f"R = {policy.keep_days}, F = {policy.generation_days}, m = {policy.margin_days}: "
-                                    f"stored bytes for a {plan_mod.human(sizing.source_bytes)} source"))
+                                    f"stored bytes for a {human_bytes(sizing.source_bytes, si=True)} source"))
         out["chart"] = args.chart
     if args.json:
         emit_json(out)
@@ -108,7 +109,9 @@ def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternat
            sizing: plan_mod.Sizing, cfg) -> None:
     import json
 
-    h = plan_mod.human
+    def h(n: float) -> str:
+        return human_bytes(n, si=True)
+
     policy = cfg.retention
     say(f"retention: every restore point stays restorable {policy.keep_days} days (R); a new generation every "
         f"{policy.generation_days} days (F); margin {policy.margin_days} day(s) (m)")
@@ -157,27 +160,16 @@ def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternat
         say(f"chart written to {out['chart']}")
 
 
-def _check(ctx, args: argparse.Namespace, scheme: str, prefixes: list[str]) -> int:
+def _check(ctx, args: argparse.Namespace, prefixes: list[str]) -> int:
     cfg = ctx.config
-    if scheme not in ("s3", "b2"):
+    store = open_store(cfg.repository_url, options=cfg.store_options, counts=ctx.counts)
+    try:
+        rules = inspector_for(store).lifecycle_rules()
+    except GenarcError as exc:
+        raise PermissionDenied(f"Cannot read the bucket's lifecycle rules with this key ({exc.message}).") from None
+    if rules is None:
         say("a local repository has no lifecycle rule: nothing removes old generations (and nothing protects them).")
         return EXIT_UNSAFE
-    store = open_store(cfg.repository_url, options=cfg.store_options, counts=ctx.counts)
-    backend = backend_of(store)
-    try:
-        if scheme == "s3":
-            try:
-                rules = backend.client.get_bucket_lifecycle_configuration(Bucket=backend.bucket).get("Rules", [])
-            except Exception as exc:
-                if "NoSuchLifecycleConfiguration" not in str(exc):
-                    raise
-                rules = []
-            reader = plan_mod.expiry_days_from_s3
-        else:
-            rules = backend.bucket.lifecycle_rules or []
-            reader = plan_mod.expiry_days_from_b2
-    except Exception as exc:
-        raise PermissionDenied(f"Cannot read the bucket's lifecycle rules with this key ({exc}).") from None
     try:
         repo: Repository | None = Repository.open(cfg, store=store)
     except RepositoryNotFound:
@@ -186,7 +178,7 @@ def _check(ctx, args: argparse.Namespace, scheme: str, prefixes: list[str]) -> i
     for job, prefix in zip(sorted(cfg.jobs), prefixes):
         names = repo.manifest_names(job) if repo is not None else []
         points = [(f"{job} {n.gseq}.{n.pseq}", n.point_time, n.gstart) for n in names]
-        finding = plan_mod.check_expiry(cfg.retention, reader(rules, prefix), points, ctx.clock.now())
+        finding = plan_mod.check_expiry(cfg.retention, plan_mod.expiry_days(rules, prefix), points, ctx.clock.now())
         findings.append({"job": job, "prefix": prefix, "level": finding.level, "message": finding.message,
                          "first_lost": finding.first_lost})
     code = EXIT_UNSAFE if any(f["level"] == "error" for f in findings) else EXIT_OK
@@ -198,45 +190,9 @@ def _check(ctx, args: argparse.Namespace, scheme: str, prefixes: list[str]) -> i
     return code
 
 
-def _apply(ctx, args: argparse.Namespace, scheme: str, s3_rules: dict, b2_rules: list) -> int:
+def _apply(ctx, args: argparse.Namespace, s3_rules: dict, b2_rules: list) -> int:
+    from ..admin import lifecycle as admin  # admin rights only: the backup path never imports it
+
     cfg = ctx.config
-    from ..admin import lifecycle as admin
-
-    if scheme == "s3":
-        from ..store.s3 import make_client
-
-        bucket = split_bucket_url(cfg.repository_url)[0]
-        if args.admin_profile:
-            client = make_client(cfg.store_options.endpoint_url, cfg.store_options.region, args.admin_profile)
-        else:
-            key_id, secret = os.environ.get("GENARC_ADMIN_AWS_ACCESS_KEY_ID"), os.environ.get("GENARC_ADMIN_AWS_SECRET_ACCESS_KEY")
-            if not key_id or not secret:
-                raise ConfigError("--apply needs admin credentials: --admin-profile, or GENARC_ADMIN_AWS_ACCESS_KEY_ID "
-                                  "and GENARC_ADMIN_AWS_SECRET_ACCESS_KEY. The backup key must not be able to do this.")
-            import boto3
-
-            client = boto3.client("s3", endpoint_url=cfg.store_options.endpoint_url, region_name=cfg.store_options.region,
-                                  aws_access_key_id=key_id, aws_secret_access_key=secret)
-        try:
-            admin.apply_s3(client, bucket, s3_rules)
-        except Exception as exc:
-            from ..store.s3 import translate
-
-            raise translate(exc, "Writing the lifecycle rules") from exc
-        say(f"wrote {len(s3_rules['Rules'])} lifecycle rule(s) to s3://{bucket}")
-    elif scheme == "b2":
-        from ..store.b2 import make_api, translate as b2_translate
-
-        key_id, key = os.environ.get("GENARC_ADMIN_B2_APPLICATION_KEY_ID"), os.environ.get("GENARC_ADMIN_B2_APPLICATION_KEY")
-        if not key_id or not key:
-            raise ConfigError("--apply needs GENARC_ADMIN_B2_APPLICATION_KEY_ID and GENARC_ADMIN_B2_APPLICATION_KEY "
-                              "(a key with writeBuckets); the backup key must not be able to do this.")
-        bucket = split_bucket_url(cfg.repository_url)[0]
-        try:
-            admin.apply_b2(make_api(key_id, key), bucket, b2_rules)
-        except Exception as exc:
-            raise b2_translate(exc, "Writing the lifecycle rules") from exc
-        say(f"wrote {len(b2_rules)} lifecycle rule(s) to b2://{bucket}")
-    else:
-        raise ConfigError("A local repository has no lifecycle rules to apply.")
+    say(admin.apply_rules(cfg.repository_url, cfg.store_options, args.admin_profile, os.environ, s3_rules, b2_rules))
     return EXIT_OK

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from ..restore import RestoreFailed, resolve_point, restore
-from . import output
 from .output import ProgressLine
-from .common import add_json, context, emit_json, human_bytes, parse_at, say, warn, workdir
+from .common import add_json, context, emit_json, human_bytes, parse_at, say, workdir
 from .ls import add_point_arguments
 
 HELP = "restore a point (the newest unless chosen) into a target directory"
@@ -39,13 +38,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             line = ProgressLine(sys.stderr, f"restore {args.job} g{name.gseq}.{name.pseq}") \
                 if sys.stderr.isatty() and not args.json and not args.quiet else None
-            output.LOG.progress = line
+            ctx.log.progress = line
             report = restore(repo, args.job, name, names, target=Path(args.target), includes=args.include,
                              overwrite=args.overwrite, workdir=tmp, progress=line.event if line else None,
                              workers=ctx.config.volumes.effective_workers)
         except RestoreFailed as failed:
             for error in failed.report.errors:
-                warn(error)
+                ctx.log("warning", error)
             if args.json:
                 emit_json({"exit_code": failed.exit_code, "report": failed.report})
             raise

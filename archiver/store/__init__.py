@@ -5,18 +5,25 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, cast
 
 from ..errors import ConfigError
-from .base import Capabilities, ObjectInfo, PutSource, Retention, Store, sha256_of, size_of
+from .base import Backend, Capabilities, ObjectInfo, PutSource, Retention, Store, sha256_of, size_of
+from .inspect import Inspector, KeyRights, LifecycleRule, LockSettings
 from .local import LocalStore
 from .wrappers import CountingStore, RequestCounts, RetryingStore, StoreWrapper, VerifyingStore, backend_of
 
 __all__ = [
     "Capabilities", "ObjectInfo", "PutSource", "Retention", "Store", "LocalStore", "CountingStore",
     "RequestCounts", "RetryingStore", "StoreOptions", "StoreWrapper", "VerifyingStore", "open_store", "sha256_of",
-    "size_of", "backend_of",
+    "size_of", "backend_of", "Inspector", "KeyRights", "LifecycleRule", "LockSettings", "inspector_for",
 ]
+
+
+def inspector_for(store: Store) -> Inspector:
+    """The inspector of the backend under every wrapper: what the bucket around the objects is set up to do."""
+    backend = cast(Backend, backend_of(store))
+    return cast(Inspector, backend.inspector())
 
 
 @dataclass(frozen=True)

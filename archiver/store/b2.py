@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from ..errors import (GenarcError, IntegrityError, LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied,
                       RepositoryNotFound, StoreError, TransientStoreError)
 from .base import Capabilities, ObjectInfo, PutSource, Retention, size_of
+from .inspect import KeyRights, LifecycleRule, LockSettings, rules_from_b2
 
 
 def translate(exc: Exception, what: str) -> GenarcError:
@@ -105,13 +106,15 @@ class B2Store:
             # None: this key may not read the bucket's lock settings (no readBucketRetentions). Writes then
             # go ahead with their retention and put() checks that each file really carries it.
             lock = getattr(self.bucket, "is_file_lock_enabled", None) is not False
-            allowed = self.api.account_info.get_allowed() or {}
-            can_delete = "deleteFiles" in (allowed.get("capabilities") or [])
+            can_delete = self.inspector().can_delete()
             self._caps = Capabilities(
-                object_lock=lock, legal_hold=lock, versioning=True, server_side_copy=True, conditional_put=False,
-                reports_sha256=True, max_single_put=5 * 1000**3, lockable=True, ransomware_safe=lock and not can_delete,
+                object_lock=lock, versioning=True, server_side_copy=True, conditional_put=False,
+                lockable=True, ransomware_safe=lock and not can_delete,
                 description=f"b2://{self.bucket_name}/{self.prefix} (File Lock {'on' if lock else 'off'})")
         return self._caps
+
+    def inspector(self) -> "B2Inspector":
+        return B2Inspector(self)
 
     @staticmethod
     def _retention_setting(retention: Retention | None) -> Any:
@@ -235,3 +238,39 @@ class B2Store:
                 found.append(dataclasses.replace(info, is_latest=version.file_name not in seen))
                 seen.add(version.file_name)
         return iter(found)
+
+
+class B2Inspector:
+    """Reading a B2 bucket's settings and the key's capabilities with the backup key."""
+
+    kind = "b2"
+
+    def __init__(self, store: B2Store) -> None:
+        self.store = store
+        self.prefix = store.prefix
+
+    def versioning(self) -> bool:
+        return True  # B2 keeps every version of a name until it is deleted
+
+    def lock_settings(self) -> LockSettings:
+        lock = getattr(self.store.bucket, "is_file_lock_enabled", None)
+        if lock is None:
+            raise PermissionDenied("this key cannot read the bucket's File Lock setting (readBucketRetentions)")
+        return LockSettings(bool(lock))
+
+    def lifecycle_rules(self) -> list[LifecycleRule]:
+        return rules_from_b2(getattr(self.store.bucket, "lifecycle_rules", None) or [])
+
+    def key_rights(self) -> KeyRights:
+        allowed = self.store.api.account_info.get_allowed() or {}
+        return KeyRights(tuple(sorted(allowed.get("capabilities") or [])),
+                         allowed.get("bucketName") or allowed.get("bucketId"), allowed.get("namePrefix"))
+
+    def can_delete(self) -> bool:
+        return "deleteFiles" in self.key_rights().capabilities
+
+    def probe_conditional_put(self) -> None:
+        return None  # B2 has no create-only upload; names are checked unused first
+
+    def trust_conditional_put(self, honoured: bool) -> None:
+        pass

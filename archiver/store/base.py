@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Protocol, Union, runtime_checkable
+from typing import Any, Iterator, Protocol, Union, runtime_checkable
 
 PutSource = Union[bytes, Path]
 """A rewindable upload source: bytes in memory, or a path that can be re-read on retry."""
@@ -20,13 +20,10 @@ PutSource = Union[bytes, Path]
 
 @dataclass(frozen=True)
 class Capabilities:
-    object_lock: bool = False
-    legal_hold: bool = False
-    versioning: bool = False
+    object_lock: bool = False  # this bucket locks objects (Object Lock / File Lock is on)
+    versioning: bool = False  # overwrites and deletes keep older versions; reads can be pinned to one
     server_side_copy: bool = False
-    conditional_put: bool = False
-    reports_sha256: bool = False
-    max_single_put: int = 5 * 1024**3
+    conditional_put: bool = False  # create-only writes are enforced by the server
     lockable: bool = False  # the kind of store can lock objects (if its bucket is set up for it)
     ransomware_safe: bool = False
     description: str = ""
@@ -77,6 +74,13 @@ class Store(Protocol):
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
              sha256: str, retention: Retention | None = None) -> ObjectInfo:
         """Server-side copy into a new key with its own retention."""
+
+
+class Backend(Store, Protocol):
+    """A store that talks to a server (not a wrapper): it can also say how its bucket is set up."""
+
+    def inspector(self) -> Any:
+        """An :class:`archiver.store.inspect.Inspector` for this backend's bucket."""
 
 
 def sha256_of(source: PutSource) -> str:

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from ..errors import LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, StoreError
 from .base import Capabilities, ObjectInfo, PutSource, Retention
+from .inspect import KeyRights, LockSettings
 
 _TMP_MARK = ".genarc-tmp-"
 
@@ -34,14 +35,15 @@ class LocalStore:
     capabilities = Capabilities(
         server_side_copy=True,
         conditional_put=True,
-        reports_sha256=False,
-        max_single_put=1 << 62,
         ransomware_safe=False,
         description="local directory (no object lock: not ransomware-proof)",
     )
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    def inspector(self) -> "LocalInspector":
+        return LocalInspector()
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -170,3 +172,31 @@ class LocalStore:
                 raise _local_error(exc, f"object {dst_key}") from exc
             return self.put(dst_key, source, sha256=sha256, retention=retention)
         return self.stat(dst_key)
+
+
+class LocalInspector:
+    """A directory has no versions, no lock and no lifecycle, and anyone with the machine's rights can delete."""
+
+    kind = "local"
+    prefix = ""
+
+    def versioning(self) -> bool:
+        return False
+
+    def lock_settings(self) -> LockSettings:
+        return LockSettings(False)
+
+    def lifecycle_rules(self) -> None:
+        return None
+
+    def key_rights(self) -> KeyRights | None:
+        return None
+
+    def can_delete(self) -> bool:
+        return True
+
+    def probe_conditional_put(self) -> None:
+        return None  # link(2) is create-only by nature
+
+    def trust_conditional_put(self, honoured: bool) -> None:
+        pass

@@ -153,11 +153,16 @@ class S3Store:
             err = translate(exc, f"Reading the Object Lock configuration of bucket {self.bucket}")
             if not isinstance(err, (PermissionDenied, ObjectNotFound, StoreError)) or isinstance(err, TransientStoreError):
                 raise err from exc
-        return Capabilities(object_lock=lock, legal_hold=lock, versioning=versioning, server_side_copy=True,
-                            conditional_put=self._conditional, reports_sha256=True, max_single_put=5 * 1024**3, lockable=True,
+        return Capabilities(object_lock=lock, versioning=versioning, server_side_copy=True,
+                            conditional_put=self._conditional, lockable=True,
                             ransomware_safe=lock and versioning,
                             description=f"s3://{self.bucket}/{self.prefix} (versioning {'on' if versioning else 'off'}, "
                                         f"Object Lock {'on' if lock else 'off'})")
+
+    def inspector(self) -> Any:
+        from .s3_inspect import S3Inspector
+
+        return S3Inspector(self)
 
     def use_conditional(self, honoured: bool) -> None:
         self._conditional, self._caps = honoured, None

@@ -80,12 +80,12 @@ def test_permission_and_local_io(workspace, monkeypatch):
 
 
 def test_internal_error_and_interrupted(ready, monkeypatch):
-    import archiver.cli.run as run_cmd
+    import archiver.engine as engine
 
     def broken(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(run_cmd, "run_job", broken)
+    monkeypatch.setattr(engine, "run_job", broken)
     result = ready.genarc("run", now=NOW)
     check(result, errors.EXIT_INTERNAL, "a bug")
     assert "internal error" in result.err and "--debug" in result.err

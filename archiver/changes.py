@@ -1,0 +1,179 @@
+"""What a run changes: the scanned tree, and the operation each of its entries gets.
+
+A run scans the sources into a :class:`ScanTable` beside the catalog's tree (the previous
+point). Each scanned row carries an :class:`Op`; this module owns every transition of it:
+
+    classify          new or changed content -> PACK; known content -> ADD/CHANGE/META or unchanged
+    synthetic full    unchanged content whose volume is not copied -> PACK (repack)
+    packing           PACK -> ADD/CHANGE once stored; a file that could not be read keeps its
+                      previous row (unchanged) or leaves the point
+    the manifest      ADD/CHANGE/META rows and removals are listed; unchanged rows are not
+
+Unchanged rows have no op (SQL NULL). When the point is committed, the scan table
+becomes the catalog's tree, its ops cleared (:meth:`archiver.catalog.Catalog.adopt`).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Callable, Iterator, Mapping
+
+import xxhash
+
+from . import interrupt
+from .catalog import TreeTable, path_key, path_name
+from .pack import PackedFile, xxh3_file
+from .scan import Entry
+
+EMPTY_XXH3 = xxhash.xxh3_128(b"").hexdigest()
+
+
+class Op(str, Enum):
+    PACK = "pack"  # content to store in this run
+    ADD = "add"  # new entry (content, if any, already stored)
+    CHANGE = "change"  # other content or another type than the previous point
+    META = "meta"  # same content, other metadata
+    SETTLED = "="  # internal to classification: unchanged, decided in SQL
+
+
+# Rows whose content the previous point already holds (unchanged, or metadata only).
+CARRIED = f"(op IS NULL OR op = '{Op.META.value}')"
+_META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target")
+_META_SAME = " AND ".join(f"scan.{c} IS t.{c}" for c in _META_COLUMNS)
+_CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry")
+
+
+def _row_from_entry(entry: Entry) -> dict[str, Any]:
+    return {"path": path_key(entry.name), "type": entry.type, "size": entry.size, "mtime_ns": entry.mtime_ns,
+            "mode": entry.mode, "uid": entry.uid, "gid": entry.gid, "dev": entry.dev, "ino": entry.ino,
+            "target": entry.target, "xxh3": EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None}
+
+
+def _meta_differs(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    return any(new[c] != old[c] for c in _META_COLUMNS)
+
+
+class ScanTable(TreeTable):
+    """The tree as scanned by this run, each row with its :class:`Op`."""
+
+    def __init__(self, conn: Any) -> None:
+        conn.execute("DROP TABLE IF EXISTS scan")
+        super().__init__(conn, "scan")
+
+    def add(self, entry: Entry) -> None:
+        self.put(_row_from_entry(entry))
+
+    def totals(self, op: Op | None = None) -> tuple[int, int]:
+        where = "WHERE op = ?" if op is not None else ""
+        count, size = self.conn.execute(f"SELECT count(*), coalesce(sum(size), 0) FROM scan {where}",
+                                        (op.value,) if op is not None else ()).fetchone()
+        return int(count), int(size)
+
+    # -- classification ----------------------------------------------------------------------------
+    def classify(self, previous: TreeTable | None, warn: Callable[[str], None]) -> None:
+        """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
+
+        The common cases are settled in SQL in one pass; only rows that need a decision per file
+        (new, changed size, or same size with another mtime or inode) come back to Python.
+        """
+        conn = self.conn
+        if previous is None:
+            conn.execute("UPDATE scan SET op = CASE WHEN type = 'file' AND size > 0 THEN ? ELSE ? END",
+                         (Op.PACK.value, Op.ADD.value))
+            return
+        conn.execute(f"""
+            UPDATE scan SET xxh3 = t.xxh3, obj_key = t.obj_key, obj_version = t.obj_version,
+                   obj_sha256 = t.obj_sha256, entry = t.entry,
+                   op = CASE WHEN {_META_SAME} THEN ? ELSE ? END
+            FROM {previous.name} AS t
+            WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
+                  t.size = scan.size AND t.mtime_ns = scan.mtime_ns AND t.ino = scan.ino AND t.dev = scan.dev))""",
+                     (Op.SETTLED.value, Op.META.value))
+        for row in self.rows("op IS NULL"):
+            interrupt.check()
+            self.put(self._decide(dict(row), previous.get(row["path"]), warn))
+        conn.execute("UPDATE scan SET op = NULL WHERE op = ?", (Op.SETTLED.value,))
+
+    @staticmethod
+    def _decide(new: dict[str, Any], old: Mapping[str, Any] | None, warn: Callable[[str], None]) -> dict[str, Any]:
+        if old is None or old["type"] != new["type"]:
+            new["op"] = Op.PACK if new["type"] == "file" and new["size"] > 0 else (Op.ADD if old is None else Op.CHANGE)
+        elif new["size"] != old["size"]:
+            new["op"] = Op.PACK if new["size"] > 0 else Op.CHANGE
+        else:
+            # Same size, other mtime or inode: confirm by content before storing it again.
+            absolute = "/" + path_name(new["path"])
+            try:
+                digest = xxh3_file(absolute) if new["size"] else EMPTY_XXH3
+            except OSError as exc:
+                warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
+                return {**dict(old), "op": Op.SETTLED.value}
+            if digest == old["xxh3"]:
+                new.update({k: old[k] for k in _CONTENT})
+                new["op"] = Op.META if _meta_differs(new, old) else Op.SETTLED
+            else:
+                new["op"] = Op.PACK
+        new["op"] = Op(new["op"]).value
+        return new
+
+    # -- a synthetic full ----------------------------------------------------------------------------
+    def carried_bytes(self) -> dict[str, int]:
+        """Bytes of carried content per volume of the previous point (the volume's live bytes)."""
+        return {row[0]: int(row[1]) for row in self.conn.execute(
+            f"SELECT obj_key, sum(size) FROM scan WHERE type = 'file' AND size > 0 AND obj_key IS NOT NULL "
+            f"AND {CARRIED} GROUP BY obj_key")}
+
+    def carried_volumes(self) -> dict[str, tuple[str | None, str]]:
+        """Each volume holding carried content: its (version id, SHA-256)."""
+        return {row[0]: (row[1], row[2]) for row in self.conn.execute(
+            f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM scan WHERE obj_key IS NOT NULL AND {CARRIED}")}
+
+    def repoint(self, old_key: str, new_key: str, version_id: str | None, sha256: str) -> None:
+        """Carried content of ``old_key`` now lives in its copy ``new_key``."""
+        self.conn.execute(f"UPDATE scan SET obj_key = ?, obj_version = ?, obj_sha256 = ? WHERE obj_key = ? "
+                          f"AND {CARRIED}", (new_key, version_id, sha256, old_key))
+
+    def repack(self, old_key: str) -> None:
+        """Carried content of ``old_key`` is packed again from the source."""
+        self.conn.execute(f"UPDATE scan SET op = ? WHERE obj_key = ? AND {CARRIED} AND type = 'file' AND size > 0",
+                          (Op.PACK.value, old_key))
+
+    # -- packing -------------------------------------------------------------------------------------
+    def to_pack(self) -> Iterator[Any]:
+        return self.rows("op = ?", (Op.PACK.value,))
+
+    def stored(self, packed: PackedFile, previous: TreeTable | None, key: str, version_id: str | None,
+               sha256: str) -> None:
+        """A file was packed into the volume ``key``: the row takes what was read."""
+        pkey = path_key(packed.path.lstrip("/"))
+        row = dict(self.get(pkey))
+        old = previous.get(pkey) if previous is not None else None
+        row.update(xxh3=packed.xxh3, size=packed.size, mtime_ns=packed.mtime_ns, mode=packed.mode, uid=packed.uid,
+                   gid=packed.gid, dev=packed.dev, ino=packed.ino, obj_key=key, obj_version=version_id,
+                   obj_sha256=sha256, entry=packed.entry, op=(Op.ADD if old is None else Op.CHANGE).value)
+        self.put(row)
+
+    def not_stored(self, packed: PackedFile, previous: TreeTable | None) -> bool:
+        """A file could not be packed: keep its previous version (True), or leave it out of the point."""
+        pkey = path_key(packed.path.lstrip("/"))
+        old = previous.get(pkey) if previous is not None else None
+        if old is not None:
+            self.put({**dict(old), "op": None})
+            return True
+        self.remove(pkey)
+        return False
+
+    # -- the manifest --------------------------------------------------------------------------------
+    def removed_since(self, previous: TreeTable) -> Iterator[bytes]:
+        """Paths of ``previous`` that this scan no longer holds, in path order."""
+        for row in self.conn.execute(f"SELECT t.path FROM {previous.name} AS t WHERE NOT EXISTS "
+                                     f"(SELECT 1 FROM scan WHERE scan.path = t.path) ORDER BY t.path"):
+            yield row[0]
+
+    def listed(self, full: bool) -> Iterator[tuple[Any, Op]]:
+        """The rows a manifest lists with their op: every row for a full, only changes otherwise."""
+        for row in self.rows():
+            if full:
+                yield row, Op.ADD
+            elif row["op"] is not None:
+                yield row, Op(row["op"])

@@ -1,0 +1,144 @@
+"""Running jobs the whole way: backup, long-term promotion, metrics and hooks.
+
+This is the library entry point behind ``genarc run`` and ``genarc daemon``; a Python
+caller gets exactly what they get::
+
+    engine = Engine(config, clock=SystemClock(), state_dir=state_dir())
+    summary = engine.run()            # every job that is due, under the run lock
+    summary = engine.run(["home"])    # one job now, due or not
+
+One failing job never stops the next. Metrics and hooks report on a run and can never
+change its exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from .backup import Progress, RunReport, run_job
+from .clock import Clock
+from .config import Config, JobConfig
+from .errors import EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
+from .longterm import promote
+from .monitoring import run_hook, write_metrics
+from .repository import Repository
+from .runlock import RunLock
+from .store import RequestCounts
+from .timetable import due
+
+Log = Callable[..., None]
+"""log(level, message, **fields): where the engine reports errors and warnings about a job."""
+
+
+@dataclass
+class JobOutcome:
+    job: str
+    exit_code: int
+    report: RunReport | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.report is None:
+            return {"job": self.job, "error": self.error, "exit_code": self.exit_code}
+        return {"job": self.job, "exit_code": self.exit_code, "report": self.report}
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    not_due: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return max([EXIT_OK, *(o.exit_code for o in self.outcomes)])
+
+
+@dataclass
+class RunOptions:
+    force_full: bool = False
+    full_mode: str = "auto"  # "auto": synthetic where possible; "active": read and upload everything again
+    metrics_file: Path | None = None
+
+
+def _no_log(level: str, message: str, **fields: Any) -> None:
+    pass
+
+
+class Engine:
+    def __init__(self, config: Config, *, clock: Clock, state_dir: Path, counts: RequestCounts | None = None,
+                 log: Log = _no_log, progress: Callable[[str], Progress | None] | None = None) -> None:
+        self.config, self.clock, self.state_dir = config, clock, state_dir
+        self.counts = counts or RequestCounts()
+        self.log = log
+        self.progress = progress or (lambda job: None)
+
+    def open_repository(self) -> Repository:
+        return Repository.open(self.config, counts=self.counts)
+
+    def last_point(self, repo: Repository, job: str) -> datetime | None:
+        names = repo.manifest_names(job)
+        return names[-1].point_time if names else None
+
+    def run(self, names: list[str] | None = None, options: RunOptions | None = None,
+            on_outcome: Callable[[JobOutcome], None] | None = None) -> RunSummary:
+        """Run the named jobs now, or (none named) every job due by its schedule, under the run lock."""
+        options = options or RunOptions()
+        named = [self.config.job(n) for n in names or []]
+        summary = RunSummary()
+        with RunLock(self.state_dir, self.config.repository_url):
+            repo = self.open_repository()
+            jobs = named or [self.config.jobs[n] for n in sorted(self.config.jobs)]
+            if not named:  # from cron: only the jobs whose schedule says they are due
+                now = self.clock.now()
+                summary.not_due = [j.name for j in jobs if not due(j.schedule, self.last_point(repo, j.name), now)]
+                jobs = [j for j in jobs if j.name not in summary.not_due]
+            for job in jobs:
+                summary.outcomes.append(self.run_one(repo, job, options, on_outcome))
+        return summary
+
+    def run_one(self, repo: Repository, job: JobConfig, options: RunOptions,
+                on_outcome: Callable[[JobOutcome], None] | None = None) -> JobOutcome:
+        """Back up one job and keep it long-term when due; then ``on_outcome``, the metrics and the hooks."""
+        outcome, message = self._backup(repo, job, options)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        self._report(job, outcome, options, message)
+        return outcome
+
+    def _backup(self, repo: Repository, job: JobConfig, options: RunOptions) -> tuple[JobOutcome, str]:
+        try:
+            report = run_job(repo, self.config, job, clock=self.clock, state_dir=self.state_dir,
+                             force_full=options.force_full, full_mode=options.full_mode,
+                             progress=self.progress(job.name))
+            if self.config.longterm:
+                point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
+                report.longterm = [asdict(p) for p in promote(repo, self.config, job.name, point, self.clock.now())]
+        except Interrupted:
+            raise
+        except GenarcError as exc:
+            self.log("error", exc.message, job=job.name, exit_code=exc.exit_code)
+            return JobOutcome(job.name, exc.exit_code, error=exc.message), exc.message
+        outcome = JobOutcome(job.name, EXIT_PARTIAL if report.partial else EXIT_OK, report)
+        return outcome, "; ".join(report.warnings[:3])
+
+    def _report(self, job: JobConfig, outcome: JobOutcome, options: RunOptions, message: str) -> None:
+        """Metrics and hooks: they report on the run and can never change its outcome."""
+        def warn(text: str) -> None:
+            self.log("warning", text, job=job.name)
+
+        report = outcome.report
+        if options.metrics_file:
+            try:
+                write_metrics(options.metrics_file, job.name, outcome.exit_code, self.clock.now(), report)
+            except OSError as exc:
+                warn(f"cannot write the metrics file {options.metrics_file}: {exc.strerror}")
+        env = {"GENARC_JOB": job.name, "GENARC_EXIT_CODE": str(outcome.exit_code), "GENARC_MESSAGE": message,
+               "GENARC_REPOSITORY": self.config.repository_url}
+        if report is not None:
+            env.update(GENARC_GENERATION=str(report.generation), GENARC_POINT=str(report.point),
+                       GENARC_MANIFEST=report.manifest_key, GENARC_LOCK_UNTIL=report.lock_until,
+                       GENARC_KIND=report.kind_detail or report.kind)
+        run_hook(job.on_success if outcome.exit_code in (EXIT_OK, EXIT_PARTIAL) else job.on_failure, env, warn)

@@ -1,0 +1,133 @@
+"""Everything genarc asks of py7zr, in one place: filters, the AES key, entry writing and hashing sinks.
+
+Two uses of py7zr internals live here and nowhere else. Both were checked against
+py7zr 1.1.4 (the version the test suite installs; ``pyproject.toml`` allows
+``>=1.0,<2``), and both fall back to the public API when the internal is missing:
+
+- ``py7zr.compressor.calculate_key`` is memoized. The 7z AES key derivation costs
+  2^19 SHA-256 rounds (~0.16 s a call) and py7zr repeats it for every archive it
+  opens and twice for every archive it writes. The key is a pure function of
+  password, cycles, salt and digest, and IVs stay random per archive, so caching
+  it changes no output.
+- ``SevenZipFile._writef`` writes an entry without ``writef``'s path check, which
+  costs about 18 ``lstat`` calls per file. genarc vets every entry name itself
+  (:func:`archiver.pack.entry_name`), so the check adds nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Callable
+
+import py7zr
+import py7zr.io
+import xxhash
+
+CHECKED_VERSION = "1.1.4"
+
+
+def _memoize_key_derivation() -> None:
+    compressor = getattr(py7zr, "compressor", None)
+    original = getattr(compressor, "calculate_key", None)
+    if original is not None and not hasattr(original, "cache_info"):
+        compressor.calculate_key = functools.lru_cache(maxsize=16)(original)  # type: ignore[union-attr]
+
+
+_memoize_key_derivation()
+
+
+def prepare_key(password: str | None) -> None:
+    """Derive the 7z AES key now, so worker processes forked afterwards inherit it instead of redoing it."""
+    derive = getattr(getattr(py7zr, "compressor", None), "calculate_key", None)
+    if password and derive is not None:
+        derive(password.encode("utf-16LE"), 19, b"", "sha256")
+
+
+def filters(method: str, level: int, encrypted: bool) -> list[dict[str, int]]:
+    """The py7zr filter chain for a compression method, with AES-256 last when encrypted."""
+    base: dict[str, list[dict[str, int]]] = {
+        "zstd": [{"id": py7zr.FILTER_ZSTD, "level": level}],
+        "deflate": [{"id": py7zr.FILTER_DEFLATE}],
+        "lzma2": [{"id": py7zr.FILTER_LZMA2, "preset": level}],
+        "copy": [{"id": py7zr.FILTER_COPY}],
+    }
+    chain = list(base[method])
+    if encrypted:
+        chain.append({"id": py7zr.FILTER_CRYPTO_AES256_SHA256})
+    return chain
+
+
+def open_for_writing(path: str | Path, method: str, level: int, password: str | None) -> py7zr.SevenZipFile:
+    return py7zr.SevenZipFile(path, "w", filters=filters(method, level, bool(password)), password=password,
+                              header_encryption=bool(password))
+
+
+def write_entry(archive: py7zr.SevenZipFile, reader: IO[Any], name: str) -> None:
+    """Add one entry whose name genarc has already vetted."""
+    write = getattr(archive, "_writef", None) or archive.writef
+    write(reader, name)
+
+
+class HashSink(py7zr.io.Py7zIO):
+    """Receives one extracted entry: hashes it (xxh3-128) and, when given a file, writes it there."""
+
+    def __init__(self, out: BinaryIO | None = None) -> None:
+        self.out = out
+        self.hash = xxhash.xxh3_128()
+        self.length = 0
+
+    def write(self, s: bytes | bytearray) -> int:
+        if self.out is not None:
+            self.out.write(s)
+        self.hash.update(s)
+        self.length += len(s)
+        return len(s)
+
+    def read(self, size: int | None = None) -> bytes:
+        return b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.length
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+    def size(self) -> int:
+        return self.length
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+    def matches(self, xxh3: str | None, size: int | None) -> bool:
+        return self.hash.hexdigest() == xxh3 and self.length == size
+
+
+class _Factory(py7zr.io.WriterFactory):
+    def __init__(self, root: str, make: Callable[[str], HashSink | None]) -> None:
+        self.root, self.make = root.rstrip("/") + "/", make
+        self.sinks: dict[str, HashSink] = {}
+
+    def create(self, filename: str) -> py7zr.io.Py7zIO:
+        entry = filename[len(self.root):] if filename.startswith(self.root) else filename
+        sink = self.make(entry)
+        if sink is None:
+            return py7zr.io.NullIO()
+        self.sinks[entry] = sink
+        return sink
+
+
+def extract_entries(archive_path: Path, password: str | None, entries: list[str], scratch: Path,
+                    make: Callable[[str], HashSink | None]) -> dict[str, HashSink]:
+    """Stream the named entries of a volume into sinks made by ``make`` (None: skip that entry).
+
+    Nothing is written under ``scratch``: py7zr only needs a root to name entries by. py7zr
+    raises many unrelated exception types for damaged data; callers treat any of them as
+    "cannot be decoded".
+    """
+    factory = _Factory(str(scratch), make)
+    with py7zr.SevenZipFile(archive_path, "r", password=password) as archive:
+        archive.extract(path=scratch, targets=entries, factory=factory)
+    return factory.sinks
