@@ -47,7 +47,23 @@ def replay(
     workdir: Path,
     on_point: Callable[[Manifest], None] | None = None,
 ) -> Manifest:
-    """Replay the chain of ``upto``'s generation up to and including ``upto`` into ``tree``."""
+    """Replay the chain of ``upto``'s generation up to and including ``upto`` into ``tree``.
+
+    Inside the caller's transaction if one is open; otherwise in one of its own, which keeps
+    what was replayed before an error (verify counts it).
+    """
+    own = not tree.conn.in_transaction
+    if own:
+        tree.conn.execute("BEGIN")
+    try:
+        return _replay(repo, names, upto, tree, workdir, on_point)
+    finally:
+        if own and tree.conn.in_transaction:
+            tree.conn.execute("COMMIT")
+
+
+def _replay(repo: Repository, names: list[ManifestName], upto: ManifestName, tree: TreeTable, workdir: Path,
+            on_point: Callable[[Manifest], None] | None) -> Manifest:
     chain = [n for n in names if n.gseq == upto.gseq and n.pseq <= upto.pseq]
     chain.sort(key=lambda n: n.pseq)
     missing = missing_points(names, upto)
@@ -85,19 +101,3 @@ def scratch_tree(workdir: Path, filename: str = "tree.sqlite") -> Iterator[TreeT
     finally:
         conn.close()
 
-
-def load_tree(
-    repo: Repository,
-    names: list[ManifestName],
-    upto: ManifestName,
-    tree: TreeTable,
-    workdir: Path,
-    on_point: Callable[[Manifest], None] | None = None,
-) -> Manifest:
-    """:func:`replay` in one transaction. What was replayed before an error stays (verify counts it)."""
-    tree.conn.execute("BEGIN")
-    try:
-        return replay(repo, names, upto, tree, workdir, on_point)
-    finally:
-        if tree.conn.in_transaction:
-            tree.conn.execute("COMMIT")

@@ -228,6 +228,16 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     base = path.resolve().parent
     top = _Reader(path, raw, "")
     repo = _Reader(path, top.get("repository", dict, required=True), "repository.")
+    url, password, encryption, lock_mode, options = _repository(repo, base, path)
+    retention, longterm = _retention(_Reader(path, top.get("retention", dict, {}), "retention."), env)
+    fulls = _fulls(_Reader(path, top.get("fulls", dict, {}), "fulls."))
+    volumes = _volumes(_Reader(path, top.get("volumes", dict, {}), "volumes."))
+    jobs = _jobs(top, path, base)
+    top.finish()
+    return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs, options, longterm, fulls)
+
+
+def _repository(repo: _Reader, base: Path, path: Path) -> tuple[str, PasswordSource, str, str, StoreOptions]:
     url = repo.get("url", str, required=True)
     if "://" not in url:
         url = _resolve(base, url)
@@ -252,15 +262,15 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         key, value = given[0]
         kind = key.removeprefix("password_")
         password = PasswordSource(kind, _resolve(base, value) if kind == "file" else value, origin)
-    endpoint_url = repo.get("endpoint_url", str)
-    region = repo.get("region", str)
-    profile = repo.get("profile", str)
+    options = StoreOptions(repo.get("endpoint_url", str), repo.get("region", str), repo.get("profile", str))
     lock_mode = repo.get("lock_mode", str, "compliance")
     if lock_mode not in LOCK_MODES:
         raise ConfigError(f"{repo.where('lock_mode')}: must be one of {', '.join(LOCK_MODES)}, got {lock_mode!r}.")
     repo.finish()
+    return url, password, encryption, lock_mode, options
 
-    ret = _Reader(path, top.get("retention", dict, {}), "retention.")
+
+def _retention(ret: _Reader, env: Mapping[str, str] | None) -> tuple[RetentionPolicy, dict[str, int]]:
     numbers = {}
     for key, default in (("keep_days", 30), ("generation_days", 7), ("margin_days", 1)):
         value = ret.get(key, int, default)
@@ -275,9 +285,10 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         if count:
             longterm[tier] = count
     ret.finish()
-    retention = RetentionPolicy(day_seconds=day_seconds_from_env(env), **numbers)
+    return RetentionPolicy(day_seconds=day_seconds_from_env(env), **numbers), longterm
 
-    fl = _Reader(path, top.get("fulls", dict, {}), "fulls.")
+
+def _fulls(fl: _Reader) -> FullsSettings:
     fulls = FullsSettings(synthetic=fl.get("synthetic", bool, True),
                           copy_threshold=float(fl.get("copy_threshold", (int, float), 0.5)),
                           active_every=fl.get("active_every", int, 0))
@@ -286,8 +297,10 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     if fulls.active_every < 0:
         raise ConfigError(f"{fl.where('active_every')}: 0 (never) or a number of generations.")
     fl.finish()
+    return fulls
 
-    vol = _Reader(path, top.get("volumes", dict, {}), "volumes.")
+
+def _volumes(vol: _Reader) -> VolumeSettings:
     compression = vol.get("compression", str, "zstd")
     if compression not in COMPRESSIONS:
         raise ConfigError(f"{vol.where('compression')}: must be one of {', '.join(COMPRESSIONS)}, got {compression!r}.")
@@ -307,7 +320,10 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     if volumes.max_files < 1 or volumes.workers < 0:
         raise ConfigError(f"{vol.where('max_files')}: max_files must be at least 1 and workers 0 or more.")
     vol.finish()
+    return volumes
 
+
+def _jobs(top: _Reader, path: Path, base: Path) -> dict[str, JobConfig]:
     jobs_table = top.get("jobs", dict, required=True)
     if not jobs_table:
         raise ConfigError(f"{top.where('jobs')}: define at least one job, e.g. [jobs.home].")
@@ -331,6 +347,4 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
             schedule=_schedule(job),
         )
         job.finish()
-    top.finish()
-    return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs,
-                  StoreOptions(endpoint_url, region, profile), longterm, fulls)
+    return jobs

@@ -71,7 +71,7 @@ def promote(repo: Repository, config: Config, job: str, point: ManifestName, now
     with tempfile.TemporaryDirectory(prefix="genarc-longterm-") as tmp:
         workdir = Path(tmp)
         with chain_mod.scratch_tree(workdir) as tree:
-            tip = chain_mod.load_tree(repo, repo.manifest_names(job), point, tree, workdir)
+            tip = chain_mod.replay(repo, repo.manifest_names(job), point, tree, workdir)
             return [_materialize(repo, config, job, tier, point, tip.header, tree, workdir) for tier in tiers]
 
 

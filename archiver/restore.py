@@ -110,7 +110,7 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
     workdir.mkdir(parents=True, exist_ok=True)
     report = RestoreReport(job, name.gseq, name.pseq, format_time(name.point_time), str(target))
     with chain_mod.scratch_tree(workdir, "restore.sqlite") as tree:
-        chain_mod.load_tree(repo, names, name, tree, workdir)
+        chain_mod.replay(repo, names, name, tree, workdir)
         selected = _select(tree, includes, f"point {name.gseq}.{name.pseq} of job {job!r}")
         if not overwrite:
             _refuse_clashes(selected, target)

@@ -124,7 +124,7 @@ def _verify_chains(repo: Repository, job: str, conn: Any, workdir: Path, report:
                                  (key, entry["entry"], entry["xxh3"], entry["size"], path_key(entry["path"])))
 
         try:
-            chain_mod.load_tree(repo, names, last, tree, workdir, on_point=record)
+            chain_mod.replay(repo, names, last, tree, workdir, on_point=record)
             report.generations += 1
         except GenarcError as exc:
             report.problems.append(f"job {job}, generation {gseq}: {exc.message}")

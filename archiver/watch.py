@@ -50,7 +50,7 @@ def watch(repo: Repository, jobs: list[str], now: datetime, max_age: timedelta, 
         headers: list[dict] = []
         with chain_mod.scratch_tree(workdir, f"watch-{job.replace('~', '_')}.sqlite") as tree:
             try:
-                chain_mod.load_tree(repo, names, newest, tree, workdir, on_point=lambda m: headers.append(m.header))
+                chain_mod.replay(repo, names, newest, tree, workdir, on_point=lambda m: headers.append(m.header))
             except GenarcError as exc:
                 findings.append(Finding(job, "chain", f"the chain of {job}'s newest generation is broken: {exc.message}"))
         if headers:

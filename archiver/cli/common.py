@@ -19,6 +19,7 @@ from ..clock import Clock, clock_from_env, parse_time
 from ..config import Config
 from ..engine import Engine
 from ..errors import LocalIOError, UsageError
+from ..layout import ManifestName
 from ..repository import Repository
 from ..store import RequestCounts
 from ..units import human_bytes
@@ -47,6 +48,22 @@ def context(args: argparse.Namespace) -> Context:
     path = config_mod.discover(getattr(args, "config", None))
     log = getattr(args, "log", None) or Log()
     return Context(config_mod.load(path), clock_from_env(), state_dir(), RequestCounts(), log)
+
+
+def add_point_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generation", type=int, metavar="G", help="generation number (default: the newest)")
+    point = p.add_mutually_exclusive_group()
+    point.add_argument("--point", type=int, metavar="P", help="point number within the generation")
+    point.add_argument("--at", metavar="TIME", help="the newest point at or before this ISO-8601 time")
+
+
+def chosen_point(ctx: Context, args: argparse.Namespace) -> tuple[Repository, list[ManifestName], ManifestName]:
+    """The repository, the job's points, and the one --generation/--point/--at choose (the newest by default)."""
+    from ..restore import resolve_point
+
+    repo = ctx.open_repository()
+    names = repo.manifest_names(args.job)
+    return repo, names, resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

@@ -8,18 +8,10 @@ from datetime import datetime, timezone
 
 from .. import chain as chain_mod
 from ..catalog import path_name
-from ..restore import resolve_point
-from .common import add_json, context, emit_json, parse_at, say, shown, workdir
+from .common import add_json, add_point_arguments, chosen_point, context, emit_json, say, shown, workdir
 
 HELP = "list the files of a restore point (the newest unless chosen)"
 EXAMPLE = "genarc ls home --generation 3 --point 2 home/alice/docs"
-
-
-def add_point_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generation", type=int, metavar="G", help="generation number (default: the newest)")
-    point = p.add_mutually_exclusive_group()
-    point.add_argument("--point", type=int, metavar="P", help="point number within the generation")
-    point.add_argument("--at", metavar="TIME", help="the newest point at or before this ISO-8601 time")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,13 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
-    repo = ctx.open_repository()
-    names = repo.manifest_names(args.job)
-    name = resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
+    repo, names, name = chosen_point(ctx, args)
     prefix = (args.path or "").strip("/")
     rows = []
     with workdir("genarc-ls-") as tmp, chain_mod.scratch_tree(tmp, "ls.sqlite") as tree:
-        chain_mod.load_tree(repo, names, name, tree, tmp)
+        chain_mod.replay(repo, names, name, tree, tmp)
         for row in tree.rows():
             path = path_name(row["path"])
             if prefix and path != prefix and not path.startswith(prefix + "/"):

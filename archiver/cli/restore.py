@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..restore import RestoreFailed, resolve_point, restore
+from ..restore import RestoreFailed, restore
 from .output import ProgressLine
-from .common import add_json, context, emit_json, human_bytes, parse_at, say, workdir
-from .ls import add_point_arguments
+from .common import add_json, add_point_arguments, chosen_point, context, emit_json, human_bytes, say, workdir
 
 HELP = "restore a point (the newest unless chosen) into a target directory"
 EXAMPLE = "genarc restore home --target /tmp/r --generation 3 --point 2 --include 'home/alice/docs/**'"
@@ -31,9 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
-    repo = ctx.open_repository()
-    names = repo.manifest_names(args.job)
-    name = resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
+    repo, names, name = chosen_point(ctx, args)
     with workdir("genarc-restore-") as tmp:
         try:
             line = ProgressLine(sys.stderr, f"restore {args.job} g{name.gseq}.{name.pseq}") \

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ARCHIVER = Path(__file__).resolve().parents[2] / "archiver"
-ALLOWED = {"admin", "doctor.py"}  # the admin package (lifecycle) and doctor's delete probe
+ALLOWED = {"admin"}  # the admin package: lifecycle rules, their executor, and doctor's delete probe
 DESTRUCTIVE = {"delete_object", "delete_objects", "delete_file_version", "hide_file", "put_bucket_lifecycle_configuration",
                "put_object_legal_hold"}
 
