@@ -13,6 +13,7 @@ import dataclasses
 import multiprocessing
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -226,7 +227,10 @@ def _scan(run: _Run) -> None:
     run.catalog.conn.execute("BEGIN")
     for entry in walk(run.job, on_scan):
         interrupt.check()
-        run.scan.add(entry)
+        try:
+            run.scan.add(entry, run.warn)
+        except (ValueError, OverflowError, sqlite3.Error) as exc:  # one odd entry never stops a run
+            run.warn(f"{entry.path} cannot be recorded ({exc}); it is not in this restore point")
     run.catalog.conn.execute("COMMIT")
     run.report.files_scanned, run.report.bytes_scanned = run.scan.totals()
 

@@ -19,10 +19,11 @@ from .errors import IntegrityError, LocalIOError
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
                 "obj_key", "obj_version", "obj_sha256", "entry", "op")
+_CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
-    uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target TEXT, xxh3 TEXT,
+    uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
     obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT
 ) WITHOUT ROWID
 """
@@ -37,12 +38,29 @@ def path_name(key: bytes) -> str:
     return os.fsdecode(key)
 
 
+def storable(column: str, value: Any) -> Any:
+    """A value as sqlite can hold it: link targets as bytes; inode and device numbers (unsigned 64-bit, compared
+    only for equality) folded into signed range; a time beyond 1677-2262 clamped to it (the scan warns)."""
+    if column == "target":
+        return os.fsencode(value) if isinstance(value, str) else value
+    if type(value) is not int or -_INT64 <= value < _INT64:
+        return value
+    if column in ("ino", "dev"):
+        return value - 2 * _INT64 if value >= _INT64 else value
+    return max(-_INT64, min(_INT64 - 1, value))
+
+
+def link_target(value: bytes | str | None) -> str | None:
+    """A symlink target as manifests and messages hold it (bytes that are not UTF-8 kept by surrogateescape)."""
+    return None if value is None else os.fsdecode(value)
+
+
 def canonical_line(row: Mapping[str, Any]) -> bytes:
     """One entry's contribution to the tree digest."""
     from .manifest import dumps
 
     fields = [path_name(row["path"]), row["type"], row["size"], row["xxh3"], row["mode"], row["mtime_ns"],
-              row["uid"], row["gid"], row["target"]]
+              row["uid"], row["gid"], link_target(row["target"])]
     return (dumps(fields) + "\n").encode()
 
 
@@ -57,6 +75,9 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
+_INT64 = 2**63
+
+
 class TreeTable:
     """A tree state (path -> entry) in one sqlite table."""
 
@@ -68,7 +89,11 @@ class TreeTable:
         self.conn.execute(f"DELETE FROM {self.name}")
 
     def put(self, row: Mapping[str, Any]) -> None:
+        """Insert or replace a row. Link targets are stored as the OS's bytes, so any target round-trips;
+        numbers sqlite cannot hold are brought into its range (see :func:`storable`)."""
         values = [row.get(c) for c in TREE_COLUMNS]
+        for index in _CONVERTED:
+            values[index] = storable(TREE_COLUMNS[index], values[index])
         self.conn.execute(
             f"INSERT OR REPLACE INTO {self.name} ({','.join(TREE_COLUMNS)}) VALUES ({','.join('?' * len(TREE_COLUMNS))})",
             values,
@@ -107,32 +132,67 @@ class TreeTable:
         return h.hexdigest()
 
     def apply_manifest(self, entries: Iterable[Mapping[str, Any]], objects: list[Mapping[str, Any]], what: str) -> None:
-        """Replay one manifest's entries onto this tree."""
+        """Replay one manifest's entries onto this tree.
+
+        genarc's runs list each path once per manifest, ``add`` only what the tree does not hold and
+        ``change``, ``meta`` or ``remove`` only what it does; a manifest that does otherwise was not
+        written by a run of genarc, and its chain is refused here.
+        """
         for entry in entries:
-            path = path_key(entry["path"])
-            op = entry.get("op")
+            problem = _malformed(entry)
+            if problem:
+                raise IntegrityError(f"{what} has a malformed entry ({problem}); it was forged or damaged.")
+            path, op = path_key(entry["path"]), entry["op"]
+            old = self.get(path)
+            if (op == "add") != (old is None):
+                doing = "adds what the chain already holds" if op == "add" else f"{op}s what the chain does not hold"
+                raise IntegrityError(f"{what} lists {entry['path']} twice or {doing.replace('metas', 'changes')}; "
+                                     "it was not written by a genarc run.")
             if op == "remove":
                 self.remove(path)
                 continue
-            if op not in ("add", "change", "meta"):
-                raise IntegrityError(f"{what} has an entry with unknown op {op!r}.")
             row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry")}
             row["path"] = path
             if "obj" in entry:
                 try:
                     obj = objects[entry["obj"]]
-                except (IndexError, TypeError):
+                    row.update(obj_key=obj["key"], obj_version=obj.get("version_id"), obj_sha256=obj["sha256"])
+                except (IndexError, TypeError, KeyError):
                     raise IntegrityError(f"{what} refers to an object it does not list.") from None
-                row.update(obj_key=obj["key"], obj_version=obj.get("version_id"), obj_sha256=obj["sha256"])
-            elif op == "meta" and row["type"] == "file" and (row["size"] or 0) > 0:
-                old = self.get(path)
+            elif op == "meta" and row["type"] == "file" and row["size"] > 0:
                 if old is None or old["type"] != "file":
-                    raise IntegrityError(f"{what} changes metadata of {entry['path']!r}, which the chain does not hold.")
+                    raise IntegrityError(f"{what} changes metadata of {entry['path']}, which the chain does not hold.")
                 row.update(obj_key=old["obj_key"], obj_version=old["obj_version"], obj_sha256=old["obj_sha256"],
                            entry=old["entry"])
-            elif row["type"] == "file" and (row["size"] or 0) > 0:
-                raise IntegrityError(f"{what} lists {entry['path']!r} without the object that holds it.")
+            elif row["type"] == "file" and row["size"] > 0:
+                raise IntegrityError(f"{what} lists {entry['path']} without the object that holds it.")
             self.put(row)
+
+
+def _malformed(entry: Any) -> str | None:
+    """What makes a manifest entry unusable, or None. Only the kinds of values a genarc run writes pass."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+        return "no path"
+    op = entry.get("op")
+    if op not in ("add", "change", "meta", "remove"):
+        return f"unknown op {op!r}"
+    if op == "remove":
+        return None
+    numbers = {k: entry.get(k) for k in ("size", "mtime_ns", "mode")}
+    if entry.get("type") not in ("file", "dir", "symlink"):
+        return f"unknown type {entry.get('type')!r}"
+    if any(type(v) is not int or not -_INT64 <= v < _INT64 for v in numbers.values()):
+        return "a size, time or mode that is not a number"
+    if numbers["size"] < 0 or not 0 <= numbers["mode"] <= 0o7777:
+        return "a negative size or an impossible mode"
+    if any(entry.get(k) is not None and (type(entry[k]) is not int or not 0 <= entry[k] < 2**32) for k in ("uid", "gid")):
+        return "an impossible owner"
+    if any(entry.get(k) is not None and (not isinstance(entry[k], str) or "\x00" in entry[k])
+           for k in ("target", "xxh3", "entry")):
+        return "a link target, hash or entry name that is not text, or holds a NUL byte"
+    if entry["type"] == "symlink" and entry.get("target") is None:
+        return "a symlink without a target"
+    return None
 
 
 class Catalog:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 import xxhash
 
 from . import interrupt
-from .catalog import TreeTable, path_key, path_name
+from .catalog import TreeTable, path_key, path_name, storable
 from .pack import PackedFile, xxh3_file
 from .scan import Entry
 
@@ -60,8 +60,12 @@ class ScanTable(TreeTable):
         conn.execute("DROP TABLE IF EXISTS scan")
         super().__init__(conn, "scan")
 
-    def add(self, entry: Entry) -> None:
-        self.put(_row_from_entry(entry))
+    def add(self, entry: Entry, warn: Callable[[str], None]) -> None:
+        row = _row_from_entry(entry)
+        if storable("mtime_ns", entry.mtime_ns) != entry.mtime_ns:
+            warn(f"{entry.path} has a modification time outside 1677-2262, which the catalog cannot hold; "
+                 "its content is kept, its time is stored as the nearest it can hold")
+        self.put(row)
 
     def totals(self, op: Op | None = None) -> tuple[int, int]:
         where = "WHERE op = ?" if op is not None else ""

@@ -65,8 +65,8 @@ def day_seconds_from_env(env: Mapping[str, str] | None = None) -> int:
         seconds = int(raw)
     except ValueError:
         raise ConfigError(f"GENARC_DAY_SECONDS={raw!r} is not a whole number of seconds.") from None
-    if seconds <= 0:
-        raise ConfigError("GENARC_DAY_SECONDS must be a positive number of seconds.")
+    if not 0 < seconds <= 86400:
+        raise ConfigError("GENARC_DAY_SECONDS must be a number of seconds from 1 to 86400 (it shortens days for tests).")
     return seconds
 
 

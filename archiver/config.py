@@ -23,6 +23,7 @@ COMPRESSIONS = ("zstd", "deflate", "lzma2", "copy")
 LOCK_MODES = ("compliance", "governance", "none")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+MAX_LOCK_DAYS = 36500  # a lock date a century out is what dates, servers and the planner can all hold
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -56,8 +57,9 @@ class PasswordSource:
             if done.returncode != 0:
                 raise ConfigError(f"{self.origin}: password_command exited with {done.returncode}; check it by hand.")
             secret = done.stdout.rstrip("\r\n")
-        if not secret:
-            raise ConfigError(f"{self.origin}: the password from {self.kind} {self.value} is empty.")
+        if not secret.strip():
+            raise ConfigError(f"{self.origin}: the password from {self.kind} {self.value} is empty or only white space; "
+                              "give the repository a real password.")
         return secret
 
 
@@ -107,6 +109,7 @@ class Config:
     store_options: StoreOptions = field(default_factory=StoreOptions)
     longterm: Mapping[str, int] = field(default_factory=dict)  # tier ("monthly" | "yearly") -> how many to keep
     fulls: "FullsSettings" = field(default_factory=lambda: FullsSettings())
+    warnings: tuple[str, ...] = ()  # settings that work but are probably not what was meant
 
     def job(self, name: str) -> JobConfig:
         from .errors import UsageError
@@ -234,7 +237,13 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     volumes = _volumes(_Reader(path, top.get("volumes", dict, {}), "volumes."))
     jobs = _jobs(top, path, base)
     top.finish()
-    return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs, options, longterm, fulls)
+    warnings = []
+    if retention.generation_days > retention.keep_days:
+        warnings.append(f"{path}: retention.generation_days ({retention.generation_days}) is longer than keep_days "
+                        f"({retention.keep_days}): every point is kept far longer than asked, and storage grows with it; "
+                        "`genarc plan` suggests a span")
+    return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs, options, longterm, fulls,
+                  tuple(warnings))
 
 
 def _repository(repo: _Reader, base: Path, path: Path) -> tuple[str, PasswordSource, str, str, StoreOptions]:
@@ -274,14 +283,19 @@ def _retention(ret: _Reader, env: Mapping[str, str] | None) -> tuple[RetentionPo
     numbers = {}
     for key, default in (("keep_days", 30), ("generation_days", 7), ("margin_days", 1)):
         value = ret.get(key, int, default)
-        if value < (0 if key == "margin_days" else 1):
-            raise ConfigError(f"{ret.where(key)}: must be {'0 or more' if key == 'margin_days' else 'at least 1'}.")
+        low = 0 if key == "margin_days" else 1
+        if not low <= value <= MAX_LOCK_DAYS:
+            raise ConfigError(f"{ret.where(key)}: must be between {low} and {MAX_LOCK_DAYS} days, got {value}.")
         numbers[key] = value
+    if sum(numbers.values()) > MAX_LOCK_DAYS:
+        raise ConfigError(f"{ret.where('keep_days')}: keep_days + generation_days + margin_days is how long every "
+                          f"object is locked, and must stay within {MAX_LOCK_DAYS} days (100 years); got "
+                          f"{sum(numbers.values())}.")
     longterm = {}
-    for tier in ("monthly", "yearly"):
+    for tier, unit in (("monthly", 31), ("yearly", 366)):
         count = ret.get(f"keep_{tier}", int, 0)
-        if count < 0:
-            raise ConfigError(f"{ret.where(f'keep_{tier}')}: must be 0 (off) or more.")
+        if not 0 <= count <= MAX_LOCK_DAYS // unit:
+            raise ConfigError(f"{ret.where(f'keep_{tier}')}: must be 0 (off) up to {MAX_LOCK_DAYS // unit}, got {count}.")
         if count:
             longterm[tier] = count
     ret.finish()
@@ -317,8 +331,11 @@ def _volumes(vol: _Reader) -> VolumeSettings:
         max_files=vol.get("max_files", int, 10000),
         workers=vol.get("workers", int, 0),
     )
-    if volumes.max_files < 1 or volumes.workers < 0:
-        raise ConfigError(f"{vol.where('max_files')}: max_files must be at least 1 and workers 0 or more.")
+    if not 1 <= volumes.max_files <= 1_000_000 or not 0 <= volumes.workers <= 256:
+        raise ConfigError(f"{vol.where('max_files')}: max_files must be 1 to 1000000 and workers 0 (one per core) "
+                          "to 256.")
+    if not 1024 <= volumes.size <= 1024**4:
+        raise ConfigError(f"{vol.where('size')}: a volume size from 1KiB to 1TiB, got {volumes.size} bytes.")
     vol.finish()
     return volumes
 

@@ -13,6 +13,7 @@ change its exit code.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Callable
 from .backup import Progress, RunReport, run_job
 from .clock import Clock
 from .config import Config, JobConfig
-from .errors import EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
 from .longterm import promote
 from .monitoring import run_hook, write_metrics
 from .repository import Repository
@@ -69,8 +70,9 @@ def _no_log(level: str, message: str, **fields: Any) -> None:
 
 class Engine:
     def __init__(self, config: Config, *, clock: Clock, state_dir: Path, counts: RequestCounts | None = None,
-                 log: Log = _no_log, progress: Callable[[str], Progress | None] | None = None) -> None:
-        self.config, self.clock, self.state_dir = config, clock, state_dir
+                 log: Log = _no_log, progress: Callable[[str], Progress | None] | None = None,
+                 debug: bool = False) -> None:
+        self.config, self.clock, self.state_dir, self.debug = config, clock, state_dir, debug
         self.counts = counts or RequestCounts()
         self.log = log
         self.progress = progress or (lambda job: None)
@@ -121,6 +123,12 @@ class Engine:
         except GenarcError as exc:
             self.log("error", exc.message, job=job.name, exit_code=exc.exit_code)
             return JobOutcome(job.name, exc.exit_code, error=exc.message), exc.message
+        except Exception as exc:  # a bug: this job fails, its hooks and metrics still report it, the next job runs
+            if self.debug:
+                traceback.print_exc()
+            message = f"internal error: {type(exc).__name__}: {exc}. Rerun with --debug and report it."
+            self.log("error", message, job=job.name, exit_code=EXIT_INTERNAL)
+            return JobOutcome(job.name, EXIT_INTERNAL, error=message), message
         outcome = JobOutcome(job.name, EXIT_PARTIAL if report.partial else EXIT_OK, report)
         return outcome, "; ".join(report.warnings[:3])
 

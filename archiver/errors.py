@@ -24,13 +24,15 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "ok: everything asked for was done",
-    EXIT_PARTIAL: "partial: the run committed, but some files were unreadable, vanished or kept changing (see warnings)",
+    EXIT_PARTIAL: "partial: the run committed, but some entries were unreadable, vanished, kept changing or could not "
+                  "be recorded; or a restore refused entries because of what already sat in the target (see warnings)",
     EXIT_USAGE: "usage: bad command line, unknown job, generation or point, or a restore target that would be overwritten",
     EXIT_CONFIG: "config error: the job file is missing or invalid, or a source directory does not exist",
     EXIT_BUSY: "busy: another genarc run holds the repository lock",
     EXIT_WRONG_PASSWORD: "wrong password: the repository password does not match",
     EXIT_PERMISSION: "auth or permission: the store refused the credentials or the operation",
-    EXIT_INTEGRITY: "integrity: an object or manifest is missing, corrupt or fails its authentication",
+    EXIT_INTEGRITY: "integrity: an object or manifest is missing, corrupt or fails its authentication, or a restore "
+                    "point holds entries that are unsafe to restore",
     EXIT_STORE_UNAVAILABLE: "store unavailable: the repository cannot be reached or is not initialised",
     EXIT_LOCAL_IO: "local I/O: the local disk is full or a local file cannot be written",
     EXIT_UNSAFE: "unsafe: `genarc doctor` or `genarc watch` found the repository not ransomware-safe or not healthy",

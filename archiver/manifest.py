@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import py7zr
 
 from . import sevenzip
+from .catalog import link_target
 from .errors import IntegrityError, LocalIOError, WrongPasswordError
 from .layout import ManifestName
 from .repository import Keys, Repository
@@ -58,8 +59,8 @@ def build_header(*, job: str, repository: str, kind: str, reason: str, generatio
 
 def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int]) -> dict[str, Any]:
     """A manifest entry from a tree row; content stored by this manifest's run gets its object index."""
-    entry = {k: row[k] for k in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3")}
-    entry.update(op=op, path=path)
+    entry = {k: row[k] for k in ("type", "size", "mtime_ns", "mode", "uid", "gid", "xxh3")}
+    entry.update(op=op, path=path, target=link_target(row["target"]))
     if row["obj_key"] in obj_index:
         entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
     return entry
@@ -147,6 +148,13 @@ def extract_single(archive_path: Path, dest_dir: Path, password: str | None, wha
     return dest_dir / ENTRY_NAME
 
 
+def _objects_well_formed(objects: Any) -> bool:
+    return isinstance(objects, list) and all(
+        isinstance(o, dict) and isinstance(o.get("key"), str) and type(o.get("size")) is int
+        and isinstance(o.get("sha256"), str) and (o.get("version_id") is None or isinstance(o["version_id"], str))
+        for o in objects)
+
+
 def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | None = None) -> Manifest:
     """Download, decrypt and authenticate one manifest."""
     slot = workdir / f"m-{name.gseq}-{name.pseq}-{name.run_id}"
@@ -184,6 +192,8 @@ def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | 
         raise IntegrityError(f"Manifest {name.key} is truncated; it is corrupt or forged.")
     if not hmac.compare_digest(mac.hexdigest(), str(trailer.get("hmac"))) or trailer.get("entries") != count:
         raise IntegrityError(f"Manifest {name.key} fails its HMAC check; it was altered or forged, do not trust it.")
+    if not _objects_well_formed(header.get("objects")):
+        raise IntegrityError(f"Manifest {name.key} lists its objects in a form genarc never writes; it was forged.")
     point, generation = header.get("point", {}), header.get("generation", {})
     if (header.get("job"), generation.get("seq"), point.get("seq"), point.get("run_id")) != (
         name.job, name.gseq, name.pseq, name.run_id

@@ -1,8 +1,10 @@
 """Restore: replay a point's chain, then write files, links and directories into a target.
 
 Every file's xxh3 is checked as it is written; every volume's SHA-256 is checked
-before it is opened. A damaged volume does not stop the restore: everything else
-is restored, and each file that could not be is named at the end.
+before it is opened. Writes go through :class:`archiver.target.Target`, which cannot
+leave the target. One bad entry never stops a restore: a damaged volume, an unsafe
+entry in the point (``archiver/hazards.py``) or a link already in the target is
+named, and everything else is restored.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from . import chain as chain_mod
 from . import interrupt
 from .catalog import TreeTable, path_name
 from .clock import format_time
-from .errors import IntegrityError, LocalIOError, ObjectNotFound, StoreError, UsageError
+from .errors import EXIT_INTEGRITY, EXIT_PARTIAL, GenarcError, IntegrityError, LocalIOError, UsageError
+from .hazards import unsafe_entries
 from .layout import ManifestName
 from .repository import Repository
 from .scan import glob_regex
 from .sevenzip import HashSink, extract_entries, prepare_key
 from .store import sha256_of
+from .target import NewFile, Refused, Target, stops_everything
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -42,7 +46,8 @@ class RestoreReport:
     dirs: int = 0
     symlinks: int = 0
     bytes: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the point's fault: content that fails its check, unsafe entries
+    refused: list[str] = field(default_factory=list)  # the target's: a link or file in the way
 
 
 def resolve_point(names: list[ManifestName], job: str, generation: int | None = None, point: int | None = None,
@@ -78,80 +83,57 @@ class _Selection:
         return any(p.match(prefix) for p in self.patterns for prefix in prefixes)
 
 
-def _safe_destination(target: Path, name: str) -> Path:
-    parts = name.split("/")
-    if not name or any(p in ("", ".", "..") for p in parts):
-        raise IntegrityError(f"The manifest names an unsafe path {name!r}; refusing to restore it.")
-    return target.joinpath(*parts)
-
-
-def _open_destination(dest: Path) -> HashSink:
-    """A sink that writes one restored file straight to its place, hashing as it goes."""
-    if dest.is_symlink():
-        dest.unlink()
-    return HashSink(open(dest, "wb"))
-
-
-def _apply_metadata(dest: Path, row: Any, is_root: bool) -> None:
-    if is_root and row["uid"] is not None:
-        try:
-            os.lchown(dest, row["uid"], row["gid"])
-        except OSError:
-            pass
-    if row["type"] != "symlink":
-        os.chmod(dest, row["mode"])
-    os.utime(dest, ns=(row["mtime_ns"], row["mtime_ns"]), follow_symlinks=False)
-
-
 def restore(repo: Repository, job: str, name: ManifestName, names: list[ManifestName], *, target: Path,
             includes: list[str], overwrite: bool, workdir: Path, progress: Progress | None = None,
             workers: int = 1) -> RestoreReport:
     emit = progress or (lambda event, data: None)
     workdir.mkdir(parents=True, exist_ok=True)
     report = RestoreReport(job, name.gseq, name.pseq, format_time(name.point_time), str(target))
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     with chain_mod.scratch_tree(workdir, "restore.sqlite") as tree:
         chain_mod.replay(repo, names, name, tree, workdir)
-        selected = _select(tree, includes, f"point {name.gseq}.{name.pseq} of job {job!r}")
-        if not overwrite:
-            _refuse_clashes(selected, target)
-        is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+        unsafe = dict(unsafe_entries(tree))
+        report.errors += [f"{path_name(p)}: refused: {reason}" for p, reason in unsafe.items()]
+        selected = _select(tree, includes, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
         try:
-            target.mkdir(parents=True, exist_ok=True)
-            _restore_entries(selected, target, is_root, report)
-            tasks = _volume_tasks(selected, target, workdir, is_root)
-            emit("planned", {"files": sum(len(t.rows) for t in tasks),
-                             "bytes": sum(r["size"] for t in tasks for r in t.rows)})
-            _restore_volumes(repo, tasks, workers, report, emit)
-            emit("done", {})
-            for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
-                _apply_metadata(_safe_destination(target, path_name(row["path"])), row, is_root)
-                report.dirs += 1
+            with Target(target, overwrite=overwrite, is_root=is_root) as dest:
+                if not overwrite:
+                    _refuse_clashes(selected, dest, target)
+                _restore_entries(selected, dest, report)
+                tasks = _volume_tasks(selected, workdir)
+                emit("planned", {"files": sum(len(t.rows) for t in tasks),
+                                 "bytes": sum(r["size"] for t in tasks for r in t.rows)})
+                _restore_volumes(repo, dest, tasks, workers, report, emit)
+                emit("done", {})
+                _finish_dirs(selected, dest, report)
         except OSError as exc:
-            raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror} ({exc.filename}); "
-                               "free space or fix permissions, then rerun with --overwrite.") from exc
-    if report.errors:
+            raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror}; free space or fix "
+                               "permissions, then rerun with --overwrite.") from exc
+    if report.errors or report.refused:
         raise RestoreFailed(report)
     return report
 
 
-def _select(tree: TreeTable, includes: list[str], what: str) -> TreeTable:
-    """The rows the --include patterns ask for, in a table of their own."""
+def _select(tree: TreeTable, includes: list[str], what: str, unsafe: set[bytes]) -> TreeTable:
+    """The rows the --include patterns ask for, in a table of their own, without the unsafe ones."""
     selection = _Selection(includes)
     tree.conn.execute("DROP TABLE IF EXISTS selected")  # a reused workdir must not leak an earlier selection
     selected = TreeTable(tree.conn, "selected")
     tree.conn.execute("BEGIN")
+    wanted = 0
     for row in tree.rows():
         if selection.wants(path_name(row["path"])):
-            selected.put(dict(row))
+            wanted += 1
+            if row["path"] not in unsafe:
+                selected.put(dict(row))
     tree.conn.execute("COMMIT")
-    if selected.count() == 0:
+    if wanted == 0:
         raise UsageError(f"Nothing in {what} matches the --include patterns.")
     return selected
 
 
-def _refuse_clashes(selected: TreeTable, target: Path) -> None:
-    clashes = [path_name(r["path"]) for r in selected.rows("type != 'dir'")
-               if os.path.lexists(_safe_destination(target, path_name(r["path"])))]
+def _refuse_clashes(selected: TreeTable, dest: Target, target: Path) -> None:
+    clashes = [path_name(r["path"]) for r in selected.rows("type != 'dir'") if dest.exists(path_name(r["path"]))]
     if clashes:
         raise UsageError(
             f"The target already holds {len(clashes)} of the files to restore (first: {target / clashes[0]}); "
@@ -159,28 +141,53 @@ def _refuse_clashes(selected: TreeTable, target: Path) -> None:
         )
 
 
-def _restore_entries(selected: TreeTable, target: Path, is_root: bool, report: RestoreReport) -> None:
+def _attempt(report: Any, name: str, action: Callable[[], None]) -> bool:
+    """Do one entry's write; a refusal or an error is named in ``report`` and the restore goes on."""
+    try:
+        action()
+        return True
+    except Refused as refused:
+        report.refused.append(str(refused))
+    except OSError as exc:
+        if stops_everything(exc):
+            raise
+        report.errors.append(f"{name}: cannot be written ({exc.strerror})")
+    except ValueError as exc:  # a name or link target the OS cannot take (a NUL byte)
+        report.errors.append(f"{name}: cannot be written ({exc})")
+    return False
+
+
+def _restore_entries(selected: TreeTable, dest: Target, report: RestoreReport) -> None:
     """Directories, symlinks and empty files: everything that needs no volume."""
     for row in selected.rows("type = 'dir'"):
-        _safe_destination(target, path_name(row["path"])).mkdir(parents=True, exist_ok=True)
-    for row in selected.rows("type != 'dir'"):
-        dest = _safe_destination(target, path_name(row["path"]))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if row["type"] == "symlink":
-            if os.path.lexists(dest):
-                dest.unlink()
-            os.symlink(row["target"], dest)
-            _apply_metadata(dest, row, is_root)
+        name = path_name(row["path"])
+        _attempt(report, name, lambda: dest.make_dir(name))
+    for row in selected.rows("type = 'symlink'"):
+        name = path_name(row["path"])
+        if _attempt(report, name, lambda: dest.make_symlink(name, row["target"], row)):
             report.symlinks += 1
-        elif not row["size"]:
-            if dest.is_symlink():
-                dest.unlink()
-            dest.write_bytes(b"")
-            _apply_metadata(dest, row, is_root)
+    for row in selected.rows("type = 'file' AND NOT size"):
+        name = path_name(row["path"])
+        if _attempt(report, name, lambda: dest.empty_file(name, row)):
             report.files += 1
 
 
-def _volume_tasks(selected: TreeTable, target: Path, workdir: Path, is_root: bool) -> list["_VolumeTask"]:
+def _finish_dirs(selected: TreeTable, dest: Target, report: RestoreReport) -> None:
+    """Directories get their own mode and times last, deepest first, once nothing more is written inside."""
+    for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
+        name = path_name(row["path"])
+        try:
+            dest.finish_dir(name, row)
+            report.dirs += 1
+        except (Refused, FileNotFoundError):
+            pass  # the directory itself was refused or not made: already named
+        except OSError as exc:
+            if stops_everything(exc):
+                raise
+            report.errors.append(f"{name}: its mode or times cannot be set ({exc.strerror})")
+
+
+def _volume_tasks(selected: TreeTable, workdir: Path) -> list["_VolumeTask"]:
     conn = selected.conn
     volumes = conn.execute(
         "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 ORDER BY obj_key"
@@ -190,17 +197,24 @@ def _volume_tasks(selected: TreeTable, target: Path, workdir: Path, is_root: boo
         rows = conn.execute("SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0",
                             (volume["obj_key"],)).fetchall()
         tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
-                                 [dict(r) for r in rows], target, workdir / f"v{index}", is_root))
+                                 [dict(r) for r in rows], workdir / f"v{index}"))
     return tasks
 
 
 class RestoreFailed(IntegrityError):
+    """Some entries were not restored; everything else was. Exit 7 when the point is at fault, 1 for the target."""
+
     def __init__(self, report: RestoreReport) -> None:
         self.report = report
-        super().__init__(
-            f"{len(report.errors)} file(s) could not be restored intact; first: {report.errors[0]}. "
-            "Everything else was restored; try an older restore point for these files."
-        )
+        self.exit_code = EXIT_INTEGRITY if report.errors else EXIT_PARTIAL
+        parts = []
+        if report.errors:
+            parts.append(f"{len(report.errors)} entr{'y' if len(report.errors) == 1 else 'ies'} could not be restored "
+                         f"intact (first: {report.errors[0]}); try an older restore point for them")
+        if report.refused:
+            parts.append(f"{len(report.refused)} entr{'y was' if len(report.refused) == 1 else 'ies were'} refused "
+                         f"because of what is already in the target (first: {report.refused[0]})")
+        super().__init__("; ".join(parts) + ". Everything else was restored.")
 
 
 @dataclass
@@ -209,9 +223,7 @@ class _VolumeTask:
     version_id: str | None
     sha256: str
     rows: list[dict[str, Any]]
-    target: Path
     workdir: Path
-    is_root: bool
 
 
 @dataclass
@@ -219,15 +231,16 @@ class _VolumeResult:
     files: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
 
 
-def _restore_volume(repo: Repository, task: _VolumeTask) -> _VolumeResult:
+def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _VolumeResult:
     key, rows, result = task.key, task.rows, _VolumeResult()
     task.workdir.mkdir(parents=True, exist_ok=True)
     local = task.workdir / "volume.7z"
     try:
         repo.store.download(key, local, version_id=task.version_id)
-    except (ObjectNotFound, StoreError) as exc:
+    except GenarcError as exc:
         result.errors.extend(f"{path_name(r['path'])}: object {key} cannot be read ({exc.message})" for r in rows)
         return result
     try:
@@ -236,59 +249,85 @@ def _restore_volume(repo: Repository, task: _VolumeTask) -> _VolumeResult:
                 f"{path_name(r['path'])}: object {key} does not match its recorded SHA-256 (corrupt or altered)"
                 for r in rows)
             return result
-        wanted = {r["entry"]: _safe_destination(task.target, path_name(r["path"])) for r in rows}
-        made: dict[str, HashSink] = {}
-
-        def make(entry: str) -> HashSink | None:
-            if entry in wanted:
-                made[entry] = _open_destination(wanted[entry])
-            return made.get(entry)
-
-        try:
-            extract_entries(local, repo.keys.password, list(wanted), task.workdir / "x", make)
-        except OSError:
-            raise
-        except Exception as exc:  # py7zr raises many unrelated types for damaged data
-            result.errors.extend(
-                f"{path_name(r['path'])}: object {key} cannot be decoded ({type(exc).__name__})" for r in rows)
-            return result
-        finally:
-            for sink in made.values():
-                sink.close()
-        for row in rows:
-            _check_restored(row, made.get(row["entry"]), wanted[row["entry"]], key, task.is_root, result)
+        _extract(repo, dest, task, local, result)
     finally:
         shutil.rmtree(task.workdir, ignore_errors=True)
     return result
 
 
-def _check_restored(row: dict[str, Any], made: HashSink | None, dest: Path, key: str, is_root: bool,
-                    result: _VolumeResult) -> None:
-    if made is None or not made.matches(row["xxh3"], row["size"]):
-        result.errors.append(f"{path_name(row['path'])}: content from object {key} fails its xxh3 check")
-        if made is not None:
-            dest.unlink(missing_ok=True)  # never leave bytes that failed their check where the file belongs
+def _extract(repo: Repository, dest: Target, task: _VolumeTask, local: Path, result: _VolumeResult) -> None:
+    """Stream the volume's wanted entries into new files in the target; keep each only if it checks out."""
+    rows = {r["entry"]: r for r in task.rows}
+    made: dict[str, NewFile] = {}
+    stop: list[OSError] = []
+
+    def make(entry: str) -> HashSink | None:
+        row = rows.get(entry)
+        if row is None or stop:
+            return None
+        name = path_name(row["path"])
+        try:
+            made[entry] = dest.new_file(name)
+        except Refused as refused:
+            result.refused.append(str(refused))
+            return None
+        except OSError as exc:
+            if stops_everything(exc):
+                stop.append(exc)  # raised once py7zr has let go
+            else:
+                result.errors.append(f"{name}: cannot be written ({exc.strerror})")
+            return None
+        return HashSink(made[entry].out)
+
+    try:
+        sinks = extract_entries(local, repo.keys.password, list(rows), task.workdir / "x", make)
+    except Exception as exc:  # py7zr raises many unrelated types for damaged data
+        for new in made.values():
+            new.discard()
+        if stop or isinstance(exc, OSError):
+            raise stop[0] if stop else exc
+        result.errors.extend(f"{path_name(r['path'])}: object {task.key} cannot be decoded ({type(exc).__name__})"
+                             for r in task.rows)
         return
-    _apply_metadata(dest, row, is_root)
+    if stop:
+        for new in made.values():
+            new.discard()
+        raise stop[0]
+    for entry, new in made.items():
+        _keep_if_intact(rows[entry], new, sinks.get(entry), task.key, dest.is_root, result)
+
+
+def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink | None, key: str, is_root: bool,
+                    result: _VolumeResult) -> None:
+    name = path_name(row["path"])
+    if sink is None or not sink.matches(row["xxh3"], row["size"]):
+        new.discard()  # never leave bytes that failed their check where the file belongs
+        result.errors.append(f"{name}: content from object {key} fails its xxh3 check")
+        return
+    try:
+        new.commit(row, is_root)
+    except Refused as refused:
+        result.refused.append(str(refused))
+        return
     result.files += 1
     result.bytes += row["size"]
 
 
-_WORKER_REPO: Repository | None = None  # in a restore worker process only: set by its initializer
+_WORKER: tuple[Repository, Target] | None = None  # in a restore worker process only: set by its initializer
 
 
-def _worker_init(repo: Repository) -> None:
-    global _WORKER_REPO
+def _worker_init(repo: Repository, dest: Target) -> None:
+    global _WORKER
     interrupt.worker_init()
-    _WORKER_REPO = repo
+    _WORKER = (repo, dest)
 
 
 def _restore_in_worker(task: _VolumeTask) -> _VolumeResult:
-    assert _WORKER_REPO is not None
-    return _restore_volume(_WORKER_REPO, task)
+    assert _WORKER is not None
+    return _restore_volume(*_WORKER, task)
 
 
-def _restore_volumes(repo: Repository, tasks: list[_VolumeTask], workers: int, report: RestoreReport,
+def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], workers: int, report: RestoreReport,
                      emit: Progress) -> None:
     """Volumes are independent: restore them in parallel processes (py7zr holds the GIL)."""
 
@@ -296,18 +335,19 @@ def _restore_volumes(repo: Repository, tasks: list[_VolumeTask], workers: int, r
         report.files += result.files
         report.bytes += result.bytes
         report.errors.extend(result.errors)
+        report.refused.extend(result.refused)
         emit("volume", {"key": key, "files_done": report.files, "packed": report.bytes})
 
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             interrupt.check()
-            tally(_restore_volume(repo, task), task.key)
+            tally(_restore_volume(repo, dest, task), task.key)
         return
     prepare_key(repo.keys.password)
     # With fork, the initializer's arguments reach the workers by inheritance, not by pickling.
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                                                initargs=(repo,)) as pool:
+                                                initargs=(repo, dest)) as pool:
         futures = {}
         try:
             for task in tasks:

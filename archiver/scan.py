@@ -150,28 +150,39 @@ def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
             except OSError as exc:
                 report("warning", f"cannot read directory {directory}: {exc.strerror}; its contents are not in this restore point")
                 continue
-            subdirs = []
+            subdirs: list[str] = []
             for child in reversed(children):
-                path = child.path
-                if matcher.excluded(path, root):
-                    continue
                 try:
-                    st = child.stat(follow_symlinks=False)
-                    target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
-                except FileNotFoundError:
-                    report("warning", f"{path} vanished during the scan")
+                    entry = _child(child, matcher, root, report)
+                except (ValueError, UnicodeError) as exc:  # one odd name never stops a run
+                    report("warning", f"{child.path} cannot be read ({exc}); it is not in this restore point")
                     continue
-                except OSError as exc:
-                    report("warning", f"cannot stat {path}: {exc.strerror}")
-                    continue
-                entry = entry_from_stat(path, st, target)
                 if entry is None:
-                    report("note", f"skipped special file {path} (device, socket or FIFO)")
                     continue
                 yield entry
                 if entry.type == "dir":
-                    if job.one_file_system and st.st_dev != root_st.st_dev:
-                        report("note", f"not crossing into another file system at {path}")
+                    if job.one_file_system and entry.dev != root_st.st_dev:
+                        report("note", f"not crossing into another file system at {entry.path}")
                         continue
-                    subdirs.append(path)
+                    subdirs.append(entry.path)
             stack.extend(reversed(subdirs))
+
+
+def _child(child: os.DirEntry, matcher: ExcludeMatcher, root: str, report: Report) -> Entry | None:
+    """One directory entry as an Entry, or None when it is excluded, gone, unreadable or special (reported)."""
+    path = child.path
+    if matcher.excluded(path, root):
+        return None
+    try:
+        st = child.stat(follow_symlinks=False)
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    except FileNotFoundError:
+        report("warning", f"{path} vanished during the scan")
+        return None
+    except OSError as exc:
+        report("warning", f"cannot stat {path}: {exc.strerror}")
+        return None
+    entry = entry_from_stat(path, st, target)
+    if entry is None:
+        report("note", f"skipped special file {path} (device, socket or FIFO)")
+    return entry

@@ -18,6 +18,7 @@ from . import chain as chain_mod
 from . import interrupt
 from .catalog import TreeTable, connect, path_key, path_name
 from .errors import GenarcError
+from .hazards import unsafe_entries
 from .layout import manifests_prefix, parse_manifest_key, volume_generation_prefix, volumes_prefix
 from .manifest import Manifest
 from .repository import Repository
@@ -108,9 +109,14 @@ def _verify_chains(repo: Repository, job: str, conn: Any, workdir: Path, report:
         last = max(in_gen, key=lambda n: n.pseq)
         prefix = volume_generation_prefix(job, gseq, last.gstart)
         tree = TreeTable(conn, "replay")
+        unsafe_seen: set[tuple[bytes, str]] = set()
 
         def record(manifest: Manifest) -> None:
             report.points += 1
+            for path, reason in unsafe_entries(tree):  # the tree as of this point: named before anyone restores it
+                if (path, reason) not in unsafe_seen:
+                    unsafe_seen.add((path, reason))
+                    report.problems.append(f"manifest {manifest.key}: unsafe entry {path_name(path)}: {reason}")
             for obj in manifest.objects:
                 if not obj["key"].startswith(prefix):
                     report.problems.append(

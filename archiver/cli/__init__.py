@@ -15,6 +15,18 @@ from . import catalog, daemon, doctor, init, list as list_cmd, ls, plan, policy,
 COMMANDS = (init, run, daemon, list_cmd, ls, restore, verify, catalog, plan, doctor, policy, watch)
 
 
+NAMES_HELP = """names in output:
+  A file name may hold any byte but / and NUL, so genarc shows every name, and every message
+  holding one, escaped one way; no name can forge a line. In that form \\\\ is a backslash;
+  \\n, \\t and \\r are newline, tab and carriage return; \\xNN is a byte that is not UTF-8
+  (NN in hex); \\u{N} is any other character that is not printable (ESC is \\u{1b}). Every
+  backslash starts one of these forms, so the text is unambiguous. In --json, a path or link
+  target is exact text in "path" / "target"; when it is not valid UTF-8, that text has U+FFFD
+  for the bad bytes and "path_bytes" / "target_bytes" hold the exact bytes in base64. Other
+  JSON text that holds such a name shows it escaped as above.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
@@ -22,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generational full-copy archiver: 7z volumes, generations that expire whole, a client that never deletes.",
         epilog=f"environment:\n  GENARC_CONFIG        job file (after --config)\n"
                f"  GENARC_NOW           pin 'now' (ISO-8601) for simulations and tests\n"
-               f"  GENARC_DAY_SECONDS   length of a retention day in seconds (testing only)\n\nexit codes:\n{codes}",
+               f"  GENARC_DAY_SECONDS   length of a retention day in seconds (testing only)\n\n{NAMES_HELP}"
+               f"\nexit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", help="job file (default: $GENARC_CONFIG, ./genarc.toml, "

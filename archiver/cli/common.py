@@ -22,10 +22,11 @@ from ..errors import LocalIOError, UsageError
 from ..layout import ManifestName
 from ..repository import Repository
 from ..store import RequestCounts
+from ..names import escape, valid_text
 from ..units import human_bytes
 from .output import Log
 
-__all__ = ["human_bytes"]  # re-exported for the commands
+__all__ = ["escape", "human_bytes"]  # re-exported for the commands
 
 
 @dataclass
@@ -35,19 +36,23 @@ class Context:
     state_dir: Path
     counts: RequestCounts
     log: Log
+    debug: bool = False
 
     def open_repository(self) -> Repository:
         return Repository.open(self.config, counts=self.counts)
 
     def engine(self, progress: Callable[[str], Progress | None] | None = None) -> Engine:
         return Engine(self.config, clock=self.clock, state_dir=self.state_dir, counts=self.counts, log=self.log,
-                      progress=progress)
+                      progress=progress, debug=self.debug)
 
 
 def context(args: argparse.Namespace) -> Context:
     path = config_mod.discover(getattr(args, "config", None))
     log = getattr(args, "log", None) or Log()
-    return Context(config_mod.load(path), clock_from_env(), state_dir(), RequestCounts(), log)
+    config = config_mod.load(path)
+    for warning in config.warnings:
+        log("warning", warning)
+    return Context(config, clock_from_env(), state_dir(), RequestCounts(), log, bool(getattr(args, "debug", False)))
 
 
 def add_point_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +83,7 @@ def emit_json(value: Any) -> None:
             return str(obj)
         return str(obj)
 
-    json.dump(value, sys.stdout, indent=2, sort_keys=True, default=default, ensure_ascii=True)
+    json.dump(valid_text(value), sys.stdout, indent=2, sort_keys=True, default=default, ensure_ascii=True)
     sys.stdout.write("\n")
 
 
@@ -86,9 +91,6 @@ def say(message: str = "") -> None:
     print(message)
 
 
-def shown(name: str) -> str:
-    """A path as a human sees it: newlines and other control characters escaped."""
-    return name.encode("unicode_escape", errors="backslashreplace").decode("ascii") if not name.isprintable() else name
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import argparse
 from ..clock import format_time
 from ..generation import expires_from, lock_until
 from ..longterm import TIERS, tier_policy
-from .common import add_json, context, emit_json, say
+from .common import add_json, context, emit_json, escape, say
 
 HELP = "list generations and restore points, with lock and expiry dates"
 EXAMPLE = "genarc list home --json"
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(out)
         return 0
     for item in out:
-        say(f"job {item['job']}" + ("  (long-term points: one self-contained generation each)" if item["longterm"] else ""))
+        say(f"job {escape(item['job'])}" + ("  (long-term points: one self-contained generation each)" if item["longterm"] else ""))
         for g in item["generations"]:
             say(f"  generation {g['generation']}  started {g['start']}  locked until {g['locked_until']}  "
                 f"expires from {g['expires_from']}")

@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 
 from .. import chain as chain_mod
 from ..catalog import path_name
-from .common import add_json, add_point_arguments, chosen_point, context, emit_json, say, shown, workdir
+from ..catalog import link_target
+from ..names import lossless
+from .common import add_json, add_point_arguments, chosen_point, context, emit_json, escape, say, workdir
 
 HELP = "list the files of a restore point (the newest unless chosen)"
 EXAMPLE = "genarc ls home --generation 3 --point 2 home/alice/docs"
@@ -35,16 +37,17 @@ def run(args: argparse.Namespace) -> int:
             path = path_name(row["path"])
             if prefix and path != prefix and not path.startswith(prefix + "/"):
                 continue
-            item = {"path": path, "type": row["type"], "size": row["size"], "mode": oct(row["mode"]),
+            target = link_target(row["target"])
+            item = {**lossless(path), "type": row["type"], "size": row["size"], "mode": oct(row["mode"]),
                     "mtime": datetime.fromtimestamp(row["mtime_ns"] / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-            if row["type"] == "symlink":
-                item["target"] = row["target"]
+            if target is not None:
+                item.update(lossless(target, "target"))
             if args.json:
                 rows.append(item)
             else:
                 kind = {"dir": stat_mod.S_IFDIR, "symlink": stat_mod.S_IFLNK}.get(row["type"], stat_mod.S_IFREG)
-                line = f"{stat_mod.filemode(kind | row['mode'])} {row['size']:>12} {item['mtime']} {shown(path)}"
-                say(line + (f" -> {shown(row['target'])}" if row["type"] == "symlink" else ""))
+                line = f"{stat_mod.filemode(kind | row['mode'])} {row['size']:>12} {item['mtime']} {escape(path)}"
+                say(line + (f" -> {escape(target)}" if target is not None else ""))
     if args.json:
         emit_json({"job": args.job, "generation": name.gseq, "point": name.pseq, "entries": rows})
     return 0

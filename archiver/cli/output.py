@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from ..names import escape, valid_text
 from ..units import human_bytes
 
 
@@ -26,11 +27,11 @@ class Log:
         if self.progress is not None:
             self.progress.clear()
         if self.fmt == "json":
-            line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "level": level,
-                               "message": message, **fields}, ensure_ascii=True)
-        else:
-            job = f"job {fields['job']}: " if fields.get("job") else ""
-            line = f"genarc: {level}: {job}{message}"
+            line = json.dumps(valid_text({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                          "level": level, "message": message, **fields}), ensure_ascii=True)
+        else:  # one line per message, whatever names it holds
+            job = f"job {escape(fields['job'])}: " if fields.get("job") else ""
+            line = f"genarc: {level}: {job}{escape(message)}"
         self.stream.write(line + "\n")
         self.stream.flush()
         if self.file is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..restore import RestoreFailed, restore
 from .output import ProgressLine
-from .common import add_json, add_point_arguments, chosen_point, context, emit_json, human_bytes, say, workdir
+from .common import add_json, add_point_arguments, chosen_point, context, emit_json, escape, human_bytes, say, workdir
 
 HELP = "restore a point (the newest unless chosen) into a target directory"
 EXAMPLE = "genarc restore home --target /tmp/r --generation 3 --point 2 --include 'home/alice/docs/**'"
@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"exit_code": 0, "report": report})
     elif not args.quiet:
-        say(f"restored generation {report.generation}, point {report.point} ({report.time}) of {args.job} into {report.target}: "
+        say(f"restored generation {report.generation}, point {report.point} ({report.time}) of {args.job} into {escape(report.target)}: "
             f"{report.files} files ({human_bytes(report.bytes)}), {report.dirs} directories, {report.symlinks} symlinks")
     return 0

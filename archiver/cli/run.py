@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..backup import RunReport
 from ..engine import JobOutcome, RunOptions
-from .common import Context, add_json, context, emit_json, human_bytes, say, shown
+from .common import Context, add_json, context, emit_json, escape, human_bytes, say
 from .output import ProgressLine
 
 HELP = "back up the jobs that are due by their schedule (all jobs without one), or the named ones"
@@ -53,7 +53,7 @@ def summary(report: RunReport) -> str:
                      f"({human_bytes(syn['copied_bytes'])}), {syn['repacked_volumes']} repacked "
                      f"({human_bytes(syn['repacked_bytes'])} of live files re-read)")
     for note in report.notes:
-        lines.append(f"  note: {note}")
+        lines.append(f"  note: {escape(note)}")
     for promotion in report.longterm:
         lines.append(f"  kept as the {promotion['tier']} long-term point: {promotion['objects']} volume(s) copied "
                      f"server-side ({human_bytes(promotion['copied_bytes'])}), locked until {promotion['locked_until']}")
@@ -90,7 +90,7 @@ def progress(args: argparse.Namespace, ctx: Context, job_name: str = ""):
 
     def on_event(event: str, data: dict) -> None:
         if event == "warning":
-            ctx.log("warning", shown(data["message"]), job=job_name)
+            ctx.log("warning", data["message"], job=job_name)
         elif line is not None:
             line.event(event, data)
             if event == "done":

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import EXIT_INTEGRITY, EXIT_OK
 from ..verify import verify
-from .common import add_json, context, emit_json, human_bytes, say, workdir
+from .common import add_json, context, emit_json, escape, human_bytes, say, workdir
 
 HELP = "check manifests, chains and objects (--deep: decrypt and hash every file too)"
 EXAMPLE = "genarc verify home --deep"
@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     say(f"checked {len(report.jobs)} job(s): {report.generations} generation(s), {report.points} point(s), "
         f"{report.objects} object(s) ({human_bytes(report.bytes)})" + (f", {report.entries_checked} entries decrypted" if args.deep else ""))
     for orphan in report.orphans:
-        say(f"  orphan (no manifest refers to it; the lifecycle rule removes it): {orphan}")
+        say(f"  orphan (no manifest refers to it; the lifecycle rule removes it): {escape(orphan)}")
     for item in report.tampered:
-        say(f"  TAMPERED: {item}")
+        say(f"  TAMPERED: {escape(item)}")
     for problem in report.problems:
-        say(f"  PROBLEM: {problem}")
+        say(f"  PROBLEM: {escape(problem)}")
     say("ok" if report.ok else f"{len(report.problems)} problem(s) found")
     return code

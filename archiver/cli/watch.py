@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from ..errors import EXIT_OK, EXIT_UNSAFE, UsageError
 from ..watch import watch
-from .common import add_json, context, emit_json, say, workdir
+from .common import add_json, context, emit_json, escape, say, workdir
 
 HELP = "check every job's freshness, chain, lock and config drift (for a monitoring host with a read-only key)"
 EXAMPLE = "genarc watch --max-age 26h      # from cron on a monitoring host; exit 10 on any finding"
@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
         emit_json({"exit_code": code, "jobs": jobs, "findings": [f.__dict__ for f in findings]})
         return code
     for finding in findings:
-        say(f"[{finding.kind}] {finding.message}")
+        say(f"[{finding.kind}] {escape(finding.message)}")
     say(f"watched {len(jobs)} job(s): " + ("all well" if not findings else f"{len(findings)} finding(s)"))
     return code

@@ -1,0 +1,212 @@
+"""The restore target: a directory that restore writes into and cannot leave, by construction.
+
+Every path is walked one component at a time from an open descriptor of the target
+(``openat`` with ``O_NOFOLLOW | O_DIRECTORY``), so a symlink anywhere above an entry,
+whether the restored point put it there or it was already in the target, is never
+followed: the entry is refused and named. Files are created with ``O_EXCL | O_NOFOLLOW``.
+With ``--overwrite`` an existing entry is replaced by renaming a new one over it inside
+the same directory: that replaces a link itself, never what it points to, and a file whose
+new content fails its check leaves the old one in place. Mode, owner and times are set on
+descriptors, or with ``follow_symlinks=False``. Paths longer than PATH_MAX work, since no
+call ever sees more than one component.
+
+The target directory itself is the user's choice and may be reached through a link.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, BinaryIO, Mapping
+
+from .hazards import path_problem
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP = ".genarc-restore-"
+_FATAL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+class Refused(Exception):
+    """An entry the target cannot take safely; ``reason`` says why. The rest of the restore goes on."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: refused: {reason}")
+        self.path, self.reason = path, reason
+
+
+def stops_everything(exc: OSError) -> bool:
+    """A full or read-only disk stops the restore; any other error concerns one entry."""
+    return exc.errno in _FATAL
+
+
+class NewFile:
+    """A file being restored: written through ``out``, then put in place by :meth:`commit` or dropped."""
+
+    def __init__(self, dir_fd: int, name: str, temp: str | None, fd: int) -> None:
+        self.dir_fd, self.name, self.temp = dir_fd, name, temp
+        self.out: BinaryIO = os.fdopen(fd, "wb")
+
+    def commit(self, row: Mapping[str, Any], is_root: bool) -> None:
+        self.out.flush()
+        fd = self.out.fileno()
+        try:
+            _set_metadata(fd, row, is_root)
+        finally:
+            self.out.close()
+        if self.temp is not None:
+            try:
+                os.replace(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            except OSError as exc:
+                os.unlink(self.temp, dir_fd=self.dir_fd)
+                raise Refused(self.name, f"cannot replace what is in the target ({exc.strerror})") from None
+
+    def discard(self) -> None:
+        if not self.out.closed:
+            self.out.close()
+        try:
+            os.unlink(self.temp or self.name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            pass
+
+
+def _set_metadata(fd: int, row: Mapping[str, Any], is_root: bool) -> None:
+    """Owner (as root), then mode (chown clears set-id bits), then times: all on the descriptor."""
+    if is_root and row["uid"] is not None:
+        try:
+            os.fchown(fd, row["uid"], row["gid"])
+        except OSError:
+            pass
+    os.fchmod(fd, row["mode"])
+    os.utime(fd, ns=(row["mtime_ns"], row["mtime_ns"]))
+
+
+class Target:
+    def __init__(self, root: Path, *, overwrite: bool, is_root: bool, cache: int = 64) -> None:
+        self.root, self.overwrite, self.is_root = root, overwrite, is_root
+        root.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._cache = cache
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+        os.close(self.fd)
+
+    def __enter__(self) -> "Target":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- walking -----------------------------------------------------------------------------------
+    @staticmethod
+    def _parts(name: str) -> list[str]:
+        problem = path_problem(name)
+        if problem is not None:
+            raise Refused(name, f"the point holds {problem}")
+        return name.split("/")
+
+    def _open_dir(self, name: str, parts: list[str], create: bool) -> int:
+        """The descriptor of the directory ``parts`` (a prefix of ``name``), walked without following links."""
+        key = tuple(parts)
+        if key in self._dirs:
+            self._dirs.move_to_end(key)
+            return self._dirs[key]
+        fd = self.fd
+        for depth in range(len(parts)):
+            prefix = tuple(parts[:depth + 1])
+            if prefix in self._dirs:
+                fd = self._dirs[prefix]
+                continue
+            fd = self._open_child(name, fd, parts[depth], "/".join(prefix), create)
+            self._remember(prefix, fd)
+        return fd
+
+    def _open_child(self, name: str, parent: int, component: str, shown: str, create: bool) -> int:
+        try:
+            return os.open(component, _DIR, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if not (create and self.overwrite):
+                raise Refused(name, f"{shown} is a symlink or a file in the target, not a directory "
+                                    "(--overwrite replaces it)") from None
+            os.unlink(component, dir_fd=parent)  # the link or file itself, never what a link points to
+        try:
+            os.mkdir(component, 0o700, dir_fd=parent)
+        except FileExistsError:
+            pass  # made meanwhile: the open below still refuses to follow a link
+        return os.open(component, _DIR, dir_fd=parent)
+
+    def _remember(self, key: tuple[str, ...], fd: int) -> None:
+        self._dirs[key] = fd
+        while len(self._dirs) > self._cache:
+            _, old = self._dirs.popitem(last=False)
+            os.close(old)
+
+    def _parent(self, name: str, create: bool = True) -> tuple[int, str]:
+        parts = self._parts(name)
+        return (self._open_dir(name, parts[:-1], create) if len(parts) > 1 else self.fd), parts[-1]
+
+    # -- what a restore does -----------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        """Whether something already sits at ``name`` (a link counts; a path under a link does not)."""
+        try:
+            parent, last = self._parent(name, create=False)
+            os.stat(last, dir_fd=parent, follow_symlinks=False)
+        except (OSError, Refused):  # not there, or under a link (refused when written), or unreadable
+            return False
+        return True
+
+    def make_dir(self, name: str) -> None:
+        """A directory, with every directory above it: a link or file in the way is refused (replaced with --overwrite)."""
+        self._open_dir(name, self._parts(name), create=True)
+
+    def make_symlink(self, name: str, target: bytes, row: Mapping[str, Any]) -> None:
+        parent, last = self._parent(name)
+        try:
+            os.symlink(target, last, dir_fd=parent)
+        except FileExistsError:
+            if not self.overwrite:
+                raise Refused(name, "something of that name is already in the target (--overwrite replaces it)")
+            temp = f"{_TEMP}{secrets.token_hex(6)}"
+            os.symlink(target, temp, dir_fd=parent)
+            try:
+                os.replace(temp, last, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError as exc:
+                os.unlink(temp, dir_fd=parent)
+                raise Refused(name, f"cannot replace what is in the target ({exc.strerror})") from None
+        if self.is_root and row["uid"] is not None:
+            try:
+                os.chown(last, row["uid"], row["gid"], dir_fd=parent, follow_symlinks=False)
+            except OSError:
+                pass
+        os.utime(last, ns=(row["mtime_ns"], row["mtime_ns"]), dir_fd=parent, follow_symlinks=False)
+
+    def new_file(self, name: str) -> NewFile:
+        parent, last = self._parent(name)
+        try:
+            return NewFile(parent, last, None, os.open(last, _NEW_FILE, 0o600, dir_fd=parent))
+        except FileExistsError:
+            if not self.overwrite:
+                raise Refused(name, "something of that name is already in the target (--overwrite replaces it)")
+        temp = f"{_TEMP}{secrets.token_hex(6)}"
+        return NewFile(parent, last, temp, os.open(temp, _NEW_FILE, 0o600, dir_fd=parent))
+
+    def empty_file(self, name: str, row: Mapping[str, Any]) -> None:
+        made = self.new_file(name)
+        made.commit(row, self.is_root)
+
+    def finish_dir(self, name: str, row: Mapping[str, Any]) -> None:
+        """A directory's own mode, owner and times, set once everything inside it is written."""
+        fd = self._open_dir(name, self._parts(name), create=False)
+        _set_metadata(fd, row, self.is_root)

@@ -1,0 +1,171 @@
+"""Restore is not a second way in: links in the target and forged points never make it write outside the target.
+
+The attacker holds the keys and the password, so a forged point passes every HMAC check;
+and anything may already sit in a restore target. Whatever either holds, nothing outside
+the target changes, every refused entry is named, and the rest is restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from archiver import config as config_mod
+from archiver.errors import EXIT_INTEGRITY, EXIT_OK, EXIT_PARTIAL
+from archiver.repository import Repository
+from tests.conftest import restored_root, snapshot
+from tests.forge import Forger, row
+
+NOW = "2027-03-01T02:00:00Z"
+
+
+def fingerprint(root: Path) -> dict[str, tuple]:
+    """Everything under ``root`` (links not followed): what must not change outside a target."""
+    seen: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if path.is_symlink():
+                seen[str(path)] = ("link", os.readlink(path))
+            elif path.is_dir():
+                seen[str(path)] = ("dir", st.st_mode, st.st_mtime_ns)
+            else:
+                seen[str(path)] = ("file", st.st_mode, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return seen
+
+
+def make_outside(root: Path) -> Path:
+    """A directory the restore must never touch, holding files named like the ones restored."""
+    outside = root / "outside"
+    (outside / "b" / "c").mkdir(parents=True)
+    for name in ("file.txt", "top.txt", "b/c/file.txt", "b/deep.txt", "pwned.txt", "escape.txt"):
+        (outside / name).write_text("outside, must not change\n")
+    os.chmod(outside / "b", 0o751)
+    return outside
+
+
+@pytest.fixture
+def backed_up(workspace):
+    ws = workspace
+    (ws.src / "a" / "b" / "c").mkdir(parents=True)
+    (ws.src / "a" / "top.txt").write_text("top\n")
+    (ws.src / "a" / "b" / "deep.txt").write_text("deep\n")
+    (ws.src / "a" / "b" / "c" / "file.txt").write_text("file\n" * 100)
+    (ws.src / "a" / "b" / "c" / "link").symlink_to("file.txt")
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=NOW).code == EXIT_OK
+    return ws
+
+
+def levels(ws) -> list[Path]:
+    """Every level of the restored paths below the target, from the first component to the files."""
+    rel = Path(str(ws.src).lstrip("/"))
+    parts = [*rel.parts, "a", "b", "c", "file.txt"]
+    return [Path(*parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_links_already_in_the_target_never_lead_outside(backed_up, overwrite):
+    ws = backed_up
+    outside = make_outside(ws.root)
+    for index, level in enumerate(levels(ws)):
+        target = ws.root / f"target-{int(overwrite)}-{index}"
+        (target / level).parent.mkdir(parents=True, exist_ok=True)
+        link_to = outside / "file.txt" if level.name == "file.txt" else outside
+        (target / level).symlink_to(link_to)
+        before = fingerprint(outside)
+        argv = ["restore", "data", "--target", str(target)] + (["--overwrite"] if overwrite else [])
+        result = ws.genarc(*argv, now=NOW)
+        assert fingerprint(outside) == before, f"restore wrote outside the target through {level}"
+        assert "Traceback" not in result.err
+        if overwrite:
+            # --overwrite replaces the link itself (never what it points to) and restores the exact tree.
+            assert result.code == EXIT_OK, result.err
+            assert snapshot(restored_root(target, ws.src)) == snapshot(ws.src)
+            assert not (target / level).is_symlink()
+        elif level.name == "file.txt":
+            assert result.code == 2 and "--overwrite" in result.err  # an existing file: nothing restored
+        else:
+            assert result.code == EXIT_PARTIAL, result.err
+            assert "refused" in result.err and str(level) in result.err
+            assert (target / level).is_symlink()
+
+
+def forged_repository(ws, job: str = "data") -> tuple[Repository, Forger]:
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    repo = Repository.open(config_mod.load(ws.config))
+    return repo, Forger(repo, job, datetime(2027, 3, 1, 2, tzinfo=timezone.utc))
+
+
+def restore_and_verify(ws, outside: Path, *extra: str):
+    before = fingerprint(outside)
+    target = ws.root / "target"
+    restored = ws.genarc("restore", "data", "--target", str(target), *extra, now=NOW)
+    assert fingerprint(outside) == before, restored.err
+    assert "Traceback" not in restored.err
+    verified = ws.genarc("verify", "data", "--json", now=NOW)
+    return restored, verified, target
+
+
+def test_a_forged_link_then_child_writes_nothing_outside_and_verify_names_it(workspace):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    forger.point([row("f", "dir"), row("f/evil", "symlink", target=str(outside)),
+                  row("f/evil/pwned.txt", content=b"planted\n"), row("f/fine.txt", content=b"fine\n")])
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and "f/evil/pwned.txt" in restored.err
+    assert (target / "f" / "fine.txt").read_bytes() == b"fine\n"  # the rest is restored
+    assert os.readlink(target / "f" / "evil") == str(outside)
+    assert verified.code == EXIT_INTEGRITY
+    assert any("f/evil/pwned.txt" in p and "symlink" in p for p in verified.json["report"]["problems"])
+
+
+@pytest.mark.parametrize("path", ["f/../../escape.txt", "/tmp/escape.txt", "f/./x", "f//x"])
+def test_a_forged_path_that_climbs_or_is_absolute_is_refused_and_named(workspace, path):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    forger.point([row("f", "dir"), row(path, content=b"escape\n"), row("f/fine.txt", content=b"fine\n")])
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and path in restored.err
+    assert (target / "f" / "fine.txt").read_bytes() == b"fine\n"
+    assert not (ws.root / "escape.txt").exists() and not Path("/tmp/escape.txt").exists()
+    assert verified.code == EXIT_INTEGRITY
+    assert any(path in p for p in verified.json["report"]["problems"])
+
+
+def test_a_forged_point_listing_a_path_twice_is_refused_whole(workspace):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    forger.point([row("f", "dir"), row("f/twice", content=b"one\n"), row("f/twice", "symlink", target=str(outside))])
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and "f/twice" in restored.err
+    assert not (target / "f" / "twice").exists()
+    assert verified.code == EXIT_INTEGRITY
+    assert any("f/twice" in p for p in verified.json["report"]["problems"])
+
+
+def test_a_directory_replaced_by_a_link_between_two_points(workspace):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    dir_row, file_row = row("d", "dir"), row("d/pwned.txt", content=b"through the link\n")
+    forger.point([dir_row, file_row])
+    link_row = row("d", "symlink", target=str(outside))
+    forger.point([link_row, file_row], listed=[(link_row, "change")], full=False)
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and "d/pwned.txt" in restored.err
+    assert verified.code == EXIT_INTEGRITY
+    assert any("d/pwned.txt" in p for p in verified.json["report"]["problems"])
+    # The honest first point still restores.
+    first = ws.genarc("restore", "data", "--target", str(ws.root / "first"), "--point", "1", now=NOW)
+    assert first.code == EXIT_OK and (ws.root / "first" / "d" / "pwned.txt").read_bytes() == b"through the link\n"
