@@ -30,7 +30,7 @@ from .config import Config, JobConfig
 from .errors import IntegrityError, LocalIOError, StoreError
 from .generation import GenerationRef, RunDecision, decide_run, expires_from
 from .layout import new_run_id
-from .pack import PackedVolume, PlannedFile, plan_volumes, write_volume
+from .pack import PackedVolume, PlannedFile, plan_volumes, source_root, write_volume
 from .point import CommittedPoint, PointWriter, lock_plan
 from .repository import Repository
 from .scan import check_sources, walk
@@ -141,6 +141,10 @@ class _Run:
     def full(self) -> bool:
         return self.decision.kind == "full"
 
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return tuple(os.path.normpath(s) for s in self.job.sources)
+
 
 def run_job(
     repo: Repository,
@@ -241,7 +245,7 @@ def _classify(run: _Run, full_mode: str) -> bool:
     run.previous = run.catalog.tree if not run.full else None
     synthetic = run.full and _synthetic_allowed(run, full_mode)
     run.catalog.conn.execute("BEGIN")
-    run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn)
+    run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn, run.roots)
     run.catalog.conn.execute("COMMIT")
     if run.full:
         run.report.kind_detail = "synthetic full" if synthetic else "active full"
@@ -272,9 +276,10 @@ def _synthesize(run: _Run) -> None:
     run.report.synthetic = dataclasses.asdict(result)
 
 
-def _planned(scan: ScanTable) -> Iterator[PlannedFile]:
+def _planned(scan: ScanTable, roots: tuple[str, ...]) -> Iterator[PlannedFile]:
     for row in scan.to_pack():
-        yield PlannedFile("/" + path_name(row["path"]), row["size"])
+        path = "/" + path_name(row["path"])
+        yield PlannedFile(path, row["size"], source_root(path, roots))
 
 
 def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
@@ -283,7 +288,7 @@ def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
     files, size = run.scan.totals(Op.PACK)
     run.emit("planned", {"files": files, "bytes": size})
     settings = run.config.volumes
-    plans = plan_volumes(_planned(run.scan), method=settings.compression, level=settings.level,
+    plans = plan_volumes(_planned(run.scan, run.roots), method=settings.compression, level=settings.level,
                          volume_size=settings.size, max_files=settings.max_files, first_index=first_index)
     password = run.repo.keys.password
     if settings.effective_workers <= 1:

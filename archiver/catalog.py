@@ -169,10 +169,21 @@ class TreeTable:
             self.put(row)
 
 
+def _encodable(text: str) -> bool:
+    """Text the OS can take as a name: what os.fsdecode makes; a lone surrogate of any other kind is not."""
+    try:
+        os.fsencode(text)
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _malformed(entry: Any) -> str | None:
     """What makes a manifest entry unusable, or None. Only the kinds of values a genarc run writes pass."""
     if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
         return "no path"
+    if not _encodable(entry["path"]):
+        return "a path no file system can hold"
     op = entry.get("op")
     if op not in ("add", "change", "meta", "remove"):
         return f"unknown op {op!r}"
@@ -185,13 +196,16 @@ def _malformed(entry: Any) -> str | None:
         return "a size, time or mode that is not a number"
     if numbers["size"] < 0 or not 0 <= numbers["mode"] <= 0o7777:
         return "a negative size or an impossible mode"
-    if any(entry.get(k) is not None and (type(entry[k]) is not int or not 0 <= entry[k] < 2**32) for k in ("uid", "gid")):
+    owner = [entry.get("uid"), entry.get("gid")]
+    if owner != [None, None] and not all(type(v) is int and 0 <= v < 2**32 for v in owner):
         return "an impossible owner"
-    if any(entry.get(k) is not None and (not isinstance(entry[k], str) or "\x00" in entry[k])
+    if any(entry.get(k) is not None and (not isinstance(entry[k], str) or "\x00" in entry[k] or not _encodable(entry[k]))
            for k in ("target", "xxh3", "entry")):
         return "a link target, hash or entry name that is not text, or holds a NUL byte"
     if entry["type"] == "symlink" and entry.get("target") is None:
         return "a symlink without a target"
+    if "obj" in entry and (type(entry["obj"]) is not int or entry["obj"] < 0 or not isinstance(entry.get("entry"), str)):
+        return "content that names no object or no entry in it"
     return None
 
 

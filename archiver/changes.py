@@ -22,7 +22,7 @@ import xxhash
 
 from . import interrupt
 from .catalog import TreeTable, path_key, path_name, storable
-from .pack import PackedFile, xxh3_file
+from .pack import PackedFile, source_root, xxh3_file
 from .scan import Entry
 
 EMPTY_XXH3 = xxhash.xxh3_128(b"").hexdigest()
@@ -74,7 +74,7 @@ class ScanTable(TreeTable):
         return int(count), int(size)
 
     # -- classification ----------------------------------------------------------------------------
-    def classify(self, previous: TreeTable | None, warn: Callable[[str], None]) -> None:
+    def classify(self, previous: TreeTable | None, warn: Callable[[str], None], roots: tuple[str, ...] = ()) -> None:
         """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
 
         The common cases are settled in SQL in one pass; only rows that need a decision per file
@@ -95,11 +95,12 @@ class ScanTable(TreeTable):
                      (Op.SETTLED.value, Op.META.value))
         for row in self.rows("op IS NULL"):
             interrupt.check()
-            self.put(self._decide(dict(row), previous.get(row["path"]), warn))
+            self.put(self._decide(dict(row), previous.get(row["path"]), warn, roots))
         conn.execute("UPDATE scan SET op = NULL WHERE op = ?", (Op.SETTLED.value,))
 
     @staticmethod
-    def _decide(new: dict[str, Any], old: Mapping[str, Any] | None, warn: Callable[[str], None]) -> dict[str, Any]:
+    def _decide(new: dict[str, Any], old: Mapping[str, Any] | None, warn: Callable[[str], None],
+                roots: tuple[str, ...]) -> dict[str, Any]:
         if old is None or old["type"] != new["type"]:
             new["op"] = Op.PACK if new["type"] == "file" and new["size"] > 0 else (Op.ADD if old is None else Op.CHANGE)
         elif new["size"] != old["size"]:
@@ -108,7 +109,7 @@ class ScanTable(TreeTable):
             # Same size, other mtime or inode: confirm by content before storing it again.
             absolute = "/" + path_name(new["path"])
             try:
-                digest = xxh3_file(absolute) if new["size"] else EMPTY_XXH3
+                digest = xxh3_file(absolute, source_root(absolute, roots)) if new["size"] else EMPTY_XXH3
             except OSError as exc:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
                 return {**dict(old), "op": Op.SETTLED.value}

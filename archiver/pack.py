@@ -16,7 +16,7 @@ import os
 import stat
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import py7zr
 import xxhash
@@ -34,6 +34,7 @@ _ODD = set(range(0x00, 0x20)) | {0x7F}
 class PlannedFile:
     path: str  # absolute path on this machine
     size: int
+    root: str = ""  # the source it was found under: no link below it is followed ("": the file's own folder)
 
 
 @dataclass
@@ -89,20 +90,62 @@ def entry_name(path: str, ordinal: int) -> str:
     return name
 
 
-def xxh3_file(path: str) -> str:
+def source_root(path: str, roots: Iterable[str]) -> str:
+    """The source ``path`` was found under (the longest that holds it), or its own folder."""
+    holding = [r for r in roots if path.startswith(r.rstrip("/") + "/")]
+    return max(holding, key=len) if holding else os.path.dirname(path)
+
+
+_BELOW_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SOURCE_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_source(path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
+    """Open a regular file for reading without following a link anywhere below its source ``root``.
+
+    The scan saw real folders; if one of them has become a link since, the file is refused
+    rather than read from wherever the link points. ``O_NONBLOCK`` keeps a file that has become
+    a FIFO from stopping the run; it changes nothing for a regular file.
+    """
+    root = root or os.path.dirname(path)
+    parts = os.path.relpath(path, root).split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the source itself: the user's choice
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _BELOW_ROOT, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise OSError(exc.errno, "a folder on its path is no longer a folder (a link or file now)") from None
+                raise
+            os.close(fd)
+            fd = child
+        file_fd = os.open(parts[-1], _SOURCE_FILE, dir_fd=fd)
+    finally:
+        os.close(fd)
+    st = os.fstat(file_fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(file_fd)
+        raise OSError(errno.EINVAL, "it is no longer a regular file")
+    return os.fdopen(file_fd, "rb"), st
+
+
+def xxh3_file(path: str, root: str = "") -> str:
     h = xxhash.xxh3_128()
-    with open(path, "rb") as fh:
+    fh, _ = open_source(path, root)
+    with fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def looks_incompressible(path: str, size: int) -> bool:
+def looks_incompressible(path: str, size: int, root: str = "") -> bool:
     """A quick probe: zlib level 1 on up to two 64 KiB samples (start and middle)."""
     if size < 4096:
         return False
     try:
-        with open(path, "rb") as fh:
+        fh, _ = open_source(path, root)
+        with fh:
             sample = fh.read(PROBE_BYTES)
             if size > 4 * PROBE_BYTES:
                 fh.seek(size // 2)
@@ -159,15 +202,13 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
         if entry in used:
             entry = f"_genarc/odd/{ordinal:06d}-{attempt}"
         try:
-            fd = os.open(planned.path, os.O_RDONLY | os.O_NOFOLLOW)
+            fh, before = open_source(planned.path, planned.root)
         except FileNotFoundError:
             return PackedFile(planned.path, "vanished", message="vanished before it could be read")
         except OSError as exc:
             return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}")
-        with os.fdopen(fd, "rb") as fh:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                return PackedFile(planned.path, "vanished", message="is no longer a regular file")
+        with fh:
+            fd = fh.fileno()
             reader = _HashingReader(fh, before.st_size)
             try:
                 sevenzip.write_entry(archive, reader, entry)
@@ -219,7 +260,7 @@ def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volum
     index = first_index
     open_plans: dict[str, VolumePlan] = {}
     for planned in files:
-        chosen = "copy" if method != "copy" and looks_incompressible(planned.path, planned.size) else method
+        chosen = "copy" if method != "copy" and looks_incompressible(planned.path, planned.size, planned.root) else method
         current = open_plans.get(chosen)
         if current is not None and (current.bytes + planned.size > volume_size or len(current.files) >= max_files):
             yield current

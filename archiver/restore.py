@@ -47,7 +47,7 @@ class RestoreReport:
     symlinks: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)  # the point's fault: content that fails its check, unsafe entries
-    refused: list[str] = field(default_factory=list)  # the target's: a link or file in the way
+    blocked: list[str] = field(default_factory=list)  # the target's: a link or file in the way, a write it refuses
 
 
 def resolve_point(names: list[ManifestName], job: str, generation: int | None = None, point: int | None = None,
@@ -73,7 +73,10 @@ def resolve_point(names: list[ManifestName], job: str, generation: int | None = 
 
 class _Selection:
     def __init__(self, includes: list[str]) -> None:
-        self.patterns = [glob_regex(p.strip("/")) for p in includes]
+        try:
+            self.patterns = [glob_regex(p.strip("/")) for p in includes]
+        except ValueError as exc:
+            raise UsageError(f"--include {exc}.") from None
 
     def wants(self, name: str) -> bool:
         if not self.patterns:
@@ -109,7 +112,7 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
         except OSError as exc:
             raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror}; free space or fix "
                                "permissions, then rerun with --overwrite.") from exc
-    if report.errors or report.refused:
+    if report.errors or report.blocked:
         raise RestoreFailed(report)
     return report
 
@@ -141,19 +144,17 @@ def _refuse_clashes(selected: TreeTable, dest: Target, target: Path) -> None:
         )
 
 
-def _attempt(report: Any, name: str, action: Callable[[], None]) -> bool:
-    """Do one entry's write; a refusal or an error is named in ``report`` and the restore goes on."""
+def _attempt(report: RestoreReport, name: str, action: Callable[[], None]) -> bool:
+    """Do one entry's write; what the target blocks is named in ``report`` and the restore goes on."""
     try:
         action()
         return True
     except Refused as refused:
-        report.refused.append(str(refused))
+        report.blocked.append(str(refused))
     except OSError as exc:
         if stops_everything(exc):
             raise
-        report.errors.append(f"{name}: cannot be written ({exc.strerror})")
-    except ValueError as exc:  # a name or link target the OS cannot take (a NUL byte)
-        report.errors.append(f"{name}: cannot be written ({exc})")
+        report.blocked.append(f"{name}: cannot be written into the target ({exc.strerror})")
     return False
 
 
@@ -184,7 +185,7 @@ def _finish_dirs(selected: TreeTable, dest: Target, report: RestoreReport) -> No
         except OSError as exc:
             if stops_everything(exc):
                 raise
-            report.errors.append(f"{name}: its mode or times cannot be set ({exc.strerror})")
+            report.blocked.append(f"{name}: its mode or times cannot be set in the target ({exc.strerror})")
 
 
 def _volume_tasks(selected: TreeTable, workdir: Path) -> list["_VolumeTask"]:
@@ -209,12 +210,16 @@ class RestoreFailed(IntegrityError):
         self.exit_code = EXIT_INTEGRITY if report.errors else EXIT_PARTIAL
         parts = []
         if report.errors:
-            parts.append(f"{len(report.errors)} entr{'y' if len(report.errors) == 1 else 'ies'} could not be restored "
-                         f"intact (first: {report.errors[0]}); try an older restore point for them")
-        if report.refused:
-            parts.append(f"{len(report.refused)} entr{'y was' if len(report.refused) == 1 else 'ies were'} refused "
-                         f"because of what is already in the target (first: {report.refused[0]})")
-        super().__init__("; ".join(parts) + ". Everything else was restored.")
+            parts.append(f"{_count(report.errors)} of the point could not be restored intact (first: "
+                         f"{report.errors[0]}); try an older restore point for them")
+        if report.blocked:
+            parts.append(f"{_count(report.blocked)} could not be written because of what is in the target (first: "
+                         f"{report.blocked[0]})")
+        super().__init__("; ".join(parts) + ". Each is named above; everything else was restored.")
+
+
+def _count(items: list[str]) -> str:
+    return "1 entry" if len(items) == 1 else f"{len(items)} entries"
 
 
 @dataclass
@@ -231,7 +236,7 @@ class _VolumeResult:
     files: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
 
 
 def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _VolumeResult:
@@ -256,58 +261,84 @@ def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _Volum
 
 
 def _extract(repo: Repository, dest: Target, task: _VolumeTask, local: Path, result: _VolumeResult) -> None:
-    """Stream the volume's wanted entries into new files in the target; keep each only if it checks out."""
-    rows = {r["entry"]: r for r in task.rows}
-    made: dict[str, NewFile] = {}
+    """Stream the volume's wanted entries into new files; each is kept, or dropped, as soon as it is written."""
+    by_entry: dict[str, list[dict[str, Any]]] = {}
+    for row in task.rows:  # several paths may share one entry
+        by_entry.setdefault(row["entry"], []).append(row)
+    pending: dict[str, list[tuple[dict[str, Any], NewFile]]] = {}
+    done: set[str] = set()
     stop: list[OSError] = []
 
+    def finish(entry: str, sink: HashSink) -> None:
+        for row, new in pending.pop(entry, []):
+            _keep_if_intact(row, new, sink, task.key, dest.is_root, result)
+        done.add(entry)
+
     def make(entry: str) -> HashSink | None:
-        row = rows.get(entry)
-        if row is None or stop:
+        if entry not in by_entry or entry in done or stop:
             return None
-        name = path_name(row["path"])
-        try:
-            made[entry] = dest.new_file(name)
-        except Refused as refused:
-            result.refused.append(str(refused))
+        opened = [(row, new) for row in by_entry[entry] if (new := _new_file(dest, row, result, stop)) is not None]
+        if not opened:
+            done.add(entry)
             return None
-        except OSError as exc:
-            if stops_everything(exc):
-                stop.append(exc)  # raised once py7zr has let go
-            else:
-                result.errors.append(f"{name}: cannot be written ({exc.strerror})")
-            return None
-        return HashSink(made[entry].out)
+        pending[entry] = opened
+        return HashSink([new.out for _, new in opened], on_close=lambda sink: finish(entry, sink))
 
     try:
-        sinks = extract_entries(local, repo.keys.password, list(rows), task.workdir / "x", make)
+        extract_entries(local, repo.keys.password, list(by_entry), task.workdir / "x", make)
     except Exception as exc:  # py7zr raises many unrelated types for damaged data
-        for new in made.values():
-            new.discard()
+        _drop(pending)
         if stop or isinstance(exc, OSError):
             raise stop[0] if stop else exc
         result.errors.extend(f"{path_name(r['path'])}: object {task.key} cannot be decoded ({type(exc).__name__})"
-                             for r in task.rows)
+                             for entry, rows in by_entry.items() if entry not in done for r in rows)
         return
+    _drop(pending)
     if stop:
-        for new in made.values():
-            new.discard()
         raise stop[0]
-    for entry, new in made.items():
-        _keep_if_intact(rows[entry], new, sinks.get(entry), task.key, dest.is_root, result)
+    result.errors.extend(f"{path_name(r['path'])}: its content is missing from object {task.key}"
+                         for entry, rows in by_entry.items() if entry not in done for r in rows)
 
 
-def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink | None, key: str, is_root: bool,
+def _drop(pending: dict[str, list[tuple[dict[str, Any], NewFile]]]) -> None:
+    for opened in pending.values():
+        for _, new in opened:
+            new.discard()
+    pending.clear()
+
+
+def _new_file(dest: Target, row: dict[str, Any], result: _VolumeResult, stop: list[OSError]) -> NewFile | None:
+    """A new file for ``row``, or None when the target blocks it (named in ``result``) or the disk is full."""
+    name = path_name(row["path"])
+    try:
+        return dest.new_file(name)
+    except Refused as refused:
+        result.blocked.append(str(refused))
+    except OSError as exc:
+        if stops_everything(exc):
+            stop.append(exc)  # raised once py7zr has let go
+        else:
+            result.blocked.append(f"{name}: cannot be written into the target ({exc.strerror})")
+    return None
+
+
+def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink, key: str, is_root: bool,
                     result: _VolumeResult) -> None:
     name = path_name(row["path"])
-    if sink is None or not sink.matches(row["xxh3"], row["size"]):
+    if not sink.matches(row["xxh3"], row["size"]):
         new.discard()  # never leave bytes that failed their check where the file belongs
         result.errors.append(f"{name}: content from object {key} fails its xxh3 check")
         return
     try:
         new.commit(row, is_root)
     except Refused as refused:
-        result.refused.append(str(refused))
+        result.blocked.append(str(refused))
+        return
+    except OSError as exc:
+        new.discard()
+        if stops_everything(exc):
+            raise
+        result.blocked.append(f"{name}: cannot be written into the target ({exc.strerror})")
         return
     result.files += 1
     result.bytes += row["size"]
@@ -335,7 +366,7 @@ def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], w
         report.files += result.files
         report.bytes += result.bytes
         report.errors.extend(result.errors)
-        report.refused.extend(result.refused)
+        report.blocked.extend(result.blocked)
         emit("volume", {"key": key, "files_done": report.files, "packed": report.bytes})
 
     if workers <= 1 or len(tasks) <= 1:

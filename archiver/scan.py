@@ -53,8 +53,14 @@ def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) ->
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
-    """The compiled, anchored regular expression for one glob (the rules in this module's docstring)."""
-    return re.compile(_translate(pattern) + r"\Z", re.DOTALL)
+    """The compiled, anchored regular expression for one glob (the rules in this module's docstring).
+
+    Raises ValueError with a sentence for a glob that cannot match anything as written (``[z-a]``).
+    """
+    try:
+        return re.compile(_translate(pattern) + r"\Z", re.DOTALL)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a valid pattern ({exc.msg})") from None
 
 
 def _translate(pattern: str) -> str:
@@ -94,7 +100,10 @@ class ExcludeMatcher:
         self.by_name, self.absolute, self.relative = [], [], []
         for pattern in patterns:
             trimmed = pattern.rstrip("/") or pattern
-            regex = glob_regex(trimmed)
+            try:
+                regex = glob_regex(trimmed)
+            except ValueError as exc:
+                raise ConfigError(f"exclude {exc}; fix it in the job file.") from None
             if "/" not in trimmed:
                 self.by_name.append(regex)
             elif trimmed.startswith("/"):

@@ -70,16 +70,22 @@ def write_entry(archive: py7zr.SevenZipFile, reader: IO[Any], name: str) -> None
 
 
 class HashSink(py7zr.io.Py7zIO):
-    """Receives one extracted entry: hashes it (xxh3-128) and, when given a file, writes it there."""
+    """Receives one extracted entry: hashes it (xxh3-128) and writes it to each of ``outs``.
 
-    def __init__(self, out: BinaryIO | None = None) -> None:
-        self.out = out
+    py7zr closes the sink as soon as the entry is written; ``on_close`` then runs once, so a
+    caller can check and keep (or drop) each file at once instead of holding it open.
+    """
+
+    def __init__(self, outs: list[BinaryIO] | None = None,
+                 on_close: "Callable[[HashSink], None] | None" = None) -> None:
+        self.outs = outs or []
+        self.on_close = on_close
         self.hash = xxhash.xxh3_128()
         self.length = 0
 
     def write(self, s: bytes | bytearray) -> int:
-        if self.out is not None:
-            self.out.write(s)
+        for out in self.outs:
+            out.write(s)
         self.hash.update(s)
         self.length += len(s)
         return len(s)
@@ -91,14 +97,17 @@ class HashSink(py7zr.io.Py7zIO):
         return self.length
 
     def flush(self) -> None:
-        if self.out is not None:
-            self.out.flush()
+        for out in self.outs:
+            out.flush()
 
     def size(self) -> int:
         return self.length
 
     def close(self) -> None:
-        self.flush()  # the file belongs to whoever gave it: they close it once they have checked the hash
+        self.flush()  # the files belong to whoever gave them: they close them once they have checked the hash
+        callback, self.on_close = self.on_close, None
+        if callback is not None:
+            callback(self)
 
     def matches(self, xxh3: str | None, size: int | None) -> bool:
         return self.hash.hexdigest() == xxh3 and self.length == size

@@ -44,33 +44,46 @@ def stops_everything(exc: OSError) -> bool:
 
 
 class NewFile:
-    """A file being restored: written through ``out``, then put in place by :meth:`commit` or dropped."""
+    """A file being restored: written through ``out``, then put in place by :meth:`commit` or dropped.
 
-    def __init__(self, dir_fd: int, name: str, temp: str | None, fd: int) -> None:
-        self.dir_fd, self.name, self.temp = dir_fd, name, temp
+    It holds its own descriptor of its folder, so the target's cache of folders can close theirs.
+    """
+
+    def __init__(self, dir_fd: int, path: str, name: str, temp: str | None, fd: int) -> None:
+        self.dir_fd, self.path, self.name, self.temp = dir_fd, path, name, temp
         self.out: BinaryIO = os.fdopen(fd, "wb")
 
     def commit(self, row: Mapping[str, Any], is_root: bool) -> None:
-        self.out.flush()
-        fd = self.out.fileno()
         try:
-            _set_metadata(fd, row, is_root)
-        finally:
+            self.out.flush()
+            _set_metadata(self.out.fileno(), row, is_root)
             self.out.close()
-        if self.temp is not None:
-            try:
-                os.replace(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-            except OSError as exc:
-                os.unlink(self.temp, dir_fd=self.dir_fd)
-                raise Refused(self.name, f"cannot replace what is in the target ({exc.strerror})") from None
+            if self.temp is not None:
+                try:
+                    os.replace(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+                except OSError as exc:
+                    raise Refused(self.path, f"cannot replace what is in the target ({exc.strerror})") from None
+                self.temp = None
+        except BaseException:
+            self.discard()
+            raise
+        self._close_dir()
 
     def discard(self) -> None:
         if not self.out.closed:
             self.out.close()
+        if self.dir_fd < 0:
+            return
         try:
             os.unlink(self.temp or self.name, dir_fd=self.dir_fd)
         except FileNotFoundError:
             pass
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
 
 
 def _set_metadata(fd: int, row: Mapping[str, Any], is_root: bool) -> None:
@@ -195,12 +208,13 @@ class Target:
     def new_file(self, name: str) -> NewFile:
         parent, last = self._parent(name)
         try:
-            return NewFile(parent, last, None, os.open(last, _NEW_FILE, 0o600, dir_fd=parent))
+            fd, temp = os.open(last, _NEW_FILE, 0o600, dir_fd=parent), None
         except FileExistsError:
             if not self.overwrite:
                 raise Refused(name, "something of that name is already in the target (--overwrite replaces it)")
-        temp = f"{_TEMP}{secrets.token_hex(6)}"
-        return NewFile(parent, last, temp, os.open(temp, _NEW_FILE, 0o600, dir_fd=parent))
+            temp = f"{_TEMP}{secrets.token_hex(6)}"
+            fd = os.open(temp, _NEW_FILE, 0o600, dir_fd=parent)
+        return NewFile(os.dup(parent), name, last, temp, fd)
 
     def empty_file(self, name: str, row: Mapping[str, Any]) -> None:
         made = self.new_file(name)

@@ -54,7 +54,8 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
     for table in ("objects", "expect", "replay"):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, version_id TEXT, size INTEGER, sha256 TEXT, gseq INTEGER)")
-    conn.execute("CREATE TABLE expect (key TEXT, entry TEXT, xxh3 TEXT, size INTEGER, path BLOB, PRIMARY KEY (key, entry))")
+    conn.execute("CREATE TABLE expect (key TEXT, entry TEXT, xxh3 TEXT, size INTEGER, path BLOB, "
+                 "PRIMARY KEY (key, entry, path))")  # several paths may share one entry
     try:
         for job in jobs:
             _verify_chains(repo, job, conn, workdir, report)
@@ -171,7 +172,7 @@ def _verify_object(repo: Repository, conn: Any, row: Any, deep: bool, workdir: P
 def _verify_entries(repo: Repository, conn: Any, key: str, local: Path, workdir: Path, report: VerifyReport) -> None:
     expected = conn.execute("SELECT entry, xxh3, size, path FROM expect WHERE key = ?", (key,)).fetchall()
     try:
-        sinks = extract_entries(local, repo.keys.password, [e[0] for e in expected], workdir / "x",
+        sinks = extract_entries(local, repo.keys.password, sorted({e[0] for e in expected}), workdir / "x",
                                 lambda entry: HashSink())
     except Exception as exc:  # py7zr raises many unrelated types for damaged data
         report.problems.append(f"object {key}: cannot be decrypted or decoded ({type(exc).__name__})")

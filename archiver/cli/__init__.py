@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, unless --debug
         if args.debug:
             traceback.print_exc()
-        print(f"genarc: internal error: {type(exc).__name__}: {exc}. Rerun with --debug and report it.", file=sys.stderr)
+        log("error", f"internal error: {type(exc).__name__}: {exc}. Rerun with --debug and report it.",
+            exit_code=EXIT_INTERNAL)
         return EXIT_INTERNAL
     finally:
         interrupt.restore(previous)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                              overwrite=args.overwrite, workdir=tmp, progress=line.event if line else None,
                              workers=ctx.config.volumes.effective_workers)
         except RestoreFailed as failed:
-            for error in failed.report.errors:
+            for error in failed.report.errors + failed.report.blocked:
                 ctx.log("warning", error)
             if args.json:
                 emit_json({"exit_code": failed.exit_code, "report": failed.report})

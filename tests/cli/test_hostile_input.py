@@ -144,3 +144,16 @@ def test_a_white_space_password_is_refused_and_a_long_span_warns(workspace):
     assert result.code == EXIT_OK and "generation_days (7) is longer than keep_days (3)" in result.err
     ws.monkeypatch.setenv("GENARC_DAY_SECONDS", "999999999")
     assert ws.genarc("list").code == EXIT_CONFIG
+
+
+def test_a_glob_that_cannot_match_is_a_clear_error(workspace):
+    ws = workspace
+    (ws.src / "a.txt").write_text("a\n")
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=NOW).code == EXIT_OK
+    result = ws.genarc("restore", "data", "--target", str(ws.root / "r"), "--include", "[z-\x1b]", now=NOW)
+    assert result.code == 2 and "--include" in result.err and "\x1b" not in result.err
+    ws.write_config(exclude=["[z-a]"])
+    result = ws.genarc("run", now=LATER)
+    assert result.code == EXIT_CONFIG and "exclude" in result.err and "Traceback" not in result.err

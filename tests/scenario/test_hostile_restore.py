@@ -169,3 +169,133 @@ def test_a_directory_replaced_by_a_link_between_two_points(workspace):
     # The honest first point still restores.
     first = ws.genarc("restore", "data", "--target", str(ws.root / "first"), "--point", "1", now=NOW)
     assert first.code == EXIT_OK and (ws.root / "first" / "d" / "pwned.txt").read_bytes() == b"through the link\n"
+
+
+def test_overwrite_restores_a_volume_spread_over_many_folders(workspace):
+    """More folders in one volume than the target keeps open: every file is replaced, nothing left behind."""
+    ws = workspace
+    for i in range(90):
+        (ws.src / f"dir{i:02d}").mkdir()
+        (ws.src / f"dir{i:02d}" / "f.txt").write_text(f"file {i}\n")
+    ws.write_config(volume_size="16MiB")
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=NOW).code == EXIT_OK
+    target = ws.root / "target"
+    assert ws.genarc("restore", "data", "--target", str(target), now=NOW).code == EXIT_OK
+    for i in range(90):
+        (restored_root(target, ws.src) / f"dir{i:02d}" / "f.txt").write_text("stale\n")
+    again = ws.genarc("restore", "data", "--target", str(target), "--overwrite", now=NOW)
+    assert again.code == EXIT_OK, again.err
+    assert snapshot(restored_root(target, ws.src)) == snapshot(ws.src)
+    assert not [p for p in target.rglob("*") if ".genarc-restore-" in p.name]
+
+
+def test_restore_keeps_few_files_open(workspace):
+    """A volume of 1500 files restores under a 256-descriptor limit: each file is closed once written."""
+    import subprocess
+    import sys
+
+    ws = workspace
+    for i in range(1500):
+        (ws.src / f"f{i:04d}.txt").write_text(f"{i}\n")
+    ws.write_config(volume_size="16MiB", workers=1)
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=NOW).code == EXIT_OK
+    code = ("import resource, sys; from archiver.cli import main; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+            "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "--config", str(ws.config), "restore", "data", "--target",
+                           str(ws.root / "target")], capture_output=True, text=True,
+                          env={**os.environ, "GENARC_NOW": NOW})
+    assert done.returncode == EXIT_OK, done.stderr
+    assert snapshot(restored_root(ws.root / "target", ws.src)) == snapshot(ws.src)
+
+
+@pytest.mark.parametrize("damage", ["uid without gid", "lone surrogate path", "lone surrogate target",
+                                    "object without entry", "negative object"])
+def test_malformed_forged_entries_are_named_never_a_crash(workspace, damage):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    rows = [row("f", "dir"), row("f/fine.txt", content=b"fine\n")]
+    bad = row("f/bad.txt", "symlink", target="x") if "target" in damage else row("f/bad.txt", content=b"bad\n")
+    rows.append(bad)
+    forger.point(rows)  # an honest point 1 ...
+    import archiver.manifest as manifest_mod
+
+    real = manifest_mod.entry_of
+
+    def damaged(row_, path, op, index):
+        entry = real(row_, path, op, index)
+        if path != "f/bad.txt":
+            return entry
+        if damage == "uid without gid":
+            entry["gid"] = None
+        elif damage == "lone surrogate path":
+            entry["path"] = "f/\ud800"
+        elif damage == "lone surrogate target":
+            entry["target"] = "\ud800"
+        elif damage == "object without entry":
+            entry.pop("entry", None)
+        else:
+            entry["obj"] = -1
+        return entry
+
+    import archiver.point as point_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(point_mod, "entry_of", damaged)
+        forger.generation = 2
+        forger.point([dict(r) for r in rows])  # ... and a forged point 2, a new generation
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and "malformed" in restored.err
+    assert verified.code == EXIT_INTEGRITY
+    assert any("malformed" in p for p in verified.json["report"]["problems"])
+    older = ws.genarc("restore", "data", "--target", str(ws.root / "older"), "--generation", "1", now=NOW)
+    assert older.code == EXIT_OK
+    ws.write_config()
+    assert ws.genarc("run", now="2027-03-02T02:00:00Z").code != 70  # the next run is not stopped either
+
+
+def test_paths_sharing_one_entry_and_a_missing_entry(workspace):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    one, two, gone = row("one.txt", content=b"same\n"), row("two.txt", content=b"same\n"), row("gone.txt",
+                                                                                              content=b"gone\n")
+    import archiver.point as point_mod
+
+    real = point_mod.entry_of
+
+    def share(row_, path, op, index):
+        entry = real(row_, path, op, index)
+        if path == "two.txt":
+            entry["entry"] = real(one, "one.txt", op, index)["entry"]
+        if path == "gone.txt":
+            entry["entry"] = "no-such-entry"
+        return entry
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(point_mod, "entry_of", share)
+        forger.point([one, two, gone])
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert (target / "one.txt").read_bytes() == b"same\n" and (target / "two.txt").read_bytes() == b"same\n"
+    assert restored.code == EXIT_INTEGRITY and "gone.txt" in restored.err and "missing" in restored.err
+    assert not (target / "gone.txt").exists()
+
+
+def test_every_entry_the_target_blocks_is_named_and_it_is_not_the_points_fault(backed_up):
+    from tests.conftest import unprivileged
+
+    ws = backed_up
+    target = ws.root / "target"
+    deep = target / str(ws.src).lstrip("/") / "a"
+    deep.mkdir(parents=True)
+    (deep / "b").write_text("a file where a folder goes\n")
+    os.chmod(deep, 0o555)  # a folder the restore may not write into
+    with unprivileged():
+        result = ws.genarc("restore", "data", "--target", str(target), now=NOW)
+    os.chmod(deep, 0o755)
+    assert result.code == EXIT_PARTIAL, result.err
+    for name in ("a/b/deep.txt", "a/b/c/file.txt", "a/top.txt"):
+        assert name in result.err, name

@@ -2,6 +2,7 @@ import os
 import threading
 import time
 
+import pytest
 import py7zr
 
 from archiver.config import JobConfig
@@ -104,3 +105,35 @@ def test_volume_is_a_standard_encrypted_7z(tmp_path):
         archive.extractall(path=tmp_path / "x", factory=factory)
     assert factory.get(str(tmp_path / "x" / str(f).lstrip("/"))).read() == b"content"
     assert result.sha256 and result.size == (tmp_path / "v.7z").stat().st_size
+
+
+def test_a_file_turned_fifo_after_the_scan_never_blocks_the_run(tmp_path):
+    """The scan saw a file; by the time it is read it is a FIFO that nobody writes to."""
+    import signal
+
+    from archiver.pack import xxh3_file
+
+    fifo = tmp_path / "was-a-file"
+    os.mkfifo(fifo)
+    signal.alarm(20)  # a regression would hang here, not fail: make it fail
+    try:
+        assert not looks_incompressible(str(fifo), 1 << 20, str(tmp_path))
+        with pytest.raises(OSError):
+            xxh3_file(str(fifo), str(tmp_path))
+        plan = VolumePlan(1, "copy", 0, [PlannedFile(str(fifo), 1 << 20, str(tmp_path))])
+        result = write_volume(plan, str(tmp_path / "v.7z"), None)
+    finally:
+        signal.alarm(0)
+    assert result.files[0].status == "unreadable" and "regular file" in result.files[0].message
+
+
+def test_a_folder_turned_link_after_the_scan_is_not_followed(tmp_path):
+    """src/u was a folder at scan time; now it links to a folder outside the source: nothing is read there."""
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere"
+    src.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_bytes(b"outside the source")
+    (src / "u").symlink_to(elsewhere)
+    plan = VolumePlan(1, "copy", 0, [PlannedFile(str(src / "u" / "secret"), 18, str(src))])
+    result = write_volume(plan, str(tmp_path / "v.7z"), None)
+    assert result.files[0].status == "unreadable" and "no longer a folder" in result.files[0].message
