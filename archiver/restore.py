@@ -98,6 +98,8 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
         unsafe = dict(unsafe_entries(tree))
         report.errors += [f"{path_name(p)}: refused: {reason}" for p, reason in unsafe.items()]
         selected = _select(tree, includes, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
+        if os.path.lexists(target) and not os.path.isdir(target):
+            raise UsageError(f"The restore target {target} exists and is not a directory; choose a directory.")
         try:
             with Target(target, overwrite=overwrite, is_root=is_root) as dest:
                 if not overwrite:

@@ -157,3 +157,15 @@ def test_a_glob_that_cannot_match_is_a_clear_error(workspace):
     ws.write_config(exclude=["[z-a]"])
     result = ws.genarc("run", now=LATER)
     assert result.code == EXIT_CONFIG and "exclude" in result.err and "Traceback" not in result.err
+
+
+def test_a_restore_target_that_is_a_file_is_a_usage_error(workspace):
+    ws = workspace
+    (ws.src / "a.txt").write_text("a\n")
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=NOW).code == EXIT_OK
+    (ws.root / "a-file").write_text("not a folder\n")
+    result = ws.genarc("restore", "data", "--target", str(ws.root / "a-file"), now=NOW)
+    assert result.code == 2 and "not a directory" in result.err and "--overwrite" not in result.err
+    assert (ws.root / "a-file").read_text() == "not a folder\n"
