@@ -141,7 +141,9 @@ class TreeTable:
         for entry in entries:
             problem = _malformed(entry)
             if problem:
-                raise IntegrityError(f"{what} has a malformed entry ({problem}); it was forged or damaged.")
+                path = entry.get("path") if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) else None
+                about = f" for {path}" if path is not None and _encodable(path) else ""
+                raise IntegrityError(f"{what} has a malformed entry{about} ({problem}); it was forged or damaged.")
             path, op = path_key(entry["path"]), entry["op"]
             old = self.get(path)
             if (op == "add") != (old is None):
@@ -202,8 +204,8 @@ def _malformed(entry: Any) -> str | None:
     if any(entry.get(k) is not None and (not isinstance(entry[k], str) or "\x00" in entry[k] or not _encodable(entry[k]))
            for k in ("target", "xxh3", "entry")):
         return "a link target, hash or entry name that is not text, or holds a NUL byte"
-    if entry["type"] == "symlink" and entry.get("target") is None:
-        return "a symlink without a target"
+    if entry["type"] == "symlink" and not 0 < len(os.fsencode(entry.get("target") or "")) <= 4095:
+        return "a symlink without a target, or with one longer than 4095 bytes"
     if "obj" in entry and (type(entry["obj"]) is not int or entry["obj"] < 0 or not isinstance(entry.get("entry"), str)):
         return "content that names no object or no entry in it"
     return None

@@ -9,6 +9,7 @@ with the rest (its writer could not follow the link anyway, see ``archiver/targe
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 from .catalog import TreeTable, path_name
@@ -27,6 +28,8 @@ def path_problem(name: str) -> str | None:
         return "a '.' or '..' component"
     if any(p == "" for p in parts):
         return "an empty component ('//' or a trailing '/')"
+    if any(len(os.fsencode(p)) > 255 for p in parts):
+        return "a name longer than 255 bytes"
     return None
 
 

@@ -24,6 +24,15 @@ _MANIFEST = re.compile(
 )
 
 
+_VOLUME = re.compile(r"^p\d{6}-[0-9a-f]{16}/v\d{6}\.7z$")
+
+
+def is_volume_of(key: str, name: "ManifestName") -> bool:
+    """Whether ``key`` is a volume key of ``name``'s own generation (invariant 3), in genarc's layout."""
+    prefix = volume_generation_prefix(name.job, name.gseq, name.gstart)
+    return key.startswith(prefix) and _VOLUME.match(key[len(prefix):]) is not None
+
+
 def new_run_id() -> str:
     return secrets.token_hex(8)
 

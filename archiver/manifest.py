@@ -27,7 +27,7 @@ import py7zr
 from . import sevenzip
 from .catalog import link_target
 from .errors import IntegrityError, LocalIOError, WrongPasswordError
-from .layout import ManifestName
+from .layout import ManifestName, is_volume_of
 from .repository import Keys, Repository
 from .store import sha256_of
 
@@ -126,6 +126,8 @@ class Manifest:
             fh.readline()
             for line in fh:
                 record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("a line that is not a JSON object")
                 if record.get("type") == "trailer":
                     return
                 yield record
@@ -148,11 +150,21 @@ def extract_single(archive_path: Path, dest_dir: Path, password: str | None, wha
     return dest_dir / ENTRY_NAME
 
 
-def _objects_well_formed(objects: Any) -> bool:
-    return isinstance(objects, list) and all(
-        isinstance(o, dict) and isinstance(o.get("key"), str) and type(o.get("size")) is int
-        and isinstance(o.get("sha256"), str) and (o.get("version_id") is None or isinstance(o["version_id"], str))
-        for o in objects)
+def _header_problem(header: dict[str, Any], name: ManifestName) -> str | None:
+    """What makes a header unusable, or None: the shapes a genarc run writes, and objects of its own generation."""
+    for part, optional in (("point", False), ("generation", False), ("tree", False), ("lock", True), ("config", True),
+                           ("parent", True), ("previous_generation_tip", True)):
+        if not isinstance(header.get(part), dict) and not (optional and header.get(part) is None):
+            return f"a header {part!r} that is not an object"
+    objects = header.get("objects")
+    if not isinstance(objects, list) or not all(
+            isinstance(o, dict) and type(o.get("size")) is int and isinstance(o.get("sha256"), str)
+            and (o.get("version_id") is None or isinstance(o["version_id"], str)) for o in objects):
+        return "an object list in the wrong form"
+    for obj in objects:
+        if not isinstance(obj.get("key"), str) or not is_volume_of(obj["key"], name):
+            return f"an object {obj.get('key')!r} that is not a volume of its own generation"
+    return None
 
 
 def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | None = None) -> Manifest:
@@ -178,6 +190,8 @@ def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | 
                 if trailer is not None:
                     raise ValueError("data after trailer")
                 record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("a line that is not a JSON object")
                 if record.get("type") == "trailer":
                     trailer = record
                     continue
@@ -192,9 +206,10 @@ def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | 
         raise IntegrityError(f"Manifest {name.key} is truncated; it is corrupt or forged.")
     if not hmac.compare_digest(mac.hexdigest(), str(trailer.get("hmac"))) or trailer.get("entries") != count:
         raise IntegrityError(f"Manifest {name.key} fails its HMAC check; it was altered or forged, do not trust it.")
-    if not _objects_well_formed(header.get("objects")):
-        raise IntegrityError(f"Manifest {name.key} lists its objects in a form genarc never writes; it was forged.")
-    point, generation = header.get("point", {}), header.get("generation", {})
+    problem = _header_problem(header, name)
+    if problem is not None:
+        raise IntegrityError(f"Manifest {name.key} has {problem}, which genarc never writes; it was forged.")
+    point, generation = header["point"], header["generation"]
     if (header.get("job"), generation.get("seq"), point.get("seq"), point.get("run_id")) != (
         name.job, name.gseq, name.pseq, name.run_id
     ):

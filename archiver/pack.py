@@ -23,6 +23,7 @@ import xxhash
 
 from .errors import LocalIOError
 from . import sevenzip
+from .scan import open_below
 
 TORN_RETRIES = 3
 PROBE_BYTES = 64 * 1024
@@ -96,7 +97,6 @@ def source_root(path: str, roots: Iterable[str]) -> str:
     return max(holding, key=len) if holding else os.path.dirname(path)
 
 
-_BELOW_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SOURCE_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -104,23 +104,14 @@ def open_source(path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
     """Open a regular file for reading without following a link anywhere below its source ``root``.
 
     The scan saw real folders; if one of them has become a link since, the file is refused
-    rather than read from wherever the link points. ``O_NONBLOCK`` keeps a file that has become
-    a FIFO from stopping the run; it changes nothing for a regular file.
+    rather than read from wherever the link points (:func:`archiver.scan.open_below`).
+    ``O_NONBLOCK`` keeps a file that has become a FIFO from stopping the run; it changes
+    nothing for a regular file.
     """
-    root = root or os.path.dirname(path)
-    parts = os.path.relpath(path, root).split("/")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the source itself: the user's choice
+    folder, name = os.path.split(path)
+    fd = open_below(root or folder, folder)
     try:
-        for part in parts[:-1]:
-            try:
-                child = os.open(part, _BELOW_ROOT, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise OSError(exc.errno, "a folder on its path is no longer a folder (a link or file now)") from None
-                raise
-            os.close(fd)
-            fd = child
-        file_fd = os.open(parts[-1], _SOURCE_FILE, dir_fd=fd)
+        file_fd = os.open(name, _SOURCE_FILE, dir_fd=fd)
     finally:
         os.close(fd)
     st = os.fstat(file_fd)
@@ -128,6 +119,21 @@ def open_source(path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
         os.close(file_fd)
         raise OSError(errno.EINVAL, "it is no longer a regular file")
     return os.fdopen(file_fd, "rb"), st
+
+
+def restat_source(path: str, root: str = "") -> os.stat_result | None:
+    """What now sits at ``path`` (a link is not followed, nor any below ``root``), or None when nothing can be seen."""
+    folder, name = os.path.split(path)
+    try:
+        fd = open_below(root or folder, folder)
+    except OSError:
+        return None
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def xxh3_file(path: str, root: str = "") -> str:
@@ -218,10 +224,7 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                 return PackedFile(planned.path, "unreadable", message=f"read failed: {exc.strerror}")
             used.add(entry)
             after = os.fstat(fd)
-        try:
-            now = os.stat(planned.path, follow_symlinks=False)
-        except FileNotFoundError:
-            now = None
+        now = restat_source(planned.path, planned.root)
         if reader.read_bytes == before.st_size and _same(before, after) and now is not None and _same(before, now):
             return PackedFile(planned.path, "ok", entry, reader.hash.hexdigest(), before.st_size, before.st_mtime_ns,
                               stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino)

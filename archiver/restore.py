@@ -28,7 +28,7 @@ from .hazards import unsafe_entries
 from .layout import ManifestName
 from .repository import Repository
 from .scan import glob_regex
-from .sevenzip import HashSink, extract_entries, prepare_key
+from .sevenzip import EntryTooLarge, HashSink, extract_entries, prepare_key
 from .store import sha256_of
 from .target import NewFile, Refused, Target, stops_everything
 
@@ -95,9 +95,10 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     with chain_mod.scratch_tree(workdir, "restore.sqlite") as tree:
         chain_mod.replay(repo, names, name, tree, workdir)
-        unsafe = dict(unsafe_entries(tree))
+        selection = _Selection(includes)
+        unsafe = {p: why for p, why in unsafe_entries(tree) if selection.wants(path_name(p))}
         report.errors += [f"{path_name(p)}: refused: {reason}" for p, reason in unsafe.items()]
-        selected = _select(tree, includes, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
+        selected = _select(tree, selection, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
         if os.path.lexists(target) and not os.path.isdir(target):
             raise UsageError(f"The restore target {target} exists and is not a directory; choose a directory.")
         try:
@@ -119,9 +120,8 @@ def restore(repo: Repository, job: str, name: ManifestName, names: list[Manifest
     return report
 
 
-def _select(tree: TreeTable, includes: list[str], what: str, unsafe: set[bytes]) -> TreeTable:
+def _select(tree: TreeTable, selection: _Selection, what: str, unsafe: set[bytes]) -> TreeTable:
     """The rows the --include patterns ask for, in a table of their own, without the unsafe ones."""
-    selection = _Selection(includes)
     tree.conn.execute("DROP TABLE IF EXISTS selected")  # a reused workdir must not leak an earlier selection
     selected = TreeTable(tree.conn, "selected")
     tree.conn.execute("BEGIN")
@@ -284,7 +284,8 @@ def _extract(repo: Repository, dest: Target, task: _VolumeTask, local: Path, res
             done.add(entry)
             return None
         pending[entry] = opened
-        return HashSink([new.out for _, new in opened], on_close=lambda sink: finish(entry, sink))
+        return HashSink([new.out for _, new in opened], on_close=lambda sink: finish(entry, sink),
+                        limit=max(row["size"] for row, _ in opened))
 
     try:
         extract_entries(local, repo.keys.password, list(by_entry), task.workdir / "x", make)
@@ -292,7 +293,8 @@ def _extract(repo: Repository, dest: Target, task: _VolumeTask, local: Path, res
         _drop(pending)
         if stop or isinstance(exc, OSError):
             raise stop[0] if stop else exc
-        result.errors.extend(f"{path_name(r['path'])}: object {task.key} cannot be decoded ({type(exc).__name__})"
+        why = "holds more bytes than recorded" if isinstance(exc, EntryTooLarge) else f"cannot be decoded ({type(exc).__name__})"
+        result.errors.extend(f"{path_name(r['path'])}: object {task.key} {why}"
                              for entry, rows in by_entry.items() if entry not in done for r in rows)
         return
     _drop(pending)

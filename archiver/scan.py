@@ -10,11 +10,13 @@ A matching directory is skipped with everything below it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 from .config import JobConfig
 from .errors import ConfigError
@@ -58,7 +60,9 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     Raises ValueError with a sentence for a glob that cannot match anything as written (``[z-a]``).
     """
     try:
-        return re.compile(_translate(pattern) + r"\Z", re.DOTALL)
+        with warnings.catch_warnings():  # "[[:alpha:]]" reads as a nested set to Python: a plain class here
+            warnings.simplefilter("ignore", FutureWarning)
+            return re.compile(_translate(pattern) + r"\Z", re.DOTALL)
     except re.error as exc:
         raise ValueError(f"{pattern!r} is not a valid pattern ({exc.msg})") from None
 
@@ -132,8 +136,38 @@ def check_sources(job: JobConfig, config_path: str) -> None:
             raise ConfigError(f"{config_path}: jobs.{job.name}.sources: {source} {what}.")
 
 
+_BELOW_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_below(root: str, path: str) -> int:
+    """A descriptor of the folder ``path`` (``root`` or below it), reached without following any link below ``root``.
+
+    The source root itself is the user's choice and may be reached through a link. Below it,
+    every component is opened with ``O_NOFOLLOW``: a folder that has become a link since it was
+    listed is refused (OSError), never followed out of the source. No call sees more than one
+    component, so paths longer than PATH_MAX work.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    relative = os.path.relpath(path, root)
+    for part in ([] if relative == "." else relative.split("/")):
+        try:
+            child = os.open(part, _BELOW_ROOT, dir_fd=fd)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise OSError(exc.errno, "a folder on its path is no longer a folder (a link or file now)") from None
+            raise
+        os.close(fd)
+        fd = child
+    return fd
+
+
 def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
-    """Yield every entry to back up, parents before children, in a stable order."""
+    """Yield every entry to back up, parents before children, in a stable order.
+
+    Each folder is listed through a descriptor reached by :func:`open_below`, and its entries are
+    read relative to it, so a folder swapped for a link during the scan is never followed.
+    """
     matcher = ExcludeMatcher(job.exclude)
     for source in job.sources:
         root = os.path.normpath(source)
@@ -151,40 +185,57 @@ def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
         while stack:
             directory = stack.pop()
             try:
-                with os.scandir(directory) as it:
-                    children = sorted(it, key=lambda d: os.fsencode(d.name), reverse=True)
+                fd = open_below(root, directory)
             except FileNotFoundError:
                 report("warning", f"directory {directory} vanished during the scan")
                 continue
             except OSError as exc:
-                report("warning", f"cannot read directory {directory}: {exc.strerror}; its contents are not in this restore point")
+                report("warning", f"cannot read directory {directory}: {exc.strerror}; its contents are not in this "
+                                  "restore point")
                 continue
-            subdirs: list[str] = []
-            for child in reversed(children):
-                try:
-                    entry = _child(child, matcher, root, report)
-                except (ValueError, UnicodeError) as exc:  # one odd name never stops a run
-                    report("warning", f"{child.path} cannot be read ({exc}); it is not in this restore point")
-                    continue
-                if entry is None:
-                    continue
-                yield entry
-                if entry.type == "dir":
-                    if job.one_file_system and entry.dev != root_st.st_dev:
-                        report("note", f"not crossing into another file system at {entry.path}")
-                        continue
-                    subdirs.append(entry.path)
+            try:
+                subdirs = yield from _list(fd, directory, root, root_st.st_dev, job, matcher, report)
+            finally:
+                os.close(fd)
             stack.extend(reversed(subdirs))
 
 
-def _child(child: os.DirEntry, matcher: ExcludeMatcher, root: str, report: Report) -> Entry | None:
-    """One directory entry as an Entry, or None when it is excluded, gone, unreadable or special (reported)."""
-    path = child.path
+def _list(fd: int, directory: str, root: str, root_dev: int, job: JobConfig, matcher: "ExcludeMatcher",
+          report: Report) -> Generator[Entry, None, list[str]]:
+    """The entries of one open folder, in name order; returns its subfolders to descend into."""
+    try:
+        with os.scandir(fd) as it:
+            children = sorted(it, key=lambda d: os.fsencode(d.name))
+    except OSError as exc:
+        report("warning", f"cannot read directory {directory}: {exc.strerror}; its contents are not in this "
+                          "restore point")
+        return []
+    subdirs: list[str] = []
+    for child in children:
+        path = os.path.join(directory, child.name)
+        try:
+            entry = _child(fd, child.name, path, matcher, root, report)
+        except (ValueError, UnicodeError) as exc:  # one odd name never stops a run
+            report("warning", f"{path} cannot be read ({exc}); it is not in this restore point")
+            continue
+        if entry is None:
+            continue
+        yield entry
+        if entry.type == "dir":
+            if job.one_file_system and entry.dev != root_dev:
+                report("note", f"not crossing into another file system at {entry.path}")
+                continue
+            subdirs.append(entry.path)
+    return subdirs
+
+
+def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher", root: str, report: Report) -> Entry | None:
+    """One folder entry as an Entry, or None when it is excluded, gone, unreadable or special (reported)."""
     if matcher.excluded(path, root):
         return None
     try:
-        st = child.stat(follow_symlinks=False)
-        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
     except FileNotFoundError:
         report("warning", f"{path} vanished during the scan")
         return None

@@ -69,6 +69,10 @@ def write_entry(archive: py7zr.SevenZipFile, reader: IO[Any], name: str) -> None
     write(reader, name)
 
 
+class EntryTooLarge(Exception):
+    """An entry holds more bytes than its manifest records: forged or corrupt. Extraction stops at once."""
+
+
 class HashSink(py7zr.io.Py7zIO):
     """Receives one extracted entry: hashes it (xxh3-128) and writes it to each of ``outs``.
 
@@ -77,13 +81,16 @@ class HashSink(py7zr.io.Py7zIO):
     """
 
     def __init__(self, outs: list[BinaryIO] | None = None,
-                 on_close: "Callable[[HashSink], None] | None" = None) -> None:
+                 on_close: "Callable[[HashSink], None] | None" = None, limit: int | None = None) -> None:
         self.outs = outs or []
         self.on_close = on_close
+        self.limit = limit  # no more bytes than the manifest records: a forged entry cannot fill the disk
         self.hash = xxhash.xxh3_128()
         self.length = 0
 
     def write(self, s: bytes | bytearray) -> int:
+        if self.limit is not None and self.length + len(s) > self.limit:
+            raise EntryTooLarge(f"more than the {self.limit} bytes recorded")
         for out in self.outs:
             out.write(s)
         self.hash.update(s)

@@ -22,7 +22,7 @@ from .hazards import unsafe_entries
 from .layout import manifests_prefix, parse_manifest_key, volume_generation_prefix, volumes_prefix
 from .manifest import Manifest
 from .repository import Repository
-from .sevenzip import HashSink, extract_entries
+from .sevenzip import EntryTooLarge, HashSink, extract_entries
 from .store import sha256_of
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -171,11 +171,16 @@ def _verify_object(repo: Repository, conn: Any, row: Any, deep: bool, workdir: P
 
 def _verify_entries(repo: Repository, conn: Any, key: str, local: Path, workdir: Path, report: VerifyReport) -> None:
     expected = conn.execute("SELECT entry, xxh3, size, path FROM expect WHERE key = ?", (key,)).fetchall()
+    sizes: dict[str, int] = {}
+    for entry, _, size, _ in expected:
+        sizes[entry] = max(size, sizes.get(entry, 0))
     try:
-        sinks = extract_entries(local, repo.keys.password, sorted({e[0] for e in expected}), workdir / "x",
-                                lambda entry: HashSink())
+        sinks = extract_entries(local, repo.keys.password, sorted(sizes), workdir / "x",
+                                lambda entry: HashSink(limit=sizes[entry]) if entry in sizes else None)
     except Exception as exc:  # py7zr raises many unrelated types for damaged data
-        report.problems.append(f"object {key}: cannot be decrypted or decoded ({type(exc).__name__})")
+        why = ("holds an entry larger than recorded" if isinstance(exc, EntryTooLarge)
+               else f"cannot be decrypted or decoded ({type(exc).__name__})")
+        report.problems.append(f"object {key}: {why}")
         return
     finally:
         shutil.rmtree(workdir / "x", ignore_errors=True)
@@ -183,4 +188,4 @@ def _verify_entries(repo: Repository, conn: Any, key: str, local: Path, workdir:
         sink = sinks.get(entry)
         report.entries_checked += 1
         if sink is None or not sink.matches(xxh3, size):
-            report.problems.append(f"object {key}: entry for {path_name(path)!r} fails its xxh3 check")
+            report.problems.append(f"object {key}: the content of {path_name(path)} fails its xxh3 check")

@@ -47,7 +47,8 @@ class LocalStore:
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
-        if not key or any(p in ("", ".", "..") for p in parts) or _TMP_MARK in key:
+        if (not key or any(p in ("", ".", "..") or len(os.fsencode(p)) > 255 for p in parts) or _TMP_MARK in key
+                or "\x00" in key):
             raise StoreError(f"Invalid object key {key!r}.")
         return self.root.joinpath(*parts)
 
@@ -125,6 +126,8 @@ class LocalStore:
             return self._info(key, path)
         except FileNotFoundError:
             raise ObjectNotFound(f"Object {key} is missing from the repository.") from None
+        except OSError as exc:
+            raise StoreError(f"Cannot read object {key}: {exc.strerror}.") from None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Walk only the directory that can hold the prefix, then filter by key.

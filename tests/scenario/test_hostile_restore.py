@@ -299,3 +299,89 @@ def test_every_entry_the_target_blocks_is_named_and_it_is_not_the_points_fault(b
     assert result.code == EXIT_PARTIAL, result.err
     for name in ("a/b/deep.txt", "a/b/c/file.txt", "a/top.txt"):
         assert name in result.err, name
+
+
+def forge_with(ws, patch_target: str, replace) -> tuple[Path, Forger]:
+    """A forged point whose manifest is damaged by ``replace`` wrapped around archiver.point.<patch_target>."""
+    import archiver.point as point_mod
+
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    real = getattr(point_mod, patch_target)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(point_mod, patch_target, lambda *a, **k: replace(real(*a, **k)))
+        forger.point([row("f", "dir"), row("f/x.txt", content=b"x\n")])
+    return outside, forger
+
+
+@pytest.mark.parametrize("damage", ["entry line not an object", "tree not an object", "parent not an object",
+                                    "object key with NUL", "object key too long", "object of another generation"])
+def test_hostile_manifest_shapes_are_integrity_errors_everywhere(workspace, damage):
+    ws = workspace
+
+    def entry_damage(writer):
+        add = writer.add
+        writer.add = lambda entry: add([1] if entry.get("path") == "f/x.txt" else entry)
+        return writer
+
+    def header_damage(header):
+        if damage == "tree not an object":
+            header["tree"] = [1]
+        elif damage == "parent not an object":
+            header["parent"] = "x"
+        elif damage == "object key with NUL":
+            header["objects"][0]["key"] += "\x00"
+        elif damage == "object key too long":
+            header["objects"][0]["key"] = header["objects"][0]["key"][:-9] + "v" * 300 + ".7z"
+        else:
+            header["objects"][0]["key"] = header["objects"][0]["key"].replace("g000001", "g000009")
+        return header
+
+    if damage == "entry line not an object":
+        outside, _ = forge_with(ws, "ManifestWriter", entry_damage)
+    else:
+        outside, _ = forge_with(ws, "build_header", header_damage)
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY, restored.err
+    assert verified.code == EXIT_INTEGRITY and "Traceback" not in verified.err
+    listed = ws.genarc("ls", "data", now=NOW)
+    deep = ws.genarc("verify", "data", "--deep", now=NOW)
+    assert listed.code == EXIT_INTEGRITY and deep.code == EXIT_INTEGRITY
+    assert not target.exists() or not any(target.rglob("x.txt"))
+
+
+def test_a_forged_entry_larger_than_recorded_cannot_fill_the_disk(workspace):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    bomb = row("f/bomb", content=b"small")
+    bomb["content"] = bytes(64 * 1024 * 1024)  # the volume holds 64 MiB of zeros; the manifest says 5 bytes
+    forger.point([row("f", "dir"), bomb, row("f/fine.txt", content=b"fine\n")])
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and "more bytes than recorded" in restored.err
+    assert sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) < 1024 * 1024
+    deep = ws.genarc("verify", "data", "--deep", "--json", now=NOW)
+    assert deep.code == EXIT_INTEGRITY
+    assert any("larger than recorded" in p for p in deep.json["report"]["problems"])
+
+
+def test_a_name_too_long_for_any_file_system_is_the_points_fault(workspace):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    forger.point([row("f", "dir"), row("f/" + "n" * 300, content=b"long\n"), row("f/fine.txt", content=b"fine\n")])
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and "255 bytes" in restored.err
+    assert verified.code == EXIT_INTEGRITY
+    assert (target / "f" / "fine.txt").read_bytes() == b"fine\n"
+
+
+def test_unsafe_entries_outside_the_include_do_not_fail_the_restore(workspace):
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    forger.point([row("f", "dir"), row("f/../escape.txt", content=b"x\n"), row("g", "dir"),
+                  row("g/wanted.txt", content=b"wanted\n")])
+    restored, _, target = restore_and_verify(ws, outside, "--include", "g/**")
+    assert restored.code == EXIT_OK, restored.err
+    assert (target / "g" / "wanted.txt").read_bytes() == b"wanted\n"

@@ -137,3 +137,22 @@ def test_a_folder_turned_link_after_the_scan_is_not_followed(tmp_path):
     plan = VolumePlan(1, "copy", 0, [PlannedFile(str(src / "u" / "secret"), 18, str(src))])
     result = write_volume(plan, str(tmp_path / "v.7z"), None)
     assert result.files[0].status == "unreadable" and "no longer a folder" in result.files[0].message
+
+
+def test_a_folder_swapped_for_a_link_during_the_scan_is_not_followed(tmp_path):
+    """The scan has listed z as a folder; before it descends, z becomes a link out of the source."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "a").mkdir(parents=True)
+    (src / "z").mkdir()
+    (outside / "secretdir").mkdir(parents=True)
+    (outside / "secret.txt").write_text("outside\n")
+    notes: list[tuple[str, str]] = []
+    job = JobConfig("j", (str(src),))
+    seen = []
+    for entry in walk(job, lambda level, message: notes.append((level, message))):
+        seen.append(entry.path)
+        if entry.path == str(src / "z"):
+            (src / "z").rmdir()
+            (src / "z").symlink_to(outside)
+    assert not [p for p in seen if p.startswith(str(src / "z") + "/")]
+    assert any(level == "warning" and str(src / "z") in message for level, message in notes)
