@@ -15,6 +15,7 @@ import io
 import os
 import stat
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
@@ -100,40 +101,59 @@ def source_root(path: str, roots: Iterable[str]) -> str:
 _SOURCE_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def open_source(path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
-    """Open a regular file for reading without following a link anywhere below its source ``root``.
+class SourceFolders:
+    """Opens source files without following a link anywhere below their source root, keeping a few folders open.
 
-    The scan saw real folders; if one of them has become a link since, the file is refused
-    rather than read from wherever the link points (:func:`archiver.scan.open_below`).
-    ``O_NONBLOCK`` keeps a file that has become a FIFO from stopping the run; it changes
-    nothing for a regular file.
+    The scan saw real folders; if one of them has become a link since, a file below it is refused
+    rather than read from wherever the link points (:func:`archiver.scan.open_below`). Files are
+    opened with ``O_NONBLOCK``, so a file that has become a FIFO cannot stop the run (it changes
+    nothing for a regular file). Files come in path order, so the last few folders are kept open.
     """
-    folder, name = os.path.split(path)
-    fd = open_below(root or folder, folder)
-    try:
-        file_fd = os.open(name, _SOURCE_FILE, dir_fd=fd)
-    finally:
-        os.close(fd)
-    st = os.fstat(file_fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(file_fd)
-        raise OSError(errno.EINVAL, "it is no longer a regular file")
-    return os.fdopen(file_fd, "rb"), st
+
+    def __init__(self, keep: int = 8) -> None:
+        self._fds: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._keep = keep
+
+    def __enter__(self) -> "SourceFolders":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _folder(self, folder: str, root: str) -> int:
+        key = (root, folder)
+        if key in self._fds:
+            self._fds.move_to_end(key)
+            return self._fds[key]
+        fd = self._fds[key] = open_below(root or folder, folder)
+        while len(self._fds) > self._keep:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def open(self, path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
+        folder, name = os.path.split(path)
+        file_fd = os.open(name, _SOURCE_FILE, dir_fd=self._folder(folder, root))
+        st = os.fstat(file_fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(file_fd)
+            raise OSError(errno.EINVAL, "it is no longer a regular file")
+        return os.fdopen(file_fd, "rb"), st
+
+    def stat(self, path: str, root: str = "") -> os.stat_result | None:
+        """What now sits at ``path`` (not followed if a link), or None when nothing can be seen there."""
+        folder, name = os.path.split(path)
+        try:
+            return os.stat(name, dir_fd=self._folder(folder, root), follow_symlinks=False)
+        except OSError:
+            return None
 
 
-def restat_source(path: str, root: str = "") -> os.stat_result | None:
-    """What now sits at ``path`` (a link is not followed, nor any below ``root``), or None when nothing can be seen."""
-    folder, name = os.path.split(path)
-    try:
-        fd = open_below(root or folder, folder)
-    except OSError:
-        return None
-    try:
-        return os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+def open_source(path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
+    """Open one source file the way :class:`SourceFolders` does."""
+    with SourceFolders() as folders:
+        return folders.open(path, root)
 
 
 def xxh3_file(path: str, root: str = "") -> str:
@@ -145,12 +165,12 @@ def xxh3_file(path: str, root: str = "") -> str:
     return h.hexdigest()
 
 
-def looks_incompressible(path: str, size: int, root: str = "") -> bool:
+def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFolders | None = None) -> bool:
     """A quick probe: zlib level 1 on up to two 64 KiB samples (start and middle)."""
     if size < 4096:
         return False
     try:
-        fh, _ = open_source(path, root)
+        fh, _ = folders.open(path, root) if folders is not None else open_source(path, root)
         with fh:
             sample = fh.read(PROBE_BYTES)
             if size > 4 * PROBE_BYTES:
@@ -201,14 +221,15 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ino, b.st_ctime_ns)
 
 
-def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str]) -> PackedFile:
+def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
+              folders: SourceFolders) -> PackedFile:
     base = entry_name(planned.path, ordinal)
     for attempt in range(1, TORN_RETRIES + 1):
         entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{ordinal:06d}"
         if entry in used:
             entry = f"_genarc/odd/{ordinal:06d}-{attempt}"
         try:
-            fh, before = open_source(planned.path, planned.root)
+            fh, before = folders.open(planned.path, planned.root)
         except FileNotFoundError:
             return PackedFile(planned.path, "vanished", message="vanished before it could be read")
         except OSError as exc:
@@ -224,7 +245,7 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                 return PackedFile(planned.path, "unreadable", message=f"read failed: {exc.strerror}")
             used.add(entry)
             after = os.fstat(fd)
-        now = restat_source(planned.path, planned.root)
+        now = folders.stat(planned.path, planned.root)
         if reader.read_bytes == before.st_size and _same(before, after) and now is not None and _same(before, now):
             return PackedFile(planned.path, "ok", entry, reader.hash.hexdigest(), before.st_size, before.st_mtime_ns,
                               stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino)
@@ -236,9 +257,9 @@ def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> Packe
     results: list[PackedFile] = []
     used: set[str] = set()
     try:
-        with sevenzip.open_for_writing(out_path, plan.method, plan.level, password) as archive:
+        with sevenzip.open_for_writing(out_path, plan.method, plan.level, password) as archive, SourceFolders() as folders:
             for ordinal, planned in enumerate(plan.files):
-                results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used))
+                results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used, folders))
         digest = hashlib.sha256()
         with open(out_path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -262,20 +283,22 @@ def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volum
     """
     index = first_index
     open_plans: dict[str, VolumePlan] = {}
-    for planned in files:
-        chosen = "copy" if method != "copy" and looks_incompressible(planned.path, planned.size, planned.root) else method
-        current = open_plans.get(chosen)
-        if current is not None and (current.bytes + planned.size > volume_size or len(current.files) >= max_files):
-            yield current
-            current = None
-        if current is None:
-            current = VolumePlan(index, chosen, level if chosen == method else 0)
-            index += 1
-            open_plans[chosen] = current
-        current.add(planned)
-        if current.bytes >= volume_size:
-            yield current
-            del open_plans[chosen]
-    for leftover in sorted(open_plans.values(), key=lambda p: p.index):
-        if leftover.files:
-            yield leftover
+    with SourceFolders() as folders:
+        for planned in files:
+            probe = method != "copy" and looks_incompressible(planned.path, planned.size, planned.root, folders)
+            chosen = "copy" if probe else method
+            current = open_plans.get(chosen)
+            if current is not None and (current.bytes + planned.size > volume_size or len(current.files) >= max_files):
+                yield current
+                current = None
+            if current is None:
+                current = VolumePlan(index, chosen, level if chosen == method else 0)
+                index += 1
+                open_plans[chosen] = current
+            current.add(planned)
+            if current.bytes >= volume_size:
+                yield current
+                del open_plans[chosen]
+        for leftover in sorted(open_plans.values(), key=lambda p: p.index):
+            if leftover.files:
+                yield leftover
