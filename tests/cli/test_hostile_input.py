@@ -146,12 +146,18 @@ def test_a_white_space_password_is_refused_and_a_long_span_warns(workspace):
     assert ws.genarc("list").code == EXIT_CONFIG
 
 
-def test_a_glob_that_cannot_match_is_a_clear_error(workspace):
-    ws = workspace
-    (ws.src / "a.txt").write_text("a\n")
-    ws.write_config()
-    assert ws.genarc("init").code == EXIT_OK
-    assert ws.genarc("run", now=NOW).code == EXIT_OK
+@pytest.fixture
+def one_point(workspace):
+    """A repository holding one point of a one-file tree."""
+    (workspace.src / "a.txt").write_text("a\n")
+    workspace.write_config()
+    assert workspace.genarc("init").code == EXIT_OK
+    assert workspace.genarc("run", now=NOW).code == EXIT_OK
+    return workspace
+
+
+def test_a_glob_that_cannot_match_is_a_clear_error(one_point):
+    ws = one_point
     result = ws.genarc("restore", "data", "--target", str(ws.root / "r"), "--include", "[z-\x1b]", now=NOW)
     assert result.code == 2 and "--include" in result.err and "\x1b" not in result.err
     ws.write_config(exclude=["[z-a]"])
@@ -159,12 +165,8 @@ def test_a_glob_that_cannot_match_is_a_clear_error(workspace):
     assert result.code == EXIT_CONFIG and "exclude" in result.err and "Traceback" not in result.err
 
 
-def test_a_restore_target_that_is_a_file_is_a_usage_error(workspace):
-    ws = workspace
-    (ws.src / "a.txt").write_text("a\n")
-    ws.write_config()
-    assert ws.genarc("init").code == EXIT_OK
-    assert ws.genarc("run", now=NOW).code == EXIT_OK
+def test_a_restore_target_that_is_a_file_is_a_usage_error(one_point):
+    ws = one_point
     (ws.root / "a-file").write_text("not a folder\n")
     result = ws.genarc("restore", "data", "--target", str(ws.root / "a-file"), now=NOW)
     assert result.code == 2 and "not a directory" in result.err and "--overwrite" not in result.err
