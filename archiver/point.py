@@ -46,11 +46,6 @@ class StoredObject:
             out["copied_from"] = self.copied_from
         return out
 
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "StoredObject":
-        return cls(str(record["key"]), int(record["size"]), str(record["sha256"]), record.get("version_id"),
-                   str(record.get("method", "")), record.get("content_bytes"), record.get("copied_from"))
-
 
 @dataclass(frozen=True)
 class LockPlan:
