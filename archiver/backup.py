@@ -28,6 +28,7 @@ from .changes import Op, ScanTable
 from .clock import Clock, format_time
 from .config import Config, JobConfig
 from .errors import IntegrityError, LocalIOError, StoreError
+from .history import History, Point, describe
 from .generation import GenerationRef, RunDecision, decide_run, expires_from
 from .layout import new_run_id
 from .pack import PackedVolume, PlannedFile, plan_volumes, source_root, write_volume
@@ -81,29 +82,24 @@ def job_config(config: Config, job: JobConfig) -> dict[str, Any]:
             "compression": config.volumes.compression, "level": config.volumes.level, "volume_size": config.volumes.size}
 
 
-def sync_catalog(repo: Repository, catalog: Catalog, names: list, workdir: Path) -> bool:
-    """Make the catalog reflect the newest committed point of ``names``. Returns False when that chain is broken."""
-    latest = names[-1] if names else None
+def sync_catalog(repo: Repository, catalog: Catalog, history: History, latest: Point | None, workdir: Path) -> bool:
+    """Make the catalog reflect ``latest`` (the newest trusted point). Returns False when its chain is broken."""
     if latest is None:
         if catalog.tip is not None:
             catalog.tree.clear()
             catalog.set_meta({"tip_key": None, "tip_sha256": None, "tip_version": None})
         return True
-    if chain_mod.missing_points(names, latest):
-        catalog.set_meta({"broken_key": latest.key})
-        return False
-    if catalog.tip == latest.key:
+    if catalog.tip == latest.key and not history.gaps(latest):
         return True
-    return rebuild_catalog(repo, catalog, names, workdir)
+    return rebuild_catalog(repo, catalog, history, latest, workdir)
 
 
-def rebuild_catalog(repo: Repository, catalog: Catalog, names: list, workdir: Path) -> bool:
-    """Replay the newest generation's chain into the catalog. Stat data is lost, so the next scan re-hashes."""
-    latest = names[-1]
+def rebuild_catalog(repo: Repository, catalog: Catalog, history: History, latest: Point, workdir: Path) -> bool:
+    """Replay ``latest``'s chain into the catalog. Stat data is lost, so the next scan re-hashes."""
     catalog.conn.execute("BEGIN")
     try:
         catalog.conn.execute("DELETE FROM objects")
-        tip = chain_mod.replay(repo, names, latest, catalog.tree, workdir,
+        tip = chain_mod.replay(repo, history, latest, catalog.tree, workdir,
                                on_point=lambda m: catalog.record_objects(m.objects))
     except (IntegrityError, StoreError):
         catalog.conn.execute("ROLLBACK")
@@ -113,7 +109,7 @@ def rebuild_catalog(repo: Repository, catalog: Catalog, names: list, workdir: Pa
         catalog.conn.execute("COMMIT")
         return False
     catalog.set_meta({"tip_key": tip.key, "tip_sha256": tip.sha256, "tip_version": tip.version_id,
-                      "gseq": str(latest.gseq), "gstart": format_time(latest.gstart), "broken_key": None})
+                      "gseq": str(latest.name.gseq), "gstart": format_time(latest.name.gstart), "broken_key": None})
     catalog.conn.execute("COMMIT")
     return True
 
@@ -172,7 +168,7 @@ def run_job(
     spool = _spool(spool_parent)
     catalog = Catalog(Catalog.location(state_dir, repo.id, job.name))
     try:
-        run = _begin(repo, config, job, catalog, spool, clock.now(), report, emit, warn, force_full)
+        run = _begin(repo, config, job, catalog, spool, clock, report, emit, warn, force_full)
         _scan(run)
         synthetic = _classify(run, full_mode)
         if synthetic:
@@ -198,12 +194,20 @@ def _spool(parent: str | None) -> Path:
         raise LocalIOError(f"Cannot create a temporary directory for volumes: {exc.strerror}; set TMPDIR to a writable disk.") from exc
 
 
-def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, spool: Path, now: datetime,
+def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, spool: Path, clock: Clock,
            report: RunReport, emit: Progress, warn: Callable[[str], None], force_full: bool) -> _Run:
-    """Bring the catalog to the newest point, decide full or incremental, and plan the point's lock."""
-    names = repo.manifest_names(job.name)
-    latest = names[-1] if names else None
-    chain_ok = sync_catalog(repo, catalog, names, spool)
+    """Bring the catalog to the newest trusted point, decide full or incremental, and plan the point's lock."""
+    now = clock.now()
+    history = History.read(repo, job.name, clock)
+    newest = history.newest(repo, spool)
+    for point in history.points:
+        if point.suspect and (newest is None or history.points.index(point) > history.points.index(newest)):
+            warn(f"this run does not continue the newer {describe(point)}; run `genarc audit {job.name}`")
+    if newest is not None and catalog.tip is not None and catalog.tip != newest.key and not catalog.knows_run(newest.name.run_id):
+        warn(f"the newest restore point {newest.key} was not written by a run of this machine; this run continues it, "
+             f"but check it with `genarc audit {job.name}`")
+    latest = newest.name if newest is not None else None
+    chain_ok = sync_catalog(repo, catalog, history, newest, spool)
     if not chain_ok:
         warn(f"the chain of the newest generation ({catalog.get_meta('broken_key')}) is broken; this run opens a new generation with a full")
     latest_ref = GenerationRef(latest.gseq, latest.gstart) if latest else None
@@ -212,6 +216,7 @@ def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, s
     pseq = latest.pseq + 1 if decision.kind == "incremental" and latest else 1
     lock = lock_plan(repo, config, gen.start, config.retention)
     writer = PointWriter(repo, job.name, gen, pseq, new_run_id(), lock, spool, full=decision.kind == "full")
+    catalog.record_run(writer.run_id, format_time(now))
     report.kind, report.reason, report.generation, report.point = decision.kind, decision.reason, gen.seq, pseq
     report.generation_start, report.time = format_time(gen.start), format_time(now)
     report.lock_mode, report.lock_until = lock.mode, format_time(lock.until)

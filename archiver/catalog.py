@@ -225,6 +225,8 @@ class Catalog:
         # The objects of the newest generation, as its manifests list them (a synthetic full copies from these).
         self.conn.execute("CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, version_id TEXT, sha256 TEXT, "
                           "size INTEGER, content_bytes INTEGER)")
+        # Every run this machine started: a point whose run id is not here was written by someone else.
+        self.conn.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, started TEXT)")
         self.tree = TreeTable(self.conn, "tree")
 
     @staticmethod
@@ -257,6 +259,15 @@ class Catalog:
         self.set_meta(tip)
         self.conn.execute("COMMIT")
         self.tree = TreeTable(self.conn, "tree")
+
+    def record_run(self, run_id: str, started: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO runs VALUES (?, ?)", (run_id, started))
+
+    def knows_run(self, run_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    def runs(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT run_id FROM runs")}
 
     def content_bytes(self) -> dict[str, int | None]:
         return {row[0]: row[1] for row in self.conn.execute("SELECT key, content_bytes FROM objects")}

@@ -16,10 +16,14 @@ from .errors import ConfigError
 
 
 class Clock(Protocol):
+    injected: bool  # a simulated "now" (tests, GENARC_NOW): its times are not on the server's timeline
+
     def now(self) -> datetime: ...
 
 
 class SystemClock:
+    injected = False
+
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
 
@@ -29,6 +33,7 @@ class FixedClock:
     """A clock that returns a set time; tests move it by assigning ``at``."""
 
     at: datetime
+    injected = True
 
     def now(self) -> datetime:
         return self.at

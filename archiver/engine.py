@@ -22,7 +22,8 @@ from typing import Any, Callable
 from .backup import Progress, RunReport, run_job
 from .clock import Clock
 from .config import Config, JobConfig
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, GenarcError, Interrupted
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, GenarcError, IntegrityError, Interrupted
+from .history import History
 from .longterm import promote
 from .monitoring import run_hook, write_metrics
 from .repository import Repository
@@ -81,8 +82,10 @@ class Engine:
         return Repository.open(self.config, counts=self.counts)
 
     def last_point(self, repo: Repository, job: str) -> datetime | None:
-        names = repo.manifest_names(job)
-        return names[-1].point_time if names else None
+        """When the newest trusted point was stored (a forged future date cannot make a job look done)."""
+        history = History.read(repo, job, self.clock)
+        newest = history.newest()
+        return history.time_of(newest) if newest is not None else None
 
     def run(self, names: list[str] | None = None, options: RunOptions | None = None,
             on_outcome: Callable[[JobOutcome], None] | None = None) -> RunSummary:
@@ -116,8 +119,12 @@ class Engine:
                              force_full=options.force_full, full_mode=options.full_mode,
                              progress=self.progress(job.name))
             if self.config.longterm:
-                point = next(n for n in repo.manifest_names(job.name) if n.key == report.manifest_key)
-                report.longterm = [asdict(p) for p in promote(repo, self.config, job.name, point, self.clock.now())]
+                history = History.read(repo, job.name, self.clock)
+                point = history.by_key(report.manifest_key)
+                if point is None:
+                    raise IntegrityError(f"The point just committed, {report.manifest_key}, is not in the repository listing; "
+                                         "check the bucket with `genarc audit`.")
+                report.longterm = [asdict(p) for p in promote(repo, self.config, job.name, history, point, self.clock)]
         except Interrupted:
             raise
         except GenarcError as exc:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from . import chain as chain_mod
 from .catalog import TreeTable
-from .clock import format_time
+from .clock import Clock, format_time
 from .config import Config
 from .generation import GenerationRef, RetentionPolicy
+from .history import History, Point
 from .layout import ManifestName, new_run_id
 from .point import PointWriter, lock_plan
 from .repository import Repository
@@ -42,12 +43,12 @@ def period(when: datetime, tier: str) -> str:
     return when.strftime("%Y-%m" if tier == "monthly" else "%Y")
 
 
-def due_tiers(config: Config, repo: Repository, job: str, point: ManifestName) -> list[str]:
-    """Tiers for which ``point`` is the first restore point of its month (or year)."""
+def due_tiers(config: Config, repo: Repository, job: str, point: Point, clock: Clock) -> list[str]:
+    """Tiers for which ``point`` is the first restore point of its month (or year); suspect points do not count."""
     due = []
     for tier in config.longterm:
-        existing = {period(n.point_time, tier) for n in repo.manifest_names(tier_job(job, tier))}
-        if period(point.point_time, tier) not in existing:
+        existing = {period(p.claimed, tier) for p in History.read(repo, tier_job(job, tier), clock).trusted()}
+        if period(point.claimed, tier) not in existing:
             due.append(tier)
     return due
 
@@ -62,26 +63,27 @@ class Promotion:
     locked_until: str
 
 
-def promote(repo: Repository, config: Config, job: str, point: ManifestName, now: datetime,
+def promote(repo: Repository, config: Config, job: str, history: History, point: Point, clock: Clock,
             tiers: list[str] | None = None) -> list[Promotion]:
-    """Make ``point`` a long-term point in every due tier (or the given ones)."""
-    tiers = due_tiers(config, repo, job, point) if tiers is None else tiers
+    """Make ``point`` (of ``history``) a long-term point in every due tier (or the given ones)."""
+    tiers = due_tiers(config, repo, job, point, clock) if tiers is None else tiers
     if not tiers:
         return []
     with tempfile.TemporaryDirectory(prefix="genarc-longterm-") as tmp:
         workdir = Path(tmp)
         with chain_mod.scratch_tree(workdir) as tree:
-            tip = chain_mod.replay(repo, repo.manifest_names(job), point, tree, workdir)
-            return [_materialize(repo, config, job, tier, point, tip.header, tree, workdir) for tier in tiers]
+            tip = chain_mod.replay(repo, history, point, tree, workdir)
+            return [_materialize(repo, config, job, tier, point.name, tip.header, tree, workdir, clock)
+                    for tier in tiers]
 
 
 def _materialize(repo: Repository, config: Config, job: str, tier: str, point: ManifestName, source_header: dict,
-                 tree: TreeTable, workdir: Path) -> Promotion:
+                 tree: TreeTable, workdir: Path, clock: Clock) -> Promotion:
     target = tier_job(job, tier)
     policy = tier_policy(config.retention, tier, config.longterm[tier])
-    names = repo.manifest_names(target)
+    kept = History.read(repo, target, clock).trusted()
     start = point.point_time  # the long-term generation starts at the point it keeps
-    generation = GenerationRef((max(n.gseq for n in names) + 1) if names else 1, start)
+    generation = GenerationRef((max(p.name.gseq for p in kept) + 1) if kept else 1, start)
     lock = lock_plan(repo, config, start, policy)
     writer = PointWriter(repo, target, generation, 1, new_run_id(), lock, workdir, full=True)
     copy = repo.store.capabilities.server_side_copy

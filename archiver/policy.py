@@ -29,18 +29,23 @@ DENIED_TO_BACKUP = [
     "s3:DeleteBucket",
     "s3:BypassGovernanceRetention",  # denied: the backup key may never lift a governance lock
     "s3:PutObjectLegalHold",
+    "s3:PutObjectAcl",  # an ACL could make the volumes readable by anyone
+    "s3:PutObjectVersionAcl",
+    "s3:PutBucketAcl",
 ]
 READ_OBJECT_ACTIONS = [
     "s3:GetObject",
     "s3:GetObjectVersion",
     "s3:GetObjectRetention",
     "s3:GetObjectLegalHold",
+    "s3:GetObjectAcl",  # genarc audit checks that no object was made public
 ]  # HEAD needs only GetObject/GetObjectVersion; GetObjectAttributes is unused (and unknown to Ceph 16)
 READ_BUCKET_ACTIONS = [
     "s3:GetBucketVersioning",
     "s3:GetBucketObjectLockConfiguration",
     "s3:GetLifecycleConfiguration",
     "s3:GetBucketLocation",
+    "s3:GetBucketAcl",
 ]
 B2_BACKUP_CAPABILITIES = ["listBuckets", "listFiles", "readFiles", "writeFiles"]
 B2_LOCK_CAPABILITIES = ["readFileRetentions", "writeFileRetentions", "readBucketRetentions"]

@@ -7,20 +7,18 @@ such before anything else is read. The password itself is never stored.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
 
 from .clock import format_time
 from .config import Config
 from .errors import ConfigError, IntegrityError, ObjectExists, ObjectNotFound, RepositoryNotFound, WrongPasswordError
-from .layout import REPOSITORY_CONFIG_KEY, ManifestName, manifests_prefix, parse_manifest_key
-from .store import Capabilities, CountingStore, RequestCounts, Store, inspector_for, open_store, sha256_of
+from .layout import REPOSITORY_CONFIG_KEY, parse_manifest_key
+from .store import Capabilities, CountingStore, ObjectInfo, RequestCounts, Store, inspector_for, open_store, sha256_of
 
 FORMAT = 1
 _KDF = {"name": "scrypt", "n": 2**14, "r": 8, "p": 1}
@@ -46,18 +44,31 @@ class Keys:
         return hmac.new(self.manifest_hmac, b"genarc key check", hashlib.sha256).hexdigest()
 
 
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def listing(store: Store, prefix: str) -> dict[str, list[ObjectInfo]]:
+    """Every version (and marker) under ``prefix`` by key, oldest first; one per key on a store without versions."""
+    infos = store.list_versions(prefix) if store.capabilities.versioning else store.list(prefix)
+    by_key: dict[str, list[ObjectInfo]] = {}
+    for info in infos:
+        if info.key.startswith(prefix):
+            by_key.setdefault(info.key, []).append(info)
+    for versions in by_key.values():
+        versions.sort(key=lambda i: (i.modified or _EPOCH, i.version_id or ""))
+    return dict(sorted(by_key.items()))
+
+
+def first_version(infos: list[ObjectInfo]) -> ObjectInfo | None:
+    """The version genarc wrote: the oldest real one (later versions and markers came from someone else)."""
+    real = [i for i in infos if not i.is_delete_marker and not i.hidden]
+    return real[0] if real else None
+
+
 def original_versions(store: Store, prefix: str) -> dict[str, str | None]:
     """Every key under ``prefix`` with the version genarc wrote (the oldest real version), if versioned."""
-    if not store.capabilities.versioning:
-        return {info.key: None for info in store.list(prefix)}
-    oldest: dict[str, tuple] = {}
-    for info in store.list_versions(prefix):
-        if info.is_delete_marker or info.hidden:
-            continue
-        rank = (info.modified or datetime.min.replace(tzinfo=timezone.utc), info.version_id or "")
-        if info.key not in oldest or rank < oldest[info.key][0]:
-            oldest[info.key] = (rank, info.version_id)
-    return {key: value[1] for key, value in sorted(oldest.items())}
+    found = {key: first_version(infos) for key, infos in listing(store, prefix).items()}
+    return {key: info.version_id for key, info in found.items() if info is not None}
 
 
 def effective_lock_mode(lock_mode: str, caps: Capabilities, url: str) -> str:
@@ -138,20 +149,6 @@ class Repository:
             )
         return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
 
-    def manifest_names(self, job: str) -> list[ManifestName]:
-        """Committed restore points of a job, oldest first, from the manifest listing alone.
-
-        On a versioned store each name is pinned to the version genarc wrote: the oldest one.
-        genarc writes every key once, so any newer version, or a delete marker, came from
-        someone else and changes nothing here (verify reports it).
-        """
-        names = []
-        for key, version_id in original_versions(self.store, manifests_prefix(job)).items():
-            parsed = parse_manifest_key(key)
-            if parsed is not None and parsed.job == job:
-                names.append(dataclasses.replace(parsed, version_id=version_id))
-        return sorted(names)
-
     def jobs(self) -> list[str]:
         found = set()
         for info in self.store.list(""):
@@ -159,10 +156,3 @@ class Repository:
             if parsed:
                 found.add(parsed.job)
         return sorted(found)
-
-    def iter_generations(self, job: str) -> Iterator[tuple[int, list[ManifestName]]]:
-        by_gen: dict[int, list[ManifestName]] = {}
-        for name in self.manifest_names(job):
-            by_gen.setdefault(name.gseq, []).append(name)
-        for gseq in sorted(by_gen):
-            yield gseq, by_gen[gseq]

@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ from .catalog import TreeTable, path_name
 from .clock import format_time
 from .errors import EXIT_INTEGRITY, EXIT_PARTIAL, GenarcError, IntegrityError, LocalIOError, UsageError
 from .hazards import unsafe_entries
-from .layout import ManifestName
+from .history import History, Point
 from .repository import Repository
 from .scan import glob_regex
 from .sevenzip import EntryTooLarge, HashSink, extract_entries, prepare_key
@@ -42,33 +41,13 @@ class RestoreReport:
     point: int
     time: str
     target: str
+    stored: str | None = None  # when the server stored the point's manifest
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)  # the point's fault: content that fails its check, unsafe entries
     blocked: list[str] = field(default_factory=list)  # the target's: a link or file in the way, a write it refuses
-
-
-def resolve_point(names: list[ManifestName], job: str, generation: int | None = None, point: int | None = None,
-                  at: datetime | None = None) -> ManifestName:
-    """Pick a restore point: the newest, the newest of a generation, a given point, or the newest at a time."""
-    if not names:
-        raise UsageError(f"Job {job!r} has no restore points in this repository.")
-    chosen = names
-    if generation is not None:
-        chosen = [n for n in chosen if n.gseq == generation]
-        if not chosen:
-            raise UsageError(f"Job {job!r} has no generation {generation}; `genarc list {job}` shows them.")
-    if point is not None:
-        chosen = [n for n in chosen if n.pseq == point]
-        if not chosen:
-            raise UsageError(f"Job {job!r} has no point {point} in that generation; `genarc list {job}` shows them.")
-    if at is not None:
-        chosen = [n for n in chosen if n.point_time <= at]
-        if not chosen:
-            raise UsageError(f"Job {job!r} has no restore point at or before {format_time(at)}.")
-    return max(chosen, key=lambda n: (n.point_time, n.gseq, n.pseq))
 
 
 class _Selection:
@@ -86,15 +65,17 @@ class _Selection:
         return any(p.match(prefix) for p in self.patterns for prefix in prefixes)
 
 
-def restore(repo: Repository, job: str, name: ManifestName, names: list[ManifestName], *, target: Path,
-            includes: list[str], overwrite: bool, workdir: Path, progress: Progress | None = None,
-            workers: int = 1) -> RestoreReport:
+def restore(repo: Repository, history: History, point: Point, *, target: Path, includes: list[str], overwrite: bool,
+            workdir: Path, progress: Progress | None = None, workers: int = 1) -> RestoreReport:
     emit = progress or (lambda event, data: None)
     workdir.mkdir(parents=True, exist_ok=True)
-    report = RestoreReport(job, name.gseq, name.pseq, format_time(name.point_time), str(target))
+    name = point.name
+    report = RestoreReport(history.job, name.gseq, name.pseq, format_time(name.point_time), str(target),
+                           stored=format_time(point.stored) if point.stored else None)
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    job = history.job
     with chain_mod.scratch_tree(workdir, "restore.sqlite") as tree:
-        chain_mod.replay(repo, names, name, tree, workdir)
+        chain_mod.replay(repo, history, point, tree, workdir)
         selection = _Selection(includes)
         unsafe = {p: why for p, why in unsafe_entries(tree) if selection.wants(path_name(p))}
         report.errors += [f"{path_name(p)}: refused: {reason}" for p, reason in unsafe.items()]
@@ -248,7 +229,8 @@ def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _Volum
     try:
         repo.store.download(key, local, version_id=task.version_id)
     except GenarcError as exc:
-        result.errors.extend(f"{path_name(r['path'])}: object {key} cannot be read ({exc.message})" for r in rows)
+        why = unreadable(repo, key, task.version_id, exc)
+        result.errors.extend(f"{path_name(r['path'])}: object {key} {why}" for r in rows)
         return result
     try:
         if sha256_of(local) != task.sha256:
@@ -260,6 +242,22 @@ def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _Volum
     finally:
         shutil.rmtree(task.workdir, ignore_errors=True)
     return result
+
+
+def unreadable(repo: Repository, key: str, version_id: str | None, exc: GenarcError) -> str:
+    """Why an object could not be read: "lost" when the bucket no longer holds its recorded version.
+
+    A key without list rights often hears 403 for a missing object, so a refusal is checked against the listing."""
+    try:
+        infos = list(repo.store.list_versions(key) if repo.store.capabilities.versioning else repo.store.list(key))
+    except GenarcError:
+        return f"cannot be read ({exc.message})"
+    present = [i for i in infos if i.key == key and not i.is_delete_marker and not i.hidden
+               and (version_id is None or i.version_id == version_id)]
+    if not present:
+        return ("is lost: the bucket no longer holds the version genarc recorded" if version_id
+                else "is lost: the bucket no longer holds it")
+    return f"cannot be read ({exc.message})"
 
 
 def _extract(repo: Repository, dest: Target, task: _VolumeTask, local: Path, result: _VolumeResult) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,9 @@ from . import interrupt
 from .catalog import TreeTable, connect, path_key, path_name
 from .errors import GenarcError
 from .hazards import unsafe_entries
-from .layout import manifests_prefix, parse_manifest_key, volume_generation_prefix, volumes_prefix
+from .clock import Clock
+from .history import History, Point, describe
+from .layout import parse_manifest_key, volume_generation_prefix, volumes_prefix
 from .manifest import Manifest
 from .repository import Repository
 from .sevenzip import EntryTooLarge, HashSink, extract_entries
@@ -45,8 +48,8 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
-           progress: Progress | None = None) -> VerifyReport:
+def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path, clock: Clock,
+           progress: Progress | None = None, trusted_before: datetime | None = None) -> VerifyReport:
     emit = progress or (lambda event, data: None)
     report = VerifyReport(jobs=list(jobs))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -58,16 +61,17 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
                  "PRIMARY KEY (key, entry, path))")  # several paths may share one entry
     try:
         for job in jobs:
-            _verify_chains(repo, job, conn, workdir, report)
+            history = History.read(repo, job, clock)
+            _verify_chains(repo, history, conn, workdir, report, trusted_before)
             known = {row[0] for row in conn.execute("SELECT key FROM objects")}
             for info in repo.store.list(volumes_prefix(job)):
                 if info.key not in known:
                     report.orphans.append(info.key)
-            for info in repo.store.list(manifests_prefix(job)):
-                if parse_manifest_key(info.key) is None:
-                    report.orphans.append(info.key)
+            for key in history.versions:
+                if parse_manifest_key(key) is None:
+                    report.orphans.append(key)
             if repo.store.capabilities.versioning:
-                _find_tampering(repo, job, conn, report)
+                _find_tampering(repo, history, conn, report)
         for row in conn.execute("SELECT key, version_id, size, sha256 FROM objects ORDER BY key").fetchall():
             interrupt.check()
             _verify_object(repo, conn, row, deep, workdir, report)
@@ -77,66 +81,83 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path,
     return report
 
 
-def _find_tampering(repo: Repository, job: str, conn: Any, report: VerifyReport) -> None:
+def _find_tampering(repo: Repository, history: History, conn: Any, report: VerifyReport) -> None:
     """Keys whose newest version is not the one genarc wrote: overwritten, delete-marked or hidden since.
 
     Reads are pinned to the recorded version, so restore is unaffected; but someone with write
     access tried to change history, and the user must hear of it.
     """
     recorded = {row[0]: row[1] for row in conn.execute("SELECT key, version_id FROM objects")}
-    for name in repo.manifest_names(job):
-        recorded.setdefault(name.key, name.version_id)
-    newest = {info.key: info for info in repo.store.list_versions(f"{job}/") if info.is_latest}
+    for point in history.points:
+        recorded.setdefault(point.key, point.name.version_id)
+    newest = {info.key: info for info in repo.store.list_versions(f"{history.job}/") if info.is_latest}
+    found = 0
     for key, version_id in sorted(recorded.items()):
         latest = newest.get(key)
         if latest is None or version_id is None:
             continue
         if latest.is_delete_marker or latest.hidden:
             report.tampered.append(f"{key}: a delete marker or hide marker now hides it (the recorded version is intact)")
+            found += 1
         elif latest.version_id != version_id:
             report.tampered.append(f"{key}: a newer version was written over it (the recorded version is intact)")
-    if report.tampered:
-        report.problems.append(f"{len(report.tampered)} object(s) were overwritten or hidden after genarc wrote them; "
-                               "restores read the recorded versions, but check who holds this repository's keys")
+            found += 1
+    if found:
+        report.problems.append(f"{found} object(s) of job {history.job} were overwritten or hidden after genarc wrote "
+                               "them; restores read the recorded versions, but check who holds this repository's keys")
 
 
-def _verify_chains(repo: Repository, job: str, conn: Any, workdir: Path, report: VerifyReport) -> None:
-    names = repo.manifest_names(job)
-    if not names:
+def _verify_chains(repo: Repository, history: History, conn: Any, workdir: Path, report: VerifyReport,
+                   trusted_before: datetime | None) -> None:
+    """Every chain, followed by parent hashes from each point no other point continues."""
+    job = history.job
+    if not history.points:
         report.problems.append(f"job {job}: no restore points")
         return
-    for gseq in sorted({n.gseq for n in names}):
-        in_gen = [n for n in names if n.gseq == gseq]
-        last = max(in_gen, key=lambda n: n.pseq)
-        prefix = volume_generation_prefix(job, gseq, last.gstart)
-        tree = TreeTable(conn, "replay")
-        unsafe_seen: set[tuple[bytes, str]] = set()
+    history.check(repo, workdir)
+    for warning in history.warnings:
+        report.problems.append(f"job {job}: {warning}")
+    for point in history.stored_before(trusted_before):
+        if point.suspect and "unreadable" not in point.flags:
+            report.problems.append(f"job {job}: suspect {describe(point)}")
+    verified: set[str] = set()
+    for tip in history.leaves(trusted_before):
+        _verify_chain(repo, history, tip, conn, workdir, report, verified)
+    report.generations += len({(p.name.gseq, p.name.gstart) for p in history.points if p.key in verified})
+    history.drop(workdir)
 
-        def record(manifest: Manifest) -> None:
+
+def _verify_chain(repo: Repository, history: History, tip: Point, conn: Any, workdir: Path, report: VerifyReport,
+                  verified: set[str]) -> None:
+    prefix = volume_generation_prefix(history.job, tip.name.gseq, tip.name.gstart)
+    tree = TreeTable(conn, "replay")
+    unsafe_seen: set[tuple[bytes, str]] = set()
+
+    def record(manifest: Manifest) -> None:
+        if manifest.key not in verified:
             report.points += 1
-            for path, reason in unsafe_entries(tree):  # the tree as of this point: named before anyone restores it
-                if (path, reason) not in unsafe_seen:
-                    unsafe_seen.add((path, reason))
-                    report.problems.append(f"manifest {manifest.key}: unsafe entry {path_name(path)}: {reason}")
-            for obj in manifest.objects:
-                if not obj["key"].startswith(prefix):
-                    report.problems.append(
-                        f"manifest {manifest.key} refers to {obj['key']}, outside its own generation")
-                conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
-                             (obj["key"], obj.get("version_id"), obj["size"], obj["sha256"], gseq))
-            for entry in manifest.entries():
-                if "obj" in entry:
-                    key = manifest.objects[entry["obj"]]["key"]
-                    conn.execute("INSERT OR REPLACE INTO expect VALUES (?, ?, ?, ?, ?)",
-                                 (key, entry["entry"], entry["xxh3"], entry["size"], path_key(entry["path"])))
+            verified.add(manifest.key)
+        for path, reason in unsafe_entries(tree):  # the tree as of this point: named before anyone restores it
+            if (path, reason) not in unsafe_seen:
+                unsafe_seen.add((path, reason))
+                report.problems.append(f"manifest {manifest.key}: unsafe entry {path_name(path)}: {reason}")
+        for obj in manifest.objects:
+            if not obj["key"].startswith(prefix):
+                report.problems.append(f"manifest {manifest.key} refers to {obj['key']}, outside its own generation")
+            conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
+                         (obj["key"], obj.get("version_id"), obj["size"], obj["sha256"], tip.name.gseq))
+        for entry in manifest.entries():
+            if "obj" in entry:
+                key = manifest.objects[entry["obj"]]["key"]
+                conn.execute("INSERT OR REPLACE INTO expect VALUES (?, ?, ?, ?, ?)",
+                             (key, entry["entry"], entry["xxh3"], entry["size"], path_key(entry["path"])))
 
-        try:
-            chain_mod.replay(repo, names, last, tree, workdir, on_point=record)
-            report.generations += 1
-        except GenarcError as exc:
-            report.problems.append(f"job {job}, generation {gseq}: {exc.message}")
-        finally:
-            conn.execute("DROP TABLE replay")
+    try:
+        chain_mod.replay(repo, history, tip, tree, workdir, on_point=record)
+    except GenarcError as exc:
+        report.problems.append(f"job {history.job}, generation {tip.name.gseq}: {exc.message}")
+    finally:
+        conn.execute("DROP TABLE replay")
 
 
 def _verify_object(repo: Repository, conn: Any, row: Any, deep: bool, workdir: Path, report: VerifyReport) -> None:

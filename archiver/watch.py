@@ -4,7 +4,10 @@ An attacker who owns the backup client can stop good backups, or quietly change
 what is backed up. The watchdog notices, from elsewhere, before the good
 generations expire:
 
-- **stale**: the newest restore point is older than the threshold;
+- **stale**: the newest trusted restore point was stored longer ago than the threshold
+  (by the server's upload time: a forged future date cannot make it look fresh);
+- **suspect**: a point is forged-looking (``archiver/history.py``): dated in the future,
+  backdated, forking a chain, unreadable, or continuing one of those;
 - **chain**: the newest generation's chain is broken (a manifest missing, altered or
   failing its HMAC);
 - **lock**: the newest point's objects are not locked into the future;
@@ -19,8 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import chain as chain_mod
-from . import manifest as manifest_mod
-from .clock import format_time, parse_time
+from .clock import Clock, format_time, parse_time
+from .history import History, Point, describe
 from .errors import GenarcError
 from .repository import Repository
 
@@ -30,34 +33,47 @@ WATCHED_CONFIG = ("sources", "exclude", "one_file_system")
 @dataclass
 class Finding:
     job: str
-    kind: str  # "stale" | "chain" | "lock" | "drift"
+    kind: str  # "stale" | "suspect" | "chain" | "lock" | "drift"
     message: str
 
 
-def watch(repo: Repository, jobs: list[str], now: datetime, max_age: timedelta, workdir: Path) -> list[Finding]:
+def watch(repo: Repository, jobs: list[str], clock: Clock, max_age: timedelta, workdir: Path,
+          trusted_before: datetime | None = None) -> list[Finding]:
     findings: list[Finding] = []
     workdir.mkdir(parents=True, exist_ok=True)
+    now = clock.now()
     for job in jobs:
-        names = repo.manifest_names(job)
-        if not names:
-            findings.append(Finding(job, "stale", f"job {job} has no restore point at all"))
+        history = History.read(repo, job, clock)
+        history.check(repo, workdir)
+        for point in history.stored_before(trusted_before):
+            if set(point.flags) == {"broken"}:
+                findings.append(Finding(job, "chain", f"the chain of {job}'s point {point.label()} is broken: "
+                                                      f"{point.flags['broken']}"))
+            elif point.suspect:
+                findings.append(Finding(job, "suspect", f"{job}: suspect {describe(point)}"))
+        trusted = [p for p in history.trusted(trusted_before)]
+        if not trusted:
+            findings.append(Finding(job, "stale", f"job {job} has no trusted restore point at all"))
+            history.drop(workdir)
             continue
-        newest = names[-1]
+        newest = trusted[-1]
         longterm = "~" in job
-        if not longterm and now - newest.point_time > max_age:
-            findings.append(Finding(job, "stale", f"the newest restore point of {job} is from "
-                                                  f"{format_time(newest.point_time)}, older than {max_age}"))
+        when = history.time_of(newest)
+        if not longterm and now - when > max_age:
+            findings.append(Finding(job, "stale", f"the newest trusted restore point of {job} was stored "
+                                                  f"{format_time(when)}, older than {max_age}"))
         headers: list[dict] = []
         with chain_mod.scratch_tree(workdir, f"watch-{job.replace('~', '_')}.sqlite") as tree:
             try:
-                chain_mod.replay(repo, names, newest, tree, workdir, on_point=lambda m: headers.append(m.header))
+                chain_mod.replay(repo, history, newest, tree, workdir, on_point=lambda m: headers.append(m.header))
             except GenarcError as exc:
                 findings.append(Finding(job, "chain", f"the chain of {job}'s newest generation is broken: {exc.message}"))
         if headers:
-            _check_lock(repo, job, newest, headers[-1], now, findings)
-            previous = headers[-2] if len(headers) > 1 else _previous_generation_tip(repo, names, newest, workdir)
+            _check_lock(repo, job, newest.name, headers[-1], now, findings)
+            previous = headers[-2] if len(headers) > 1 else _previous_generation_tip(repo, history, newest, workdir)
             if previous is not None and not longterm:
                 _check_drift(job, previous, headers[-1], findings)
+        history.drop(workdir)
     return findings
 
 
@@ -81,12 +97,13 @@ def _check_lock(repo: Repository, job: str, newest, header: dict, now: datetime,
         findings.append(Finding(job, "lock", f"the server reports no lock in the future on {newest.key}"))
 
 
-def _previous_generation_tip(repo: Repository, names: list, newest, workdir: Path) -> dict | None:
-    older = [n for n in names if n.gseq < newest.gseq]
+def _previous_generation_tip(repo: Repository, history: History, newest: Point, workdir: Path) -> dict | None:
+    """The header of the newest trusted point of an older generation, if any."""
+    older = [p for p in history.trusted() if p.name.gseq < newest.name.gseq]
     if not older:
         return None
     try:
-        return manifest_mod.load(repo, older[-1], workdir).header
+        return history.load(repo, older[-1], workdir).header
     except GenarcError:
         return None
 

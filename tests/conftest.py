@@ -137,6 +137,14 @@ def readable(path: Path) -> bool:
         return False
 
 
+def history_of(repo, job: str = "data", now: str = "2099-01-01T00:00:00Z"):
+    """A job's history as a simulation reads it: an injected clock, so times are the claimed ones."""
+    from archiver.clock import FixedClock, parse_time
+    from archiver.history import History
+
+    return History.read(repo, job, FixedClock(parse_time(now)))
+
+
 def snapshot(root: Path, skip_unreadable: bool = True) -> dict[str, tuple]:
     """Everything a restore must reproduce: type, mode, mtime and content (or link target)."""
     result: dict[str, tuple] = {}

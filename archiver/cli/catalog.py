@@ -7,7 +7,8 @@ import argparse
 from ..backup import rebuild_catalog
 from ..catalog import Catalog
 from ..errors import IntegrityError
-from .common import context, say, workdir
+from ..history import History
+from .common import context, log_history, say, workdir
 
 HELP = "rebuild the local catalog (a cache) from the repository's manifests"
 EXAMPLE = "genarc catalog rebuild home"
@@ -28,18 +29,20 @@ def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
     for name in args.jobs or sorted(ctx.config.jobs):
-        names = repo.manifest_names(name)
         catalog = Catalog(Catalog.location(ctx.state_dir, repo.id, name))
         try:
-            if not names:
-                catalog.tree.clear()
-                catalog.set_meta({"tip_key": None})
-                say(f"{name}: no restore points; catalog emptied")
-                continue
             with workdir("genarc-catalog-") as tmp:
-                if not rebuild_catalog(repo, catalog, names, tmp):
+                history = History.read(repo, name, ctx.clock)
+                newest = history.newest(repo, tmp)
+                log_history(ctx, history)
+                if newest is None:
+                    catalog.tree.clear()
+                    catalog.set_meta({"tip_key": None})
+                    say(f"{name}: no trusted restore points; catalog emptied")
+                    continue
+                if not rebuild_catalog(repo, catalog, history, newest, tmp):
                     raise IntegrityError(f"The newest chain of job {name} is broken; run `genarc verify {name}` for details.")
-            say(f"{name}: catalog rebuilt from {names[-1].key} ({catalog.tree.count()} entries)")
+            say(f"{name}: catalog rebuilt from {newest.key} ({catalog.tree.count()} entries)")
         finally:
             catalog.close()
     return 0

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,7 +20,7 @@ from ..clock import Clock, clock_from_env, parse_time
 from ..config import Config
 from ..engine import Engine
 from ..errors import LocalIOError, UsageError
-from ..layout import ManifestName
+from ..history import History, Point
 from ..repository import Repository
 from ..store import RequestCounts
 from ..names import escape, valid_text
@@ -59,16 +60,34 @@ def add_point_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generation", type=int, metavar="G", help="generation number (default: the newest)")
     point = p.add_mutually_exclusive_group()
     point.add_argument("--point", type=int, metavar="P", help="point number within the generation")
-    point.add_argument("--at", metavar="TIME", help="the newest point at or before this ISO-8601 time")
+    point.add_argument("--at", metavar="TIME", help="the newest point the server stored at or before this ISO-8601 time")
+    add_trusted_before(p)
 
 
-def chosen_point(ctx: Context, args: argparse.Namespace) -> tuple[Repository, list[ManifestName], ManifestName]:
-    """The repository, the job's points, and the one --generation/--point/--at choose (the newest by default)."""
-    from ..restore import resolve_point
+def add_trusted_before(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trusted-before", metavar="TIME",
+                   help="ignore every point the server stored after this ISO-8601 time (before an attack)")
 
+
+def log_history(ctx: Context, found: History) -> None:
+    """Say what reading a job's history ignored or chose with doubts."""
+    for warning in found.warnings:
+        ctx.log("warning", warning)
+    found.warnings.clear()
+
+
+def chosen_point(ctx: Context, args: argparse.Namespace, tmp: Path) -> tuple[Repository, History, Point]:
+    """The repository, the job's history, and the point --generation/--point/--at/--trusted-before choose
+    (the newest trusted one by default)."""
     repo = ctx.open_repository()
-    names = repo.manifest_names(args.job)
-    return repo, names, resolve_point(names, args.job, args.generation, args.point, parse_at(args.at))
+    found = History.read(repo, args.job, ctx.clock)
+    try:
+        point = found.choose(repo, tmp, generation=args.generation, point=args.point,
+                             at=parse_time_option(args.at, "--at"),
+                             trusted_before=parse_time_option(args.trusted_before, "--trusted-before"))
+    finally:
+        log_history(ctx, found)
+    return repo, found, point
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -105,10 +124,10 @@ def workdir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def parse_at(text: str | None):
+def parse_time_option(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        return parse_time(text, "--at")
+        return parse_time(text, option)
     except Exception as exc:
         raise UsageError(str(exc)) from None

@@ -7,7 +7,9 @@ import argparse
 from ..clock import format_time
 from ..generation import expires_from, lock_until
 from ..longterm import TIERS, tier_policy
-from .common import add_json, context, emit_json, escape, say
+from ..history import History
+from .common import (add_json, add_trusted_before, context, emit_json, escape, log_history, parse_time_option, say,
+                     workdir)
 
 HELP = "list generations and restore points, with lock and expiry dates"
 EXAMPLE = "genarc list home --json"
@@ -17,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("list", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", nargs="?", metavar="JOB", help="one job (default: every job in the repository)")
+    add_trusted_before(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -34,20 +37,11 @@ def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
     jobs = [args.job] if args.job else repo.jobs()
+    before = parse_time_option(args.trusted_before, "--trusted-before")
     out = []
-    for job in jobs:
-        policy = _policy_of(ctx.config, job)
-        gens = []
-        for gseq, names in repo.iter_generations(job):
-            start = names[0].gstart
-            gens.append({
-                "generation": gseq, "start": format_time(start),
-                "locked_until": format_time(lock_until(start, policy)),
-                "expires_from": format_time(expires_from(start, policy)),
-                "points": [{"point": n.pseq, "time": format_time(n.point_time), "kind": "full" if n.pseq == 1 else "incremental",
-                            "manifest": n.key} for n in names],
-            })
-        out.append({"job": job, "longterm": "~" in job, "generations": gens})
+    with workdir("genarc-list-") as tmp:
+        for job in jobs:
+            out.append(_job(ctx, repo, job, before, tmp))
     if args.json:
         emit_json(out)
         return 0
@@ -57,7 +51,30 @@ def run(args: argparse.Namespace) -> int:
             say(f"  generation {g['generation']}  started {g['start']}  locked until {g['locked_until']}  "
                 f"expires from {g['expires_from']}")
             for p in g["points"]:
-                say(f"    point {p['point']:<4} {p['time']}  {p['kind']}")
+                stored = f"  stored {p['stored']}" if p["stored"] and p["stored"] != p["time"] else ""
+                say(f"    point {p['point']:<4} {p['time']}  {p['kind']}{stored}"
+                    + (f"  SUSPECT: {escape('; '.join(p['suspect'].values()))}" if p["suspect"] else ""))
     if not out:
         say("no restore points yet")
     return 0
+
+
+def _job(ctx, repo, job: str, before, tmp) -> dict:
+    """One job's generations and points, in the order the server stored them, suspect points flagged."""
+    policy = _policy_of(ctx.config, job)
+    history = History.read(repo, job, ctx.clock)
+    history.check(repo, tmp)
+    log_history(ctx, history)
+    gens: dict[tuple, dict] = {}
+    for point in history.stored_before(before):
+        name = point.name
+        gen = gens.setdefault((name.gseq, name.gstart), {
+            "generation": name.gseq, "start": format_time(name.gstart),
+            "locked_until": format_time(lock_until(name.gstart, policy)),
+            "expires_from": format_time(expires_from(name.gstart, policy)), "points": []})
+        gen["points"].append({
+            "point": name.pseq, "time": format_time(name.point_time),
+            "stored": format_time(point.stored) if point.stored else None,
+            "kind": "full" if name.pseq == 1 else "incremental", "manifest": name.key, "suspect": dict(point.flags)})
+    history.drop(tmp)
+    return {"job": job, "longterm": "~" in job, "generations": [gens[k] for k in sorted(gens)]}

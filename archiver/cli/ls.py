@@ -28,11 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
-    repo, names, name = chosen_point(ctx, args)
     prefix = (args.path or "").strip("/")
     rows = []
     with workdir("genarc-ls-") as tmp, chain_mod.scratch_tree(tmp, "ls.sqlite") as tree:
-        chain_mod.replay(repo, names, name, tree, tmp)
+        repo, history, point = chosen_point(ctx, args, tmp)
+        chain_mod.replay(repo, history, point, tree, tmp)
+        name = point.name
         for row in tree.rows():
             path = path_name(row["path"])
             if prefix and path != prefix and not path.startswith(prefix + "/"):

@@ -10,6 +10,7 @@ from .. import plan as plan_mod
 from ..config import parse_size
 from ..errors import EXIT_OK, EXIT_UNSAFE, ConfigError, GenarcError, PermissionDenied, RepositoryNotFound
 from ..generation import lifecycle_age_days
+from ..history import History
 from ..longterm import tier_job, tier_policy
 from ..repository import Repository
 from ..store import inspector_for, open_store, split_bucket_url
@@ -176,8 +177,8 @@ def _check(ctx, args: argparse.Namespace, prefixes: list[str]) -> int:
         repo = None  # no points yet: check against a generation opened now
     findings = []
     for job, prefix in zip(sorted(cfg.jobs), prefixes):
-        names = repo.manifest_names(job) if repo is not None else []
-        points = [(f"{job} {n.gseq}.{n.pseq}", n.point_time, n.gstart) for n in names]
+        kept = History.read(repo, job, ctx.clock).trusted() if repo is not None else []
+        points = [(f"{job} {p.label()}", p.claimed, p.name.gstart) for p in kept]
         finding = plan_mod.check_expiry(cfg.retention, plan_mod.expiry_days(rules, prefix), points, ctx.clock.now())
         findings.append({"job": job, "prefix": prefix, "level": finding.level, "message": finding.message,
                          "first_lost": finding.first_lost})

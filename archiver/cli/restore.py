@@ -30,13 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
-    repo, names, name = chosen_point(ctx, args)
     with workdir("genarc-restore-") as tmp:
+        repo, history, point = chosen_point(ctx, args, tmp)
         try:
-            line = ProgressLine(sys.stderr, f"restore {args.job} g{name.gseq}.{name.pseq}") \
+            line = ProgressLine(sys.stderr, f"restore {args.job} g{point.label()}") \
                 if sys.stderr.isatty() and not args.json and not args.quiet else None
             ctx.log.progress = line
-            report = restore(repo, args.job, name, names, target=Path(args.target), includes=args.include,
+            report = restore(repo, history, point, target=Path(args.target), includes=args.include,
                              overwrite=args.overwrite, workdir=tmp, progress=line.event if line else None,
                              workers=ctx.config.volumes.effective_workers)
         except RestoreFailed as failed:

@@ -6,7 +6,8 @@ import argparse
 
 from ..errors import EXIT_INTEGRITY, EXIT_OK
 from ..verify import verify
-from .common import add_json, context, emit_json, escape, human_bytes, say, workdir
+from .common import (add_json, add_trusted_before, context, emit_json, escape, human_bytes, parse_time_option, say,
+                     workdir)
 
 HELP = "check manifests, chains and objects (--deep: decrypt and hash every file too)"
 EXAMPLE = "genarc verify home --deep"
@@ -17,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", nargs="?", metavar="JOB", help="one job (default: every job in the repository)")
     p.add_argument("--deep", action="store_true", help="also decrypt every volume and check every file's xxh3")
+    add_trusted_before(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -26,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     repo = ctx.open_repository()
     jobs = [args.job] if args.job else repo.jobs()
     with workdir("genarc-verify-") as tmp:
-        report = verify(repo, jobs, deep=args.deep, workdir=tmp)
+        report = verify(repo, jobs, deep=args.deep, workdir=tmp, clock=ctx.clock,
+                        trusted_before=parse_time_option(args.trusted_before, "--trusted-before"))
     code = EXIT_OK if report.ok else EXIT_INTEGRITY
     if args.json:
         emit_json({"exit_code": code, "report": report})

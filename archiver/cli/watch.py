@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from ..errors import EXIT_OK, EXIT_UNSAFE, UsageError
 from ..watch import watch
-from .common import add_json, context, emit_json, escape, say, workdir
+from .common import add_json, add_trusted_before, context, emit_json, escape, parse_time_option, say, workdir
 
 HELP = "check every job's freshness, chain, lock and config drift (for a monitoring host with a read-only key)"
 EXAMPLE = "genarc watch --max-age 26h      # from cron on a monitoring host; exit 10 on any finding"
@@ -20,6 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("job", nargs="?", metavar="JOB", help="one job (default: every job in the repository)")
     p.add_argument("--max-age", default="26h", metavar="AGE",
                    help="the newest point must be younger than this (e.g. 26h, 2d, 90m; default 26h)")
+    add_trusted_before(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     repo = ctx.open_repository()
     jobs = [args.job] if args.job else repo.jobs()
     with workdir("genarc-watch-") as tmp:
-        findings = watch(repo, jobs, ctx.clock.now(), max_age, tmp)
+        findings = watch(repo, jobs, ctx.clock, max_age, tmp,
+                         trusted_before=parse_time_option(args.trusted_before, "--trusted-before"))
     code = EXIT_UNSAFE if findings else EXIT_OK
     if args.json:
         emit_json({"exit_code": code, "jobs": jobs, "findings": [f.__dict__ for f in findings]})

@@ -274,3 +274,7 @@ class B2Inspector:
 
     def trust_conditional_put(self, honoured: bool) -> None:
         pass
+
+    def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
+        kind = getattr(self.store.bucket, "type_", None)  # B2 has no per-file ACL: a bucket is public or not
+        return [("", "the bucket type is allPublic")] if kind == "allPublic" else []

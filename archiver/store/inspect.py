@@ -86,6 +86,16 @@ class KeyRights:
     name_prefix: str | None = None
 
 
+PUBLIC_GROUPS = ("http://acs.amazonaws.com/groups/global/AllUsers",
+                 "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
+
+
+def public_grants(acl: Mapping[str, Any]) -> list[str]:
+    """The permissions an S3 ACL grants to everyone (or every AWS user)."""
+    return [f"{g.get('Permission')} for {str(g['Grantee']['URI']).rsplit('/', 1)[-1]}"
+            for g in acl.get("Grants", []) if (g.get("Grantee") or {}).get("URI") in PUBLIC_GROUPS]
+
+
 class Inspector(Protocol):
     kind: str  # "local" | "s3" | "b2": for wording only; callers branch on what the methods return
     prefix: str  # the repository's prefix inside the bucket ("" or "a/b/")
@@ -110,3 +120,6 @@ class Inspector(Protocol):
 
     def trust_conditional_put(self, honoured: bool) -> None:
         """Tell the backend what :meth:`probe_conditional_put` found (recorded in the repository config)."""
+
+    def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
+        """(key, why) for each of ``keys`` anyone may read, with ("", why) for a public bucket."""

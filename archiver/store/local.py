@@ -203,3 +203,6 @@ class LocalInspector:
 
     def trust_conditional_put(self, honoured: bool) -> None:
         pass
+
+    def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
+        return []  # file modes are the local disk's business

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import PermissionDenied
-from .inspect import KeyRights, LifecycleRule, LockSettings, rules_from_s3
+from .inspect import KeyRights, LifecycleRule, LockSettings, public_grants, rules_from_s3
 
 if TYPE_CHECKING:
     from .s3 import S3Store
@@ -68,3 +68,16 @@ class S3Inspector:
 
     def trust_conditional_put(self, honoured: bool) -> None:
         self.store.use_conditional(honoured)
+
+    def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
+        client, bucket = self.store.client, self.store.bucket
+        found = []
+        grants = public_grants(self._read("the bucket ACL", lambda: client.get_bucket_acl(Bucket=bucket)))
+        if grants:
+            found.append(("", ", ".join(grants)))
+        for key in keys:
+            acl = self._read(f"the ACL of {key}", lambda: client.get_object_acl(Bucket=bucket, Key=self.prefix + key))
+            grants = public_grants(acl)
+            if grants:
+                found.append((key, ", ".join(grants)))
+        return found

@@ -19,7 +19,7 @@ from archiver.restore import restore
 from archiver.store import RequestCounts, open_store
 from archiver.store.b2 import B2Store
 from archiver.store.s3 import S3Store, translate
-from tests.conftest import restored_root, snapshot
+from tests.conftest import history_of, restored_root, snapshot
 from tests.scenario.test_immutable_stores import small_tree
 from tests.servers import B2Sim, MotoServer, without_retention_cap
 
@@ -133,14 +133,15 @@ def test_a_run_survives_ten_percent_transient_faults(workspace, moto):
     assert not versions.get("DeleteMarkers")
     keys = Counter(v["Key"] for v in versions["Versions"])
     assert all(count == 1 for count in keys.values()), "a retry wrote a key twice"
-    names = repo.manifest_names("data")
+    history = history_of(repo)
     target = ws.root / "r"
-    restore(repo, "data", names[-1], names, target=target, includes=[], overwrite=False, workdir=ws.root / "w")
+    restore(repo, history, history.points[-1], target=target, includes=[], overwrite=False, workdir=ws.root / "w")
     assert snapshot(restored_root(target, ws.src)) == snapshot(ws.src)
     # Every volume in the bucket is referenced: no renamed or stray copies were left behind.
     from archiver.verify import verify
 
-    verified = verify(Repository.open(cfg, store=make(False)), ["data"], deep=True, workdir=ws.root / "v")
+    verified = verify(Repository.open(cfg, store=make(False)), ["data"], deep=True, workdir=ws.root / "v",
+                      clock=FixedClock(parse_time("2099-01-01T00:00:00Z")))
     assert verified.ok and verified.orphans == [], verified.problems
 
 
@@ -154,12 +155,12 @@ def test_past_the_retry_budget_the_run_fails_cleanly_and_the_next_one_succeeds(w
         run_job(Repository.open(cfg, store=make(True)), cfg, cfg.job("data"),
                 clock=FixedClock(parse_time("2027-03-01T02:00:00Z")), state_dir=ws.root / "state")
     clean = Repository.open(cfg, store=make(False))
-    assert clean.manifest_names("data") == []  # nothing committed
+    assert history_of(clean).points == []  # nothing committed
     report = run_job(clean, cfg, cfg.job("data"), clock=FixedClock(parse_time("2027-03-01T03:00:00Z")),
                      state_dir=ws.root / "state")
     assert report.point == 1 and not report.warnings
-    names = clean.manifest_names("data")
-    restore(clean, "data", names[-1], names, target=ws.root / "r", includes=[], overwrite=False, workdir=ws.root / "w")
+    history = history_of(clean)
+    restore(clean, history, history.points[-1], target=ws.root / "r", includes=[], overwrite=False, workdir=ws.root / "w")
     assert snapshot(restored_root(ws.root / "r", ws.src)) == snapshot(ws.src)
 
 

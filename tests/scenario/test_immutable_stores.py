@@ -23,7 +23,7 @@ from archiver.repository import Repository
 from archiver.restore import restore
 from archiver.store import RequestCounts, open_store
 from archiver.store.b2 import B2Store
-from tests.conftest import restored_root, snapshot
+from tests.conftest import history_of, restored_root, snapshot
 from tests.servers import B2Sim, MotoServer, without_retention_cap
 
 DAYS = [f"2027-02-{1 + d:02d}T02:00:00Z" for d in range(6)]  # F = 2: generations at days 0, 2, 4
@@ -169,14 +169,14 @@ def test_b2_on_the_simulator_with_the_write_only_key(workspace):
         states[day] = snapshot(ws.src)
         report = run_job(repo, cfg, cfg.job("data"), clock=FixedClock(parse_time(now)), state_dir=state_dir)
         assert not report.warnings and report.requests["deletes"] == 0 and report.lock_mode == "compliance"
-    names = repo.manifest_names("data")
-    assert sorted({n.gseq for n in names}) == [1, 2, 3]
+    history = history_of(repo)
+    assert sorted({p.name.gseq for p in history.points}) == [1, 2, 3]
 
     def restore_all(tag: str) -> None:
-        for name in names:
-            target = ws.root / f"{tag}-{name.gseq}-{name.pseq}"
-            restore(repo, "data", name, names, target=target, includes=[], overwrite=False, workdir=ws.root / f"w-{tag}")
-            day = DAYS.index(name.point_time.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        for point in history.points:
+            target = ws.root / f"{tag}-{point.name.gseq}-{point.name.pseq}"
+            restore(repo, history, point, target=target, includes=[], overwrite=False, workdir=ws.root / f"w-{tag}")
+            day = DAYS.index(point.claimed.strftime("%Y-%m-%dT%H:%M:%SZ"))
             assert snapshot(restored_root(target, ws.src)) == states[day]
 
     restore_all("before")
@@ -199,5 +199,5 @@ def test_b2_on_the_simulator_with_the_write_only_key(workspace):
     restore_all("after")
     from archiver.verify import verify
 
-    report = verify(repo, ["data"], deep=False, workdir=ws.root / "verify")
+    report = verify(repo, ["data"], deep=False, workdir=ws.root / "verify", clock=FixedClock(parse_time(DAYS[-1])))
     assert any(victim.key in t and "hide" in t for t in report.tampered)

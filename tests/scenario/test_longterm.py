@@ -17,7 +17,7 @@ from archiver.repository import Repository
 from archiver.restore import restore
 from archiver.store import StoreWrapper, open_store
 from archiver.store.s3 import S3Store
-from tests.conftest import restored_root, snapshot
+from tests.conftest import history_of, restored_root, snapshot
 from tests.scenario.test_immutable_stores import change, small_tree
 from tests.servers import MotoServer
 
@@ -62,7 +62,7 @@ def test_first_point_of_each_month_is_kept_apart_and_restores(workspace):
     repo = Repository.open(cfg)
     from archiver import manifest
 
-    for name in repo.manifest_names("data~monthly"):
+    for name in [p.name for p in history_of(repo, "data~monthly").points]:
         loaded = manifest.load(repo, name, ws.root / "m")
         assert all(o["key"].startswith("data~monthly/volumes/") and o["copied_from"].startswith("data/volumes/")
                    for o in loaded.objects)
@@ -89,11 +89,11 @@ def test_without_server_side_copy_the_volumes_are_uploaded_again(workspace):
     store = open_store(cfg.repository_url, backend=NoCopy(open_store(cfg.repository_url)))
     repo = Repository.init(cfg, parse_time(DAYS[0]), store=store)
     run_job(repo, cfg, cfg.job("data"), clock=FixedClock(parse_time(DAYS[0])), state_dir=ws.root / "state")
-    point = repo.manifest_names("data")[-1]
-    [promotion] = promote(repo, cfg, "data", point, parse_time(DAYS[0]))
+    history = history_of(repo)
+    [promotion] = promote(repo, cfg, "data", history, history.points[-1], FixedClock(parse_time(DAYS[0])))
     assert promotion.copied_bytes == 0 and promotion.uploaded_bytes > 0
-    names = repo.manifest_names(tier_job("data", "monthly"))
-    restore(repo, tier_job("data", "monthly"), names[0], names, target=ws.root / "r", includes=[], overwrite=False,
+    monthly = history_of(repo, tier_job("data", "monthly"))
+    restore(repo, monthly, monthly.points[0], target=ws.root / "r", includes=[], overwrite=False,
             workdir=ws.root / "w")
     assert snapshot(restored_root(ws.root / "r", ws.src)) == snapshot(ws.src)
 
@@ -113,8 +113,8 @@ def test_long_term_copies_carry_the_tier_lock_on_s3(workspace, request, server_k
     backend = S3Store(server.client, bucket, "backups")
     repo = Repository.init(cfg, parse_time(DAYS[0]), store=open_store(cfg.repository_url, backend=backend))
     run_job(repo, cfg, cfg.job("data"), clock=FixedClock(parse_time(DAYS[0])), state_dir=ws.root / "state")
-    point = repo.manifest_names("data")[-1]
-    [promotion] = promote(repo, cfg, "data", point, parse_time(DAYS[0]))
+    history = history_of(repo)
+    [promotion] = promote(repo, cfg, "data", history, history.points[-1], FixedClock(parse_time(DAYS[0])))
     assert promotion.copied_bytes > 0 and promotion.objects >= 1
     planned = lock_until(parse_time(DAYS[0]), tier_policy(cfg.retention, "monthly", 3))
     client = server.client()
@@ -124,7 +124,7 @@ def test_long_term_copies_carry_the_tier_lock_on_s3(workspace, request, server_k
         # Ceph ignores lock headers on CopyObject: genarc checked each copy and set the lock itself.
         head = client.head_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
         assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] == planned
-    names = repo.manifest_names(tier_job("data", "monthly"))
-    restore(repo, tier_job("data", "monthly"), names[0], names, target=ws.root / "r", includes=[], overwrite=False,
+    monthly = history_of(repo, tier_job("data", "monthly"))
+    restore(repo, monthly, monthly.points[0], target=ws.root / "r", includes=[], overwrite=False,
             workdir=ws.root / "w")
     assert snapshot(restored_root(ws.root / "r", ws.src)) == snapshot(ws.src)

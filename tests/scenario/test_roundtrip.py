@@ -12,7 +12,7 @@ from archiver import chain, config as config_mod
 from archiver.catalog import TreeTable, connect
 from archiver.layout import volume_generation_prefix
 from archiver.repository import Repository
-from tests.conftest import restored_root, snapshot, unprivileged
+from tests.conftest import history_of, restored_root, snapshot, unprivileged
 from tests.treegen import build, mutate
 
 DAYS = [f"2027-01-{4 + d:02d}T02:00:00Z" for d in range(7)]
@@ -22,14 +22,15 @@ def assert_self_contained(config_path: Path) -> int:
     """Invariant 3: no manifest, and no replayed tree, refers to an object outside its own generation."""
     cfg = config_mod.load(config_path)
     repo = Repository.open(cfg)
-    names = repo.manifest_names("data")
+    history = history_of(repo)
     checked = 0
     with tempfile.TemporaryDirectory() as tmp:
         conn = connect(Path(tmp) / "t.sqlite")
-        for name in names:
+        for point in history.points:
+            name = point.name
             prefix = volume_generation_prefix("data", name.gseq, name.gstart)
             tree = TreeTable(conn, "t")
-            tip = chain.replay(repo, names, name, tree, Path(tmp))
+            tip = chain.replay(repo, history, point, tree, Path(tmp))
             assert all(o["key"].startswith(prefix) for o in tip.objects)
             for row in tree.rows("obj_key IS NOT NULL"):
                 assert row["obj_key"].startswith(prefix), (name.key, row["obj_key"])

@@ -22,7 +22,7 @@ from archiver.store import StoreWrapper, backend_of, open_store
 from archiver.store.b2 import B2Store
 from archiver.store.s3 import S3Store
 from archiver.verify import verify
-from tests.conftest import restored_root, snapshot
+from tests.conftest import history_of, restored_root, snapshot
 from tests.scenario.test_crash import start_run, wait_for_volumes
 from tests.scenario.test_roundtrip import assert_self_contained
 from tests.scenario.test_year_of_lifecycle import Recording
@@ -56,12 +56,12 @@ def run_days(repo, cfg, ws, clock, days=DAYS, **kw):
 
 
 def restore_all(repo, ws, states, tag="r") -> int:
-    names = repo.manifest_names("data")
-    for name in names:
-        target = ws.root / f"{tag}-{name.gseq}-{name.pseq}"
-        restore(repo, "data", name, names, target=target, includes=[], overwrite=False, workdir=ws.root / "w")
-        assert snapshot(restored_root(target, ws.src)) == states[name.key], name.key
-    return len(names)
+    history = history_of(repo)
+    for point in history.points:
+        target = ws.root / f"{tag}-{point.name.gseq}-{point.name.pseq}"
+        restore(repo, history, point, target=target, includes=[], overwrite=False, workdir=ws.root / "w")
+        assert snapshot(restored_root(target, ws.src)) == states[point.key], point.key
+    return len(history.points)
 
 
 def test_synthetic_full_on_local_copies_live_volumes_and_survives_the_old_generation(workspace):
@@ -83,13 +83,13 @@ def test_synthetic_full_on_local_copies_live_volumes_and_survives_the_old_genera
         assert full.bytes_packed < 0.1 * full.bytes_scanned
     assert restore_all(repo, ws, states) == 5
     assert assert_self_contained(ws.config) > 0
-    assert verify(repo, ["data"], deep=True, workdir=ws.root / "v").ok
+    assert verify(repo, ["data"], deep=True, workdir=ws.root / "v", clock=FixedClock(parse_time(DAYS[-1]))).ok
 
     # The lifecycle removes generation 1 whole; every point of the later generations still restores.
     executor = LifecycleExecutor(LocalAdmin(ws.repo), Rule.from_s3(s3_lifecycle(cfg.retention, job_prefixes("", ["data"]))),
                                  uploaded_at=ledger)
     executor.apply(parse_time(DAYS[1]) + timedelta(days=cfg.retention.lifecycle_age_days))  # gen 1 is due, gen 2 not
-    names = repo.manifest_names("data")
+    names = [p.name for p in history_of(repo).points]
     assert {n.gseq for n in names} == {2, 3} and not list(ws.repo.glob("data/volumes/g000001-*/*/*"))
     restore_all(repo, ws, {k: v for k, v in states.items() if "/g000001-" not in k}, tag="after")
 
@@ -154,7 +154,7 @@ def test_failed_or_mismatching_copies_are_repacked_and_never_referenced(workspac
     assert synthetic.synthetic["failed_copies"] and len(synthetic.synthetic["failed_copies"]) == 2
     assert any("repacked" in n for n in synthetic.notes)
     restore_all(repo, ws, states)
-    report = verify(repo, ["data"], deep=True, workdir=ws.root / "v")
+    report = verify(repo, ["data"], deep=True, workdir=ws.root / "v", clock=FixedClock(parse_time(DAYS[-1])))
     assert report.ok and failing.bad_keys[0] in report.orphans  # the bad copy is an orphan, never referenced
 
 
@@ -227,7 +227,7 @@ def test_synthetic_full_on_remote_stores_carries_the_new_lock(workspace, request
         assert abs((info.retention.until - planned).total_seconds()) <= 1, version.key
     from archiver import manifest
 
-    names = repo.manifest_names("data")
+    names = [p.name for p in history_of(repo).points]
     first = next(n for n in names if n.gseq == 2 and n.pseq == 1)
     loaded = manifest.load(repo, first, ws.root / "m")
     assert all("/g000002-" in o["key"] for o in loaded.objects)
@@ -247,9 +247,8 @@ def test_synthetic_full_on_remote_stores_carries_the_new_lock(workspace, request
         # Compliance locks in moto's real-time future keep generation 1's versions; the markers hide them from
         # listings, and generation 2 restores from its own copies regardless.
         later = {k: v for k, v in states.items() if "/g000002-" in k}
-        names = [n for n in repo.manifest_names("data") if n.gseq == 2]
-        for name in names:
-            target = ws.root / f"late-{name.pseq}"
-            restore(repo, "data", name, repo.manifest_names("data"), target=target, includes=[], overwrite=False,
-                    workdir=ws.root / "w2")
-            assert snapshot(restored_root(target, ws.src)) == later[name.key]
+        history = history_of(repo)
+        for point in [p for p in history.points if p.name.gseq == 2]:
+            target = ws.root / f"late-{point.name.pseq}"
+            restore(repo, history, point, target=target, includes=[], overwrite=False, workdir=ws.root / "w2")
+            assert snapshot(restored_root(target, ws.src)) == later[point.key]

@@ -24,7 +24,7 @@ from archiver.repository import Repository
 from archiver.restore import restore
 from archiver.store import LocalStore, RequestCounts, StoreWrapper, open_store
 from archiver.store.s3 import S3Store
-from tests.conftest import restored_root, snapshot
+from tests.conftest import history_of, restored_root, snapshot
 from tests.servers import MotoServer, without_retention_cap
 
 DAYS = 400
@@ -130,18 +130,18 @@ def test_a_year_of_runs_with_lifecycle_executed(workspace, kind, request):
         stored.append(sum(v.size for v in admin.versions(f"{prefix}data/")))
         if day % 7 == 6:
             now = clock.now()
-            names = repo.manifest_names("data")
-            young = [n for n in names if restorable_until(n.point_time, cfg.retention) > now]
+            history = history_of(repo)
+            young = [p for p in history.points if restorable_until(p.claimed, cfg.retention) > now]
             assert len(young) == min(14, day + 1), day  # one point a day, each kept R days
-            for name in young:
+            for point in young:
                 target = ws.root / "restore"
-                restore(repo, "data", name, names, target=target, includes=[], overwrite=False,
+                restore(repo, history, point, target=target, includes=[], overwrite=False,
                         workdir=ws.root / "work")
-                assert snapshot(restored_root(target, ws.src)) == states[name.key], (day, name.key)
+                assert snapshot(restored_root(target, ws.src)) == states[point.key], (day, point.key)
                 shutil.rmtree(target)
                 checked += 1
             # Generations whose every object is past the lifecycle age (plus the noncurrent day) are gone.
-            for name in names:
+            for name in [p.name for p in history.points]:
                 assert name.gstart + cfg.retention.days(age + 1 + 7) > now, f"{name.key} outlived its lifecycle"
     assert counts.snapshot()["deletes"] == 0
     assert checked > 700

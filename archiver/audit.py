@@ -1,0 +1,234 @@
+"""genarc audit: what happened to the repository, read from the server's version listings.
+
+Verify asks "does every object still hold what the manifests recorded?". Audit asks "did
+anyone other than genarc write here?", from what an attacker who holds the keys and the
+password cannot rewrite: every version the server keeps, with its upload time, and the
+order in which the server stored the points (``archiver/history.py``). It names:
+
+- keys written over (and which version genarc recorded, the one restores read), keys
+  hidden by a delete marker or a B2 hide marker, and recorded versions that are gone (lost);
+- suspect points: dated in the future, backdated, after their upload, forking a chain,
+  unreadable, continuing one of those, or holding entries a restore refuses; and, where
+  this machine has a catalog, points written by a run this machine never started;
+- objects no manifest refers to: orphans of a known run (a run that died before its
+  commit; harmless, removed by the lifecycle rule) apart from unknown objects;
+- an overwritten ``genarc-repository.json``, and objects (or a bucket) readable by anyone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import chain as chain_mod
+from .catalog import Catalog, path_name
+from .clock import Clock, format_time
+from .errors import GenarcError
+from .hazards import unsafe_entries
+from .history import History, describe
+from .layout import REPOSITORY_CONFIG_KEY, parse_manifest_key
+from .manifest import Manifest
+from .repository import Repository, first_version, listing
+from .store import ObjectInfo, inspector_for
+
+_RUN_OF_VOLUME = re.compile(r"^(?P<job>[^/]+)/volumes/g\d{6}-\d{8}T\d{6}Z/p\d{6}-(?P<run>[0-9a-f]{16})/v\d{6}\.7z$")
+
+
+@dataclass
+class Finding:
+    kind: str  # overwritten | hidden | lost | suspect | unknown-run | unsafe | unknown-object | repository-file | public
+    key: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AuditReport:
+    jobs: list[str] = field(default_factory=list)
+    points: int = 0
+    objects: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    orphans: list[dict[str, Any]] = field(default_factory=list)  # of a known run: reported, not a finding
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def audit(repo: Repository, jobs: list[str], *, clock: Clock, workdir: Path, state_dir: Path | None = None,
+          trusted_before: datetime | None = None, whole: bool = True) -> AuditReport:
+    """Audit ``jobs``; ``whole``: also every other object in the repository (else only the jobs' own keys)."""
+    report = AuditReport(jobs=list(jobs))
+    workdir.mkdir(parents=True, exist_ok=True)
+    everything = listing(repo.store, "")
+    if not whole:
+        everything = {k: v for k, v in everything.items()
+                      if k == REPOSITORY_CONFIG_KEY or any(k.startswith(f"{job}/") for job in jobs)}
+    report.objects = len(everything)
+    _repository_file(everything.get(REPOSITORY_CONFIG_KEY, []), report)
+    recorded: dict[str, str | None] = {}  # every object a readable manifest records, with its version
+    runs: set[str] = set()
+    for job in jobs:
+        history = History.read(repo, job, clock)
+        history.check(repo, workdir)
+        known = _catalog_runs(state_dir, repo, job)
+        report.points += len(history.points)
+        for point in history.stored_before(trusted_before):
+            runs.add(point.name.run_id)
+            recorded[point.key] = point.name.version_id
+            if point.suspect:
+                report.findings.append(Finding("suspect", point.key, describe(point),
+                                               {"flags": dict(point.flags), "stored": _time(point.stored),
+                                                "claimed": format_time(point.claimed)}))
+            elif known is not None and point.name.run_id not in known[0] and point.claimed >= known[1]:
+                report.findings.append(Finding(
+                    "unknown-run", point.key, f"point {point.label()} ({point.key}) was written by run "
+                    f"{point.name.run_id}, which this machine's catalog never started",
+                    {"stored": _time(point.stored)}))
+        if known is not None:
+            runs |= known[0]
+        _objects_and_unsafe(repo, history, workdir, recorded, report, trusted_before)
+        history.drop(workdir)
+    for key, infos in everything.items():
+        if key == REPOSITORY_CONFIG_KEY:
+            continue
+        if key in recorded:
+            _versions(key, infos, recorded[key], report)
+        else:
+            _unreferenced(repo, key, infos, runs, jobs, report)
+    for key, version in sorted(recorded.items()):
+        if key not in everything:
+            report.findings.append(Finding("lost", key, f"{key} is lost: the bucket no longer holds it",
+                                           {"recorded_version": version}))
+    _public(repo, sorted(k for k, infos in everything.items() if first_version(infos) is not None), report)
+    return report
+
+
+def _time(when: datetime | None) -> str | None:
+    return format_time(when) if when else None
+
+
+def _catalog_runs(state_dir: Path | None, repo: Repository, job: str) -> tuple[set[str], datetime] | None:
+    """The runs this machine's catalog started for ``job``, and when the first began; None without a catalog."""
+    if state_dir is None or "~" in job:
+        return None
+    path = Catalog.location(state_dir, repo.id, job)
+    if not path.exists():
+        return None
+    catalog = Catalog(path)
+    try:
+        rows = catalog.conn.execute("SELECT run_id, started FROM runs ORDER BY started").fetchall()
+    finally:
+        catalog.close()
+    if not rows:
+        return None
+    from .clock import parse_time
+
+    return {row[0] for row in rows}, parse_time(rows[0][1])
+
+
+def _repository_file(infos: list[ObjectInfo], report: AuditReport) -> None:
+    original = first_version(infos)
+    later = [i for i in infos if i is not original]
+    if original is None:
+        report.findings.append(Finding("repository-file", REPOSITORY_CONFIG_KEY,
+                                       f"{REPOSITORY_CONFIG_KEY} is missing or hidden"))
+    elif later:
+        report.findings.append(Finding(
+            "repository-file", REPOSITORY_CONFIG_KEY,
+            f"{REPOSITORY_CONFIG_KEY} was written over {len(later)} time(s) after init (first at "
+            f"{_time(later[0].modified)}); genarc reads the original version {original.version_id}",
+            {"recorded_version": original.version_id, "later_versions": [_version(i) for i in later]}))
+
+
+def _version(info: ObjectInfo) -> dict[str, Any]:
+    return {"version_id": info.version_id, "size": info.size, "stored": _time(info.modified),
+            "marker": info.is_delete_marker or info.hidden}
+
+
+def _versions(key: str, infos: list[ObjectInfo], version_id: str | None, report: AuditReport) -> None:
+    """A recorded object: is its recorded version still there, and did anything come after it?"""
+    real = [i for i in infos if not i.is_delete_marker and not i.hidden]
+    if version_id is not None and not any(i.version_id == version_id for i in real):
+        report.findings.append(Finding("lost", key, f"{key} is lost: the bucket no longer holds the recorded version "
+                                                    f"{version_id}", {"recorded_version": version_id}))
+        return
+    recorded = next((i for i in real if i.version_id == version_id), real[0] if real else None)
+    after = [i for i in infos if i is not recorded and (recorded is None or (i.modified or recorded.modified) >= recorded.modified)]  # type: ignore[operator]
+    markers = [i for i in after if i.is_delete_marker or i.hidden]
+    writes = [i for i in after if not (i.is_delete_marker or i.hidden)]
+    if writes:
+        report.findings.append(Finding(
+            "overwritten", key, f"{key} was written over {len(writes)} time(s) (first at {_time(writes[0].modified)}); "
+            f"restores read the recorded version {version_id}",
+            {"recorded_version": version_id, "later_versions": [_version(i) for i in writes]}))
+    if markers:
+        report.findings.append(Finding(
+            "hidden", key, f"{key} is hidden by a delete or hide marker (at {_time(markers[-1].modified)}); "
+            f"the recorded version {version_id} is intact", {"recorded_version": version_id}))
+
+
+def _unreferenced(repo: Repository, key: str, infos: list[ObjectInfo], runs: set[str], jobs: list[str],
+                  report: AuditReport) -> None:
+    match = _RUN_OF_VOLUME.match(key)
+    real = [i for i in infos if not i.is_delete_marker and not i.hidden]
+    if not real:
+        return  # only markers: a lifecycle rule removed the object and left its marker
+    if match and match["job"] in jobs and match["run"] in runs:
+        for info in real:
+            report.orphans.append({"key": key, "run": match["run"], **_version(info)})
+        return
+    manifest = parse_manifest_key(key)
+    if manifest is not None and manifest.job in jobs:
+        return  # a point of a job audited above, stored after --trusted-before
+    for info in real:
+        lock = _lock_of(repo, key, info)
+        report.findings.append(Finding(
+            "unknown-object", key, f"{key} ({info.size} bytes, stored {_time(info.modified)}{lock}) is not genarc's: "
+            "no manifest refers to it and no known run wrote it", {**_version(info), "lock": lock.strip(", ") or None}))
+
+
+def _lock_of(repo: Repository, key: str, info: ObjectInfo) -> str:
+    try:
+        stat = repo.store.stat(key, version_id=info.version_id)
+    except GenarcError:
+        return ""
+    if stat.retention is None:
+        return ", not locked"
+    return f", locked ({stat.retention.mode}) until {format_time(stat.retention.until)}"
+
+
+def _objects_and_unsafe(repo: Repository, history: History, workdir: Path, recorded: dict[str, str | None],
+                        report: AuditReport, trusted_before: datetime | None) -> None:
+    """Replay every chain: the objects its manifests record, and entries a restore would refuse."""
+    seen: set[tuple[str, bytes, str]] = set()
+    with chain_mod.scratch_tree(workdir, "audit.sqlite") as tree:
+        for tip in history.leaves(trusted_before):
+
+            def record(manifest: Manifest) -> None:
+                for obj in manifest.objects:
+                    recorded.setdefault(obj["key"], obj.get("version_id"))
+                for path, reason in unsafe_entries(tree):
+                    if (manifest.key, path, reason) not in seen and not any(s[1:] == (path, reason) for s in seen):
+                        seen.add((manifest.key, path, reason))
+                        report.findings.append(Finding("unsafe", manifest.key, f"{manifest.key} holds an entry a "
+                                                       f"restore refuses: {path_name(path)}: {reason}"))
+
+            try:
+                chain_mod.replay(repo, history, tip, tree, workdir, on_point=record)
+            except GenarcError:
+                pass  # the point is flagged broken or unreadable already
+
+
+def _public(repo: Repository, keys: list[str], report: AuditReport) -> None:
+    try:
+        exposed = inspector_for(repo.store).public_objects(keys)
+    except GenarcError as exc:
+        report.notes.append(f"who may read the objects was not checked: {exc.message}")
+        return
+    for key, why in exposed:
+        report.findings.append(Finding("public", key, f"{key or 'the bucket'} can be read by anyone: {why}"))
