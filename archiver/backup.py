@@ -206,6 +206,10 @@ def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, s
     if newest is not None and catalog.tip is not None and catalog.tip != newest.key and not catalog.knows_run(newest.name.run_id):
         warn(f"the newest restore point {newest.key} was not written by a run of this machine; this run continues it, "
              f"but check it with `genarc audit {job.name}`")
+    own = [p for p in history.points if catalog.knows_run(p.name.run_id)]
+    if own and "skewed" in own[-1].flags:
+        warn(f"this machine's clock was ahead of the server's at its last run ({own[-1].flags['skewed']}); such points "
+             "are suspect and never restored by default: set the clock right (NTP)")
     latest = newest.name if newest is not None else None
     chain_ok = sync_catalog(repo, catalog, history, newest, spool)
     if not chain_ok:

@@ -35,7 +35,7 @@ EXIT_CODES: dict[int, str] = {
                     "point holds entries that are unsafe to restore",
     EXIT_STORE_UNAVAILABLE: "store unavailable: the repository cannot be reached or is not initialised",
     EXIT_LOCAL_IO: "local I/O: the local disk is full or a local file cannot be written",
-    EXIT_UNSAFE: "unsafe: `genarc doctor` or `genarc watch` found the repository not ransomware-safe or not healthy",
+    EXIT_UNSAFE: "unsafe: `genarc doctor`, `genarc watch` or `genarc audit` found the repository not ransomware-safe, not healthy or written to by someone else",
     EXIT_INTERNAL: "internal error: a bug in genarc; rerun with --debug and report the traceback",
     EXIT_INTERRUPTED: "interrupted: stopped by SIGINT or SIGTERM; nothing was committed by the interrupted run",
 }

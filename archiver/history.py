@@ -102,8 +102,7 @@ class History:
         for index, point in enumerate(self.points):
             if point.claimed > self.now + TOLERANCE:
                 point.flags["future"] = f"claims {format_time(point.claimed)}, in the future"
-            if (not self.injected and point.stored is not None and point.claimed > point.stored + TOLERANCE
-                    and "future" not in point.flags):
+            if not self.injected and point.stored is not None and point.claimed > point.stored + TOLERANCE:
                 point.flags["skewed"] = (f"claims {format_time(point.claimed)}, after the server stored it at "
                                          f"{format_time(point.stored)}")
             if latest_claim is not None and point.claimed < latest_claim - TOLERANCE:

@@ -226,3 +226,30 @@ def test_on_the_b2_simulator_forged_points_are_named_and_the_clean_tree_restores
         target = ws.root / "trusted"  # ... which is why --trusted-before exists
         restore(repo, history, point, target=target, includes=[], overwrite=False, workdir=ws.root / "w")
         assert snapshot(restored_root(target, ws.src)) == clean
+
+
+def test_a_claim_ahead_of_the_server_is_suspect_and_the_machine_hears_of_its_clock(workspace):
+    """Without an injected clock, a point claiming a time after the server stored it is flagged "skewed"; the
+    machine that wrote it is told to fix its clock at its next run."""
+    from archiver import config as config_mod
+    from archiver.backup import run_job
+    from archiver.clock import FixedClock, SystemClock
+    from archiver.history import History
+    from archiver.repository import Repository
+
+    ws = workspace
+    ws.write_config()
+    cfg = config_mod.load(ws.config)
+    small_tree(ws.src)
+    repo = Repository.init(cfg, datetime.now(timezone.utc))
+    state = ws.root / "state"
+    assert not run_job(repo, cfg, cfg.job("data"), clock=SystemClock(), state_dir=state).warnings
+    ahead = FixedClock(datetime.now(timezone.utc) + timedelta(hours=2))
+    skewed = run_job(repo, cfg, cfg.job("data"), clock=ahead, state_dir=state).manifest_key
+    history = History.read(repo, "data", SystemClock())
+    assert set(history.by_key(skewed).flags) == {"skewed", "future"}  # for two hours, the future too
+    assert history.newest() is history.points[0]
+    later = run_job(repo, cfg, cfg.job("data"), clock=SystemClock(), state_dir=state)
+    assert any("clock was ahead" in w for w in later.warnings), later.warnings
+    listing = ws.genarc("list")
+    assert listing.code == EXIT_OK and "SUSPECT: claims" in listing.out and "after the server stored it" in listing.out
