@@ -199,9 +199,10 @@ def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, s
     """Bring the catalog to the newest trusted point, decide full or incremental, and plan the point's lock."""
     now = clock.now()
     history = History.read(repo, job.name, clock)
-    newest = history.newest(repo, spool)
-    for point in history.points:
-        if point.suspect and (newest is None or history.points.index(point) > history.points.index(newest)):
+    newest = history.newest(repo, spool, known=catalog.tip)
+    after = history.points.index(newest) if newest is not None else -1
+    for index, point in enumerate(history.points):
+        if point.suspect and index > after:
             warn(f"this run does not continue the newer {describe(point)}; run `genarc audit {job.name}`")
     if newest is not None and catalog.tip is not None and catalog.tip != newest.key and not catalog.knows_run(newest.name.run_id):
         warn(f"the newest restore point {newest.key} was not written by a run of this machine; this run continues it, "

@@ -72,6 +72,7 @@ class History:
     now: datetime
     warnings: list[str] = field(default_factory=list)
     _manifests: dict[str, Manifest] = field(default_factory=dict)
+    _keys: dict[str, Point] = field(default_factory=dict)
 
     # -- reading -----------------------------------------------------------------------------------
     @classmethod
@@ -118,7 +119,9 @@ class History:
 
     # -- choosing ----------------------------------------------------------------------------------
     def by_key(self, key: str) -> Point | None:
-        return next((p for p in self.points if p.key == key), None)
+        if len(self._keys) != len(self.points):
+            self._keys = {p.key: p for p in self.points}
+        return self._keys.get(key)
 
     def of_name(self, name: ManifestName) -> Point:
         point = self.by_key(name.key)
@@ -142,10 +145,11 @@ class History:
         return [p for p in self.points if p.stored is not None and p.stored <= before]
 
     def newest(self, repo: Repository | None = None, workdir: Path | None = None,
-               before: datetime | None = None) -> Point | None:
-        """The newest trusted point; with a repository, one whose manifest can be read (others are flagged)."""
+               before: datetime | None = None, known: str | None = None) -> Point | None:
+        """The newest trusted point; with a repository, one whose manifest can be read (others are flagged).
+        A point at key ``known`` (the catalog's tip, read when it was committed) is taken without reading it."""
         for point in reversed(self.trusted(before)):
-            if repo is None or workdir is None or self.readable(repo, point, workdir):
+            if repo is None or workdir is None or point.key == known or self.readable(repo, point, workdir):
                 return point
         return None
 

@@ -105,6 +105,9 @@ def test_forged_points_junk_and_false_times_are_named_and_never_win(workspace, r
         attacker.put_object(Bucket=bucket, Key=f"backups/{key}", Body=body, ChecksumAlgorithm="SHA256",
                             ChecksumSHA256=sha_b64(body))
 
+    if kind == "moto":  # the bucket owner's mistake, or an accomplice with admin rights: a volume readable by anyone
+        server.client().put_object_acl(Bucket=bucket, Key=f"backups/{volume}", ACL="public-read")
+
     # -- the victim, reading as of a day after the last real run ------------------------------------------------
     monkeypatch.setenv("GENARC_NOW", format_time(parse_time(DAYS[-1]) + timedelta(days=1)))
     audit = ws.genarc("audit", "--json")
@@ -117,6 +120,8 @@ def test_forged_points_junk_and_false_times_are_named_and_never_win(workspace, r
     assert "future" in flags[future] and "backdated" in flags[backdated] and "unreadable" in flags[junk_key], flags
     assert plausible in kinds["unknown-run"], findings  # random data: only this machine's catalog can tell
     assert volume in kinds["overwritten"]
+    if kind == "moto":
+        assert kinds["public"] == [volume]
     assert kinds["repository-file"] == ["genarc-repository.json"]
     assert {"stray/notes.txt", "data/volumes/g000001-20270201T020000Z/p000009-0123456789abcdef/v000001.7z"} <= set(
         kinds["unknown-object"])
