@@ -25,9 +25,9 @@ from typing import Any
 
 from . import chain as chain_mod
 from .catalog import Catalog, path_name
-from .clock import Clock, format_time
+from .clock import Clock, format_time, parse_time
 from .errors import GenarcError
-from .hazards import unsafe_entries
+from .hazards import newly_unsafe
 from .history import History, describe
 from .layout import REPOSITORY_CONFIG_KEY, parse_manifest_key
 from .manifest import Manifest
@@ -126,8 +126,6 @@ def _catalog_runs(state_dir: Path | None, repo: Repository, job: str) -> tuple[s
         catalog.close()
     if not rows:
         return None
-    from .clock import parse_time
-
     return {row[0] for row in rows}, parse_time(rows[0][1])
 
 
@@ -158,7 +156,7 @@ def _versions(key: str, infos: list[ObjectInfo], version_id: str | None, report:
                                                     f"{version_id}", {"recorded_version": version_id}))
         return
     recorded = next((i for i in real if i.version_id == version_id), real[0] if real else None)
-    after = [i for i in infos if i is not recorded and (recorded is None or (i.modified or recorded.modified) >= recorded.modified)]  # type: ignore[operator]
+    after = infos[infos.index(recorded) + 1:] if recorded is not None else infos  # oldest first, by the server
     markers = [i for i in after if i.is_delete_marker or i.hidden]
     writes = [i for i in after if not (i.is_delete_marker or i.hidden)]
     if writes:
@@ -205,18 +203,16 @@ def _lock_of(repo: Repository, key: str, info: ObjectInfo) -> str:
 def _objects_and_unsafe(repo: Repository, history: History, workdir: Path, recorded: dict[str, str | None],
                         report: AuditReport, trusted_before: datetime | None) -> None:
     """Replay every chain: the objects its manifests record, and entries a restore would refuse."""
-    seen: set[tuple[str, bytes, str]] = set()
+    seen: set[tuple[bytes, str]] = set()
     with chain_mod.scratch_tree(workdir, "audit.sqlite") as tree:
         for tip in history.leaves(trusted_before):
 
             def record(manifest: Manifest) -> None:
                 for obj in manifest.objects:
                     recorded.setdefault(obj["key"], obj.get("version_id"))
-                for path, reason in unsafe_entries(tree):
-                    if (manifest.key, path, reason) not in seen and not any(s[1:] == (path, reason) for s in seen):
-                        seen.add((manifest.key, path, reason))
-                        report.findings.append(Finding("unsafe", manifest.key, f"{manifest.key} holds an entry a "
-                                                       f"restore refuses: {path_name(path)}: {reason}"))
+                for path, reason in newly_unsafe(tree, seen):
+                    report.findings.append(Finding("unsafe", manifest.key, f"{manifest.key} holds an entry a "
+                                                   f"restore refuses: {path_name(path)}: {reason}"))
 
             try:
                 chain_mod.replay(repo, history, tip, tree, workdir, on_point=record)

@@ -33,6 +33,13 @@ def path_problem(name: str) -> str | None:
     return None
 
 
+def newly_unsafe(tree: TreeTable, seen: set[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
+    """The unsafe entries of ``tree`` not in ``seen``, which they join: each is named once over many points."""
+    fresh = [item for item in unsafe_entries(tree) if item not in seen]
+    seen.update(fresh)
+    return fresh
+
+
 def unsafe_entries(tree: TreeTable) -> Iterator[tuple[bytes, str]]:
     """(path, reason) for every entry of ``tree`` that a restore must refuse, in path order."""
     for (path,) in tree.conn.execute(f"SELECT path FROM {tree.name} ORDER BY path"):

@@ -72,7 +72,10 @@ class History:
     now: datetime
     warnings: list[str] = field(default_factory=list)
     _manifests: dict[str, Manifest] = field(default_factory=dict)
-    _keys: dict[str, Point] = field(default_factory=dict)
+    _keys: dict[str, Point] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._keys = {p.key: p for p in self.points}
 
     # -- reading -----------------------------------------------------------------------------------
     @classmethod
@@ -119,15 +122,7 @@ class History:
 
     # -- choosing ----------------------------------------------------------------------------------
     def by_key(self, key: str) -> Point | None:
-        if len(self._keys) != len(self.points):
-            self._keys = {p.key: p for p in self.points}
         return self._keys.get(key)
-
-    def of_name(self, name: ManifestName) -> Point:
-        point = self.by_key(name.key)
-        if point is None:
-            raise IntegrityError(f"{name.key} is not a restore point in the repository.")
-        return point
 
     def gaps(self, point: Point) -> list[int]:
         """Point numbers below ``point`` that no point of its generation holds: a sign, free from the listing,

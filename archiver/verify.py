@@ -19,7 +19,7 @@ from . import chain as chain_mod
 from . import interrupt
 from .catalog import TreeTable, connect, path_key, path_name
 from .errors import GenarcError
-from .hazards import unsafe_entries
+from .hazards import newly_unsafe
 from .clock import Clock
 from .history import History, Point, describe
 from .layout import parse_manifest_key, volume_generation_prefix, volumes_prefix
@@ -137,10 +137,8 @@ def _verify_chain(repo: Repository, history: History, tip: Point, conn: Any, wor
         if manifest.key not in verified:
             report.points += 1
             verified.add(manifest.key)
-        for path, reason in unsafe_entries(tree):  # the tree as of this point: named before anyone restores it
-            if (path, reason) not in unsafe_seen:
-                unsafe_seen.add((path, reason))
-                report.problems.append(f"manifest {manifest.key}: unsafe entry {path_name(path)}: {reason}")
+        for path, reason in newly_unsafe(tree, unsafe_seen):  # the tree as of this point, before anyone restores it
+            report.problems.append(f"manifest {manifest.key}: unsafe entry {path_name(path)}: {reason}")
         for obj in manifest.objects:
             if not obj["key"].startswith(prefix):
                 report.problems.append(f"manifest {manifest.key} refers to {obj['key']}, outside its own generation")

@@ -51,7 +51,7 @@ def watch(repo: Repository, jobs: list[str], clock: Clock, max_age: timedelta, w
                                                       f"{point.flags['broken']}"))
             elif point.suspect:
                 findings.append(Finding(job, "suspect", f"{job}: suspect {describe(point)}"))
-        trusted = [p for p in history.trusted(trusted_before)]
+        trusted = history.trusted(trusted_before)
         if not trusted:
             findings.append(Finding(job, "stale", f"job {job} has no trusted restore point at all"))
             history.drop(workdir)
