@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -58,6 +58,11 @@ def _ms(when: datetime) -> int:
 
 def _from_ms(value: int | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value / 1000, timezone.utc)
+
+
+def _check_lock(key: str, stored: ObjectInfo, retention: Retention | None) -> None:
+    if retention is not None and (stored.retention is None or not stored.retention.covers(retention)):
+        raise IntegrityError(f"{key} was stored without its file retention; the bucket does not enforce File Lock.")
 
 
 class B2Store:
@@ -162,9 +167,7 @@ class B2Store:
         stored = self.stat(key, version_id=version.id_)
         if stored.size != size_of(source):
             raise IntegrityError(f"Uploading {key}: B2 stored {stored.size} bytes instead of {size_of(source)}.")
-        if retention is not None and (stored.retention is None or
-                                      stored.retention.until < retention.until - timedelta(seconds=1)):
-            raise IntegrityError(f"{key} was stored without its file retention; the bucket does not enforce File Lock.")
+        _check_lock(key, stored, retention)
         return stored
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None, sha256: str,
@@ -180,9 +183,18 @@ class B2Store:
         stored = self.stat(dst_key, version_id=version.id_)
         if stored.sha256 and stored.sha256 != sha256:
             raise IntegrityError(f"The copy {dst_key} does not have the SHA-256 recorded for {src_key}.")
-        if retention is not None and (stored.retention is None or
-                                      stored.retention.until < retention.until - timedelta(seconds=1)):
-            raise IntegrityError(f"The copy {dst_key} was stored without its file retention.")
+        _check_lock(dst_key, stored, retention)
+        return stored
+
+    def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
+        stored = self.stat(key, version_id=version_id)
+        if stored.retention is not None and stored.retention.covers(retention):
+            return stored
+        request = retention.raised_to(stored.retention)  # never lowers a date or a mode
+        self._call(f"Setting the retention of {key}", self.api.update_file_retention, stored.version_id,
+                   self._key(key), self._retention_setting(request))
+        stored = self.stat(key, version_id=stored.version_id)
+        _check_lock(key, stored, retention)
         return stored
 
     def _version_id(self, key: str, version_id: str | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Union, runtime_checkable
 
@@ -33,6 +33,19 @@ class Capabilities:
 class Retention:
     mode: str  # "compliance" | "governance"
     until: datetime
+
+    def covers(self, wanted: "Retention") -> bool:
+        """Whether this lock keeps the object at least as ``wanted`` asks (compliance is the stronger mode).
+
+        Servers round retain-until dates; a second of slack is not a shorter promise in practice."""
+        return self.until >= wanted.until - timedelta(seconds=1) and self.mode in (wanted.mode, "compliance")
+
+    def raised_to(self, existing: "Retention | None") -> "Retention":
+        """The request that gives at least this lock without lowering ``existing``'s date or mode."""
+        if existing is None:
+            return self
+        mode = "compliance" if "compliance" in (self.mode, existing.mode) else self.mode
+        return Retention(mode, max(self.until, existing.until))
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,11 @@ class Store(Protocol):
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
              sha256: str, retention: Retention | None = None) -> ObjectInfo:
         """Server-side copy into a new key with its own retention."""
+
+    def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
+        """Confirm that this version is locked at least as ``retention`` asks, raising a missing or shorter lock
+        (never lowering a date or a mode); IntegrityError when the server does not keep it. For objects that
+        arrived by a path that did not check it, such as a retry that found an earlier attempt had landed."""
 
 
 class Backend(Store, Protocol):

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, StoreError
+from ..errors import IntegrityError, LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, StoreError
 from .base import Capabilities, ObjectInfo, PutSource, Retention
 from .inspect import KeyRights, LockSettings
 
@@ -175,6 +175,9 @@ class LocalStore:
                 raise _local_error(exc, f"object {dst_key}") from exc
             return self.put(dst_key, source, sha256=sha256, retention=retention)
         return self.stat(dst_key)
+
+    def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
+        raise IntegrityError(f"{key} cannot be locked: a local repository has no locks.")  # runs never ask for one
 
 
 class LocalInspector:

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import io
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -310,8 +310,9 @@ class S3Store:
                               **version)
         if _covers(head, retention):
             return False
+        request = retention.raised_to(_lock_of(head))  # a retention request never lowers a date or a mode
         self._call(f"Setting the lock of {key}", self.client.put_object_retention, Bucket=self.bucket, Key=full,
-                   Retention={"Mode": retention.mode.upper(), "RetainUntilDate": retention.until},
+                   Retention={"Mode": request.mode.upper(), "RetainUntilDate": request.until},
                    ChecksumAlgorithm="SHA256", **version)
         head = self._call(f"Checking the lock of {key}", self.client.head_object, Bucket=self.bucket, Key=full, **version)
         if not _covers(head, retention):
@@ -340,6 +341,13 @@ class S3Store:
         if info.sha256 and info.sha256 != sha256:
             raise IntegrityError(f"The copy {dst_key} does not have the SHA-256 recorded for {src_key}.")
         return info
+
+    def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
+        full = self._key(key)
+        head = self._head(full, key, version_id)
+        if self._ensure_retention(full, key, head.get("VersionId"), retention, head=head):
+            head = self._head(full, key, head.get("VersionId"))
+        return self._info(key, head)
 
     def _multipart_copy(self, source: dict, full: str, key: str, size: int, retention: Retention | None) -> str | None:
         created = self._call(f"Starting the copy to {key}", self.client.create_multipart_upload, Bucket=self.bucket,
@@ -409,9 +417,7 @@ class S3Store:
 
     @staticmethod
     def _info(key: str, head: dict) -> ObjectInfo:
-        retention = None
-        if head.get("ObjectLockMode") and head.get("ObjectLockRetainUntilDate"):
-            retention = Retention(head["ObjectLockMode"].lower(), _utc(head["ObjectLockRetainUntilDate"]))
+        retention = _lock_of(head)
         # A multipart object's checksum is a checksum of part checksums, not the object's SHA-256.
         composite = head.get("ChecksumType") == "COMPOSITE" or "-" in str(head.get("ETag", ""))
         sha256 = None if composite else hex_of_b64(head.get("ChecksumSHA256"))
@@ -457,10 +463,12 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def _lock_of(head: dict) -> Retention | None:
+    if head.get("ObjectLockMode") and head.get("ObjectLockRetainUntilDate"):
+        return Retention(head["ObjectLockMode"].lower(), _utc(head["ObjectLockRetainUntilDate"]))
+    return None
+
+
 def _covers(head: dict, retention: Retention) -> bool:
-    until = head.get("ObjectLockRetainUntilDate")
-    mode = (head.get("ObjectLockMode") or "").lower()
-    if not until or not mode:
-        return False
-    # Servers round retain-until dates; a second of slack is not a shorter promise in practice.
-    return _utc(until) >= retention.until - timedelta(seconds=1) and (mode == retention.mode or mode == "compliance")
+    lock = _lock_of(head)
+    return lock is not None and lock.covers(retention)

@@ -46,6 +46,9 @@ class StoreWrapper:
              sha256: str, retention: Retention | None = None) -> ObjectInfo:
         return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
 
+    def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
+        return self.inner.ensure_lock(key, version_id=version_id, retention=retention)
+
 
 def backend_of(store: Store) -> Store:
     """The backend under every wrapper layer (for the few places that need the server itself)."""
@@ -106,6 +109,10 @@ class CountingStore(StoreWrapper):
         self.counts.add("lists")
         return self.inner.list_versions(prefix)
 
+    def ensure_lock(self, key, *, version_id, retention):
+        self.counts.add("stats")
+        return self.inner.ensure_lock(key, version_id=version_id, retention=retention)
+
     def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None):
         self.counts.add("copies")
         info = self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
@@ -137,8 +144,9 @@ class RetryingStore(StoreWrapper):
 
     A retry sends the same bytes to the same key. If an earlier attempt did land
     (the reply was lost), the key exists: that counts as success when its size
-    (and SHA-256, when reported) match, and as an error otherwise. Nothing is
-    ever renamed or deleted.
+    (and SHA-256, when reported) match and it carries the lock that was asked
+    (a lost reply may have come before the store checked it, so it is confirmed
+    here), and as an error otherwise. Nothing is ever renamed or deleted.
     """
 
     def __init__(self, inner: Store, attempts: int = 6, base_delay: float = 0.2, max_delay: float = 10.0,
@@ -159,13 +167,17 @@ class RetryingStore(StoreWrapper):
                 self.sleep(delay * (0.5 + random.random() / 2))
         raise AssertionError("unreachable")
 
-    def _landed(self, key: str, size: int, sha256: str, exc: ObjectExists, attempt_made: list) -> ObjectInfo:
+    def _landed(self, key: str, size: int | None, sha256: str, retention: Retention | None, exc: ObjectExists,
+                attempt_made: list) -> ObjectInfo:
+        """An earlier attempt's object, when it is the one this call was making (locked as asked)."""
         if not attempt_made:
             raise exc
         info = self.inner.stat(key)
-        if info.size == size and (not info.sha256 or info.sha256 == sha256):
-            return info
-        raise exc
+        if (size is not None and info.size != size) or (info.sha256 and info.sha256 != sha256):
+            raise exc
+        if retention is not None:
+            return self.inner.ensure_lock(key, version_id=info.version_id, retention=retention)
+        return info
 
     def put(self, key, source, *, sha256, retention=None):
         tried: list = []
@@ -174,7 +186,7 @@ class RetryingStore(StoreWrapper):
             try:
                 return self.inner.put(key, source, sha256=sha256, retention=retention)
             except ObjectExists as exc:
-                return self._landed(key, size_of(source), sha256, exc, tried)
+                return self._landed(key, size_of(source), sha256, retention, exc, tried)
             finally:
                 tried.append(1)
 
@@ -189,6 +201,10 @@ class RetryingStore(StoreWrapper):
     def stat(self, key, *, version_id=None):
         return self._call(f"Checking {key}", lambda: self.inner.stat(key, version_id=version_id))
 
+    def ensure_lock(self, key, *, version_id, retention):
+        return self._call(f"Checking the lock of {key}",
+                          lambda: self.inner.ensure_lock(key, version_id=version_id, retention=retention))
+
     def list(self, prefix):
         return iter(self._call(f"Listing {prefix}", lambda: list(self.inner.list(prefix))))
 
@@ -201,13 +217,8 @@ class RetryingStore(StoreWrapper):
         def attempt():
             try:
                 return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
-            except ObjectExists:
-                if not tried:
-                    raise
-                info = self.inner.stat(dst_key)
-                if info.sha256 and info.sha256 != sha256:
-                    raise
-                return info
+            except ObjectExists as exc:
+                return self._landed(dst_key, None, sha256, retention, exc, tried)
             finally:
                 tried.append(1)
 

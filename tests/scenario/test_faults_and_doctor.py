@@ -90,6 +90,9 @@ class FaultInjector:
     def copy(self, *args, **kwargs):
         return self._call("copy", self.inner.copy, *args, **kwargs)
 
+    def ensure_lock(self, key, **kw):
+        return self._call("ensure_lock", self.inner.ensure_lock, key, **kw)
+
 
 @pytest.fixture
 def moto():

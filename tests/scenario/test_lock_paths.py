@@ -1,0 +1,100 @@
+"""Every object genarc commits is locked as planned, by whatever path it arrived, and no request lowers a lock.
+
+A reply lost after the server completed a multipart upload, or a copy, leaves the object in the bucket
+before genarc checked its lock; moto and Ceph both drop lock headers on multipart uploads. The retry that
+finds the object must confirm the lock (and set it where missing), never just its size and hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+
+import pytest
+from botocore.exceptions import ConnectionClosedError
+
+from archiver.store import Retention, open_store
+from archiver.store.s3 import S3Store
+from tests.servers import MotoServer
+
+PLAN = Retention("compliance", datetime(2031, 3, 1, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def server(request):
+    if request.param == "moto":
+        moto = MotoServer()
+        request.addfinalizer(moto.stop)
+        return moto
+    return request.getfixturevalue("ceph")
+
+
+def _lose_one_reply(operation: str, lost: list):
+    """A client factory whose first reply to ``operation`` is lost after the server acted on it."""
+
+    def drop(**kwargs):
+        if not lost:
+            lost.append(operation)
+            raise ConnectionClosedError(endpoint_url="injected")
+
+    def factory(server):
+        def make():
+            client = server.client()
+            client.meta.events.register(f"after-call.s3.{operation}", drop)
+            return client
+        return make
+
+    return factory
+
+
+def _head_lock(server, bucket: str, key: str) -> tuple[str, datetime]:
+    head = server.client().head_object(Bucket=bucket, Key=f"p/{key}")
+    return head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+
+
+@pytest.mark.parametrize("server", ["moto", "ceph"], indirect=True)
+@pytest.mark.parametrize("operation", ["CompleteMultipartUpload", "CopyObject"])
+def test_an_object_whose_reply_was_lost_is_committed_only_locked(server, operation, tmp_path):
+    bucket, lost = server.make_bucket(), []
+    backend = S3Store(_lose_one_reply(operation, lost)(server), bucket, "p", multipart_threshold=1024**2,
+                      part_size=5 * 1024**2)
+    store = open_store(f"s3://{bucket}/p", backend=backend, retry_sleep=lambda s: None)
+    data = bytes(range(256)) * 8192  # 2 MiB: multipart above the 1 MiB threshold
+    digest = hashlib.sha256(data).hexdigest()
+    if operation == "CopyObject":
+        source = store.put("v/source", data[:1000], sha256=hashlib.sha256(data[:1000]).hexdigest(), retention=PLAN)
+        info = store.copy("v/source", "v/copy", src_version_id=source.version_id,
+                          sha256=hashlib.sha256(data[:1000]).hexdigest(), retention=PLAN)
+        key = "v/copy"
+    else:
+        info = store.put("v/big", data, sha256=digest, retention=PLAN)
+        key = "v/big"
+    assert lost == [operation]  # the reply really was lost, and the retry found the object
+    mode, until = _head_lock(server, bucket, key)
+    assert mode == "COMPLIANCE" and until >= PLAN.until, (mode, until)
+    assert info.retention is not None and info.retention.covers(PLAN)
+
+
+@pytest.mark.parametrize("server", ["moto"], indirect=True)
+def test_setting_a_missing_lock_never_lowers_a_longer_one(server):
+    """moto accepts a shorter retention (AWS and Ceph refuse it), so only the request genarc sends keeps the date."""
+    bucket = server.make_bucket()
+    client = server.client()
+    body = b"longer lock"
+    client.put_object(Bucket=bucket, Key="p/k", Body=body, ObjectLockMode="GOVERNANCE",
+                      ObjectLockRetainUntilDate=datetime(2033, 1, 1, tzinfo=timezone.utc),
+                      ChecksumAlgorithm="SHA256")
+    store = open_store(f"s3://{bucket}/p", backend=S3Store(server.client, bucket, "p"))
+    info = store.ensure_lock("k", version_id=None, retention=PLAN)  # compliance asked, a longer governance held
+    mode, until = _head_lock(server, bucket, "k")
+    assert (mode, until) == ("COMPLIANCE", datetime(2033, 1, 1, tzinfo=timezone.utc))
+    assert info.retention == Retention("compliance", datetime(2033, 1, 1, tzinfo=timezone.utc))
+
+
+def test_a_lock_request_keeps_the_stronger_mode_and_the_later_date():
+    governance_later = Retention("governance", datetime(2033, 1, 1, tzinfo=timezone.utc))
+    compliance_sooner = Retention("compliance", datetime(2029, 1, 1, tzinfo=timezone.utc))
+    assert PLAN.raised_to(governance_later) == Retention("compliance", governance_later.until)
+    assert Retention("governance", PLAN.until).raised_to(compliance_sooner) == Retention("compliance", PLAN.until)
+    assert PLAN.raised_to(None) == PLAN
+    assert not governance_later.covers(PLAN) and compliance_sooner.covers(Retention("governance", compliance_sooner.until))
