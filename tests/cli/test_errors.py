@@ -103,7 +103,7 @@ def test_a_corrupted_volume_byte_is_named_by_verify_and_restore(backed_up):
     result = backed_up.genarc("restore", "data", "--target", str(target))
     assert result.code == EXIT_INTEGRITY
     line = one_line_error(result)
-    assert key in line and "docs/" in line or "photo.raw" in line
+    assert key in line and ("docs/" in line or "photo.raw" in line)
     # Everything not in the damaged volume came back intact, and no damaged bytes were left behind.
     restored = snapshot(restored_root(target, backed_up.src))
     original = snapshot(backed_up.src)
