@@ -12,16 +12,20 @@ order in which the server stored the points (``archiver/history.py``). It names:
   this machine has a catalog, points written by a run this machine never started;
 - objects no manifest refers to: orphans of a known run (a run that died before its
   commit; harmless, removed by the lifecycle rule) apart from unknown objects;
-- an overwritten ``genarc-repository.json``, and objects (or a bucket) readable by anyone.
+- an overwritten ``genarc-repository.json``, and objects (or a bucket) readable by anyone;
+- on a bucket with locks, every live object's lock as the server reports it: missing, shorter
+  than its point planned or in a weaker mode, longer than the cap (a cost attack: junk locked
+  for years), or a date that makes no sense (before the object was stored, as a 32-bit date
+  past 2106 wraps to on some servers, or past 2106 itself).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import chain as chain_mod
 from .catalog import Catalog, path_name
@@ -29,10 +33,10 @@ from .clock import Clock, format_time, parse_time
 from .errors import GenarcError
 from .hazards import newly_unsafe
 from .history import History, describe
-from .layout import REPOSITORY_CONFIG_KEY, parse_manifest_key
+from .layout import PROBE_PREFIX, REPOSITORY_CONFIG_KEY, parse_manifest_key
 from .manifest import Manifest
 from .repository import Repository, first_version, listing
-from .store import ObjectInfo, inspector_for
+from .store import ObjectInfo, Retention, inspector_for
 
 _RUN_OF_VOLUME = re.compile(r"^(?P<job>[^/]+)/volumes/g\d{6}-\d{8}T\d{6}Z/p\d{6}-(?P<run>[0-9a-f]{16})/v\d{6}\.7z$")
 
@@ -40,6 +44,7 @@ _RUN_OF_VOLUME = re.compile(r"^(?P<job>[^/]+)/volumes/g\d{6}-\d{8}T\d{6}Z/p\d{6}
 @dataclass
 class Finding:
     kind: str  # overwritten | hidden | lost | suspect | unknown-run | unsafe | unknown-object | repository-file | public
+    #          | lock
     key: str
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
@@ -60,8 +65,10 @@ class AuditReport:
 
 
 def audit(repo: Repository, jobs: list[str], *, clock: Clock, workdir: Path, state_dir: Path | None = None,
-          trusted_before: datetime | None = None, whole: bool = True) -> AuditReport:
-    """Audit ``jobs``; ``whole``: also every other object in the repository (else only the jobs' own keys)."""
+          trusted_before: datetime | None = None, whole: bool = True,
+          cap_days: Callable[[str], int] | None = None) -> AuditReport:
+    """Audit ``jobs``; ``whole``: also every other object in the repository (else only the jobs' own keys).
+    ``cap_days(job)``: the longest lock a run of the job asks for, in days (``genarc policy`` caps it)."""
     report = AuditReport(jobs=list(jobs))
     workdir.mkdir(parents=True, exist_ok=True)
     everything = listing(repo.store, "")
@@ -71,6 +78,7 @@ def audit(repo: Repository, jobs: list[str], *, clock: Clock, workdir: Path, sta
     report.objects = len(everything)
     _repository_file(everything.get(REPOSITORY_CONFIG_KEY, []), report)
     recorded: dict[str, str | None] = {}  # every object a readable manifest records, with its version
+    planned: dict[str, Retention] = {}  # the lock each recorded object's point planned for it
     runs: set[str] = set()
     for job in jobs:
         history = History.read(repo, job, clock)
@@ -91,7 +99,7 @@ def audit(repo: Repository, jobs: list[str], *, clock: Clock, workdir: Path, sta
                     {"stored": _time(point.stored)}))
         if known is not None:
             runs |= known[0]
-        _objects_and_unsafe(repo, history, workdir, recorded, report, trusted_before)
+        _objects_and_unsafe(repo, history, workdir, recorded, planned, report, trusted_before)
         history.drop(workdir)
     for key, infos in everything.items():
         if key == REPOSITORY_CONFIG_KEY:
@@ -105,6 +113,10 @@ def audit(repo: Repository, jobs: list[str], *, clock: Clock, workdir: Path, sta
             report.findings.append(Finding("lost", key, f"{key} is lost: the bucket no longer holds it",
                                            {"recorded_version": version}))
     _public(repo, sorted(k for k, infos in everything.items() if first_version(infos) is not None), report)
+    if repo.store.capabilities.object_lock:
+        # Under an injected clock, locks are planned from simulated dates: no cap to compare with upload times.
+        _locks(repo, everything, recorded, planned, jobs, None if getattr(clock, "injected", False) else cap_days,
+               report)
     return report
 
 
@@ -176,6 +188,9 @@ def _unreferenced(repo: Repository, key: str, infos: list[ObjectInfo], runs: set
     real = [i for i in infos if not i.is_delete_marker and not i.hidden]
     if not real:
         return  # only markers: a lifecycle rule removed the object and left its marker
+    if key.startswith(PROBE_PREFIX) and all(i.size <= 64 for i in real):
+        report.notes.append(f"{key}: genarc init's probe of create-only writes ({len(real)} version(s))")
+        return
     if match and match["job"] in jobs and match["run"] in runs:
         for info in real:
             report.orphans.append({"key": key, "run": match["run"], **_version(info)})
@@ -201,15 +216,20 @@ def _lock_of(repo: Repository, key: str, info: ObjectInfo) -> str:
 
 
 def _objects_and_unsafe(repo: Repository, history: History, workdir: Path, recorded: dict[str, str | None],
-                        report: AuditReport, trusted_before: datetime | None) -> None:
+                        planned: dict[str, Retention], report: AuditReport, trusted_before: datetime | None) -> None:
     """Replay every chain: the objects its manifests record, and entries a restore would refuse."""
     seen: set[tuple[bytes, str]] = set()
     with chain_mod.scratch_tree(workdir, "audit.sqlite") as tree:
         for tip in history.leaves(trusted_before):
 
             def record(manifest: Manifest) -> None:
+                plan = _plan_of(manifest.header)
                 for obj in manifest.objects:
                     recorded.setdefault(obj["key"], obj.get("version_id"))
+                    if plan is not None:
+                        planned.setdefault(obj["key"], plan)
+                if plan is not None:
+                    planned.setdefault(manifest.key, plan)
                 for path, reason in newly_unsafe(tree, seen):
                     report.findings.append(Finding("unsafe", manifest.key, f"{manifest.key} holds an entry a "
                                                    f"restore refuses: {path_name(path)}: {reason}"))
@@ -218,6 +238,65 @@ def _objects_and_unsafe(repo: Repository, history: History, workdir: Path, recor
                 chain_mod.replay(repo, history, tip, tree, workdir, on_point=record)
             except GenarcError:
                 pass  # the point is flagged broken or unreadable already
+
+
+def _plan_of(header: dict[str, Any]) -> Retention | None:
+    lock = header.get("lock") or {}
+    if lock.get("mode") not in ("compliance", "governance") or not isinstance(lock.get("until"), str):
+        return None
+    try:
+        return Retention(lock["mode"], parse_time(lock["until"]))
+    except ValueError:
+        return None
+
+
+_WRAP = datetime(2106, 2, 7, 6, 28, 15, tzinfo=timezone.utc)  # the last second a 32-bit unsigned time can hold
+
+
+def _locks(repo: Repository, everything: dict[str, list[ObjectInfo]], recorded: dict[str, str | None],
+           planned: dict[str, Retention], jobs: list[str], cap_days: Callable[[str], int] | None,
+           report: AuditReport) -> None:
+    """Read the lock of every live version (the current one, and the one a manifest recorded)."""
+    for key, infos in everything.items():
+        if key == REPOSITORY_CONFIG_KEY:
+            continue
+        job = key.split("/", 1)[0]
+        cap = None
+        if cap_days is not None and jobs:
+            cap = cap_days(job) if job in jobs else max(cap_days(j) for j in jobs)
+        for info in infos:
+            is_recorded = key in recorded and recorded[key] in (None, info.version_id)
+            if info.is_delete_marker or info.hidden or not (info.is_latest or is_recorded):
+                continue
+            try:
+                lock = repo.store.stat(key, version_id=info.version_id).retention
+            except GenarcError as exc:
+                report.notes.append(f"the lock of {key} was not read: {exc.message}")
+                continue
+            for problem in _lock_problems(lock, planned.get(key) if is_recorded else None, info.modified, cap):
+                report.findings.append(Finding("lock", key, f"{key} (version {info.version_id}): {problem}",
+                                               {"version_id": info.version_id, "mode": lock.mode if lock else None,
+                                                "until": _time(lock.until) if lock else None}))
+
+
+def _lock_problems(lock: Retention | None, plan: Retention | None, stored: datetime | None,
+                   cap: int | None) -> list[str]:
+    problems = []
+    if plan is not None and (lock is None or not lock.covers(plan)):
+        problems.append("not locked" if lock is None else
+                        f"locked ({lock.mode}) until {format_time(lock.until)}, less than its point planned "
+                        f"({plan.mode} until {format_time(plan.until)})")
+    if lock is None:
+        return problems
+    if stored is not None and lock.until < stored:
+        problems.append(f"its lock ends {format_time(lock.until)}, before it was stored: a date that makes no sense "
+                        "(a date past 2106 wraps to the past on some servers)")
+    elif lock.until > _WRAP:
+        problems.append(f"locked until {format_time(lock.until)}, past 2106, which some servers cannot store")
+    elif cap is not None and stored is not None and lock.until - stored > timedelta(days=cap):
+        problems.append(f"locked until {format_time(lock.until)}, longer than the {cap} days a run asks for "
+                        "(someone extended it, or it is junk: it is kept, and paid for, that long)")
+    return problems
 
 
 def _public(repo: Repository, keys: list[str], report: AuditReport) -> None:

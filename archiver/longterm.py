@@ -39,6 +39,15 @@ def tier_policy(base: RetentionPolicy, tier: str, count: int) -> RetentionPolicy
                            day_seconds=base.day_seconds)
 
 
+def policy_of(config: Config, job: str) -> RetentionPolicy:
+    """A long-term pseudo-job (``home~monthly``) has its tier's lock and lifecycle; a job, the configured ones."""
+    if "~" in job:
+        tier = job.rsplit("~", 1)[1]
+        if tier in TIERS:
+            return tier_policy(config.retention, tier, config.longterm.get(tier, 1))
+    return config.retention
+
+
 def period(when: datetime, tier: str) -> str:
     return when.strftime("%Y-%m" if tier == "monthly" else "%Y")
 

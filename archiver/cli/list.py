@@ -6,7 +6,7 @@ import argparse
 
 from ..clock import format_time
 from ..generation import expires_from, lock_until
-from ..longterm import TIERS, tier_policy
+from ..longterm import policy_of
 from ..history import History
 from .common import (add_json, add_trusted_before, context, emit_json, escape, log_history, parse_time_option, say,
                      workdir)
@@ -22,15 +22,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_trusted_before(p)
     add_json(p)
     p.set_defaults(func=run)
-
-
-def _policy_of(config, job: str):
-    """A long-term pseudo-job (``home~monthly``) has its tier's lock and lifecycle; a job, the configured ones."""
-    if "~" in job:
-        tier = job.rsplit("~", 1)[1]
-        if tier in TIERS:
-            return tier_policy(config.retention, tier, config.longterm.get(tier, 1))
-    return config.retention
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _job(ctx, repo, job: str, before, tmp) -> dict:
     """One job's generations and points, in the order the server stored them, suspect points flagged."""
-    policy = _policy_of(ctx.config, job)
+    policy = policy_of(ctx.config, job)
     history = History.read(repo, job, ctx.clock)
     history.check(repo, tmp)
     log_history(ctx, history)

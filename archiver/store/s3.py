@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import (GenarcError, IntegrityError, LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, RepositoryNotFound,
                       StoreError, TransientStoreError)
+from ..layout import PROBE_PREFIX
 from .base import Capabilities, ObjectInfo, PutSource, Retention, size_of
 
 MULTIPART_THRESHOLD = 256 * 1024**2
@@ -174,7 +175,7 @@ class S3Store:
         """
         import secrets as _secrets
 
-        key = f"genarc-probes/conditional-{_secrets.token_hex(8)}"
+        key = f"{PROBE_PREFIX}conditional-{_secrets.token_hex(8)}"
         body = b"genarc conditional-create probe\n"
         digest = hashlib.sha256(body).hexdigest()
         args = {"Bucket": self.bucket, "Key": self._key(key), "ChecksumAlgorithm": "SHA256",

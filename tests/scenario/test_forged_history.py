@@ -75,6 +75,8 @@ def test_forged_points_junk_and_false_times_are_named_and_never_win(workspace, r
     small_tree(ws.src)
     assert ws.genarc("init").code == EXIT_OK
     states = run_every_day(ws)  # a week of real points: days 0..5, generations at days 0, 2, 4
+    honest = ws.genarc("audit", "--json")
+    assert honest.code == EXIT_OK, honest.json["report"]["findings"]  # genarc's own writes are no finding
     clean = snapshot(ws.src)
     time.sleep(1.5)
     trusted_before = format_time(datetime.now(timezone.utc))  # the server keeps second-precision upload times

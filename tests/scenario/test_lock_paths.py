@@ -98,3 +98,40 @@ def test_a_lock_request_keeps_the_stronger_mode_and_the_later_date():
     assert Retention("governance", PLAN.until).raised_to(compliance_sooner) == Retention("compliance", PLAN.until)
     assert PLAN.raised_to(None) == PLAN
     assert not governance_later.covers(PLAN) and compliance_sooner.covers(Retention("governance", compliance_sooner.until))
+
+
+@pytest.mark.parametrize("kind", ["moto", "ceph"])
+def test_the_lock_audit_names_an_extension_past_2106_and_junk_locked_for_ten_years(workspace, request, monkeypatch,
+                                                                                     kind):
+    """With the backup key's rights, on the real clock: a clean repository audits clean; then the attacker
+    extends a volume's lock to 2126 (Ceph 16 stores it in 32 bits: it wraps to the past and unlocks the
+    object) and uploads junk under volumes/ locked for ten years. The audit names both."""
+    from tests.scenario.test_forged_history import _server
+    from tests.scenario.test_immutable_stores import sha_b64, small_tree
+
+    ws = workspace
+    server, bucket, attacker = _server(request, kind, ws, monkeypatch)
+    small_tree(ws.src)
+    assert ws.genarc("init").code == 0
+    assert ws.genarc("run").code == 0
+    clean = ws.genarc("audit", "--json")
+    assert clean.code == 0, clean.json["report"]["findings"]
+
+    volume = next(v for v in attacker.list_object_versions(Bucket=bucket, Prefix="backups/data/volumes/")["Versions"])
+    attacker.put_object_retention(Bucket=bucket, Key=volume["Key"], VersionId=volume["VersionId"],
+                                  Retention={"Mode": "COMPLIANCE",
+                                             "RetainUntilDate": datetime(2126, 1, 1, tzinfo=timezone.utc)},
+                                  ChecksumAlgorithm="SHA256")  # moto keeps the date; Ceph 16 wraps it (measured)
+    junk = b"ten years of junk"
+    junk_key = "backups/data/volumes/g000001-20260101T000000Z/p000001-0123456789abcdef/v000001.7z"
+    attacker.put_object(Bucket=bucket, Key=junk_key, Body=junk, ChecksumAlgorithm="SHA256", ChecksumSHA256=sha_b64(junk),
+                        ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=datetime.now(timezone.utc).replace(
+                            year=datetime.now(timezone.utc).year + 10))
+    audit = ws.genarc("audit", "--json")
+    assert audit.code == 10
+    locks = {f["key"]: f["message"] for f in audit.json["report"]["findings"] if f["kind"] == "lock"}
+    assert "longer than" in locks[junk_key[len("backups/"):]]
+    found = [f["message"] for f in audit.json["report"]["findings"]
+             if f["kind"] == "lock" and f["key"] == volume["Key"][len("backups/"):]]
+    expected = "past 2106" if kind == "moto" else "before it was stored"
+    assert any(expected in message for message in found), found
