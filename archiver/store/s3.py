@@ -110,6 +110,7 @@ class S3Store:
         # then each create checks with a HEAD first.
         self._conditional = conditional
         self._simple_put_lock_checked = False
+        self._missing_is_denied = False  # a HEAD of a missing key answers 403 (ListBucket limited to the prefix)
         self._simple_put_drops_lock = False
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -262,14 +263,36 @@ class S3Store:
         return code == "NotImplemented" or status == 501
 
     def _refuse_existing(self, full: str, key: str) -> None:
+        if self._missing_is_denied:  # learned below: one listing answers where a HEAD would only hear 403
+            if self._listed(full, key):
+                raise ObjectExists(f"Uploading {key}: the key already exists; genarc never overwrites a key.")
+            return
         try:
             self.client.head_object(Bucket=self.bucket, Key=full)
         except Exception as exc:
             err = translate(exc, f"Checking {key}")
             if isinstance(err, ObjectNotFound):
                 return
-            raise err from exc
+            # A key whose ListBucket is limited to its prefix hears 403, not 404, for a missing key (AWS and
+            # Ceph alike); a listing of the key itself, inside the prefix, says whether it exists.
+            exists = self._listed(full, key) if isinstance(err, PermissionDenied) else None
+            if exists is None:
+                raise err from exc
+            if not exists:
+                self._missing_is_denied = True
+                return
         raise ObjectExists(f"Uploading {key}: the key already exists; genarc never overwrites a key.")
+
+    def _listed(self, full: str, key: str) -> bool | None:
+        """Whether ``full`` exists, from a listing of that very name; None when listing is refused too."""
+        try:
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1)
+        except Exception as exc:
+            err = translate(exc, f"Listing {key}")
+            if isinstance(err, PermissionDenied):
+                return None
+            raise err from exc
+        return any(item["Key"] == full for item in page.get("Contents", []))
 
     def _multipart(self, full: str, key: str, source: PutSource, sha256: str, retention: Retention | None) -> str | None:
         self._refuse_existing(full, key)

@@ -43,20 +43,18 @@ def _server(request, kind: str, ws, monkeypatch):
         server.client(owner).create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
         ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, generation_days=2, volume_size="64KiB")
         backup = server.make_user(f"backup-{secrets.token_hex(3)}")
+        # The owner grants the backup user exactly the statements `genarc policy` prints, conditions included.
+        policy = ws.genarc("policy", "--json").json
+        principal = {"AWS": [f"arn:aws:iam:::user/{server.uid_of(backup)}"]}
         server.client(owner).put_bucket_policy(Bucket=bucket, Policy=json.dumps({
-            "Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{server.uid_of(backup)}"]},
-                "Action": ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetObject", "s3:GetObjectVersion",
-                           "s3:PutObject", "s3:PutObjectRetention", "s3:GetObjectRetention", "s3:GetBucketVersioning",
-                           "s3:GetBucketObjectLockConfiguration", "s3:GetLifecycleConfiguration", "s3:GetObjectAcl",
-                           "s3:GetBucketAcl"],
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+            "Version": "2012-10-17", "Statement": [{**statement, "Principal": principal}
+                                                   for statement in policy["Statement"]]}))
         server.client(service="iam").put_user_policy(UserName=server.uid_of(backup), PolicyName="genarc-backup",
                                                      PolicyDocument=json.dumps(ws.genarc("policy", "--json").json))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", backup.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backup.secret_access_key)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return server, bucket, server.client(backup)
+    return server, bucket, server.client(backup), backup
 
 
 def _as_attacker(ws, monkeypatch, now: str) -> str:
@@ -71,7 +69,7 @@ def _as_attacker(ws, monkeypatch, now: str) -> str:
 @pytest.mark.parametrize("kind", ["moto", "ceph"])
 def test_forged_points_junk_and_false_times_are_named_and_never_win(workspace, request, monkeypatch, kind):
     ws = workspace
-    server, bucket, attacker = _server(request, kind, ws, monkeypatch)
+    server, bucket, attacker, _ = _server(request, kind, ws, monkeypatch)
     small_tree(ws.src)
     assert ws.genarc("init").code == EXIT_OK
     states = run_every_day(ws)  # a week of real points: days 0..5, generations at days 0, 2, 4

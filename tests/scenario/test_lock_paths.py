@@ -110,7 +110,7 @@ def test_the_lock_audit_names_an_extension_past_2106_and_junk_locked_for_ten_yea
     from tests.scenario.test_immutable_stores import sha_b64, small_tree
 
     ws = workspace
-    server, bucket, attacker = _server(request, kind, ws, monkeypatch)
+    server, bucket, attacker, _ = _server(request, kind, ws, monkeypatch)
     small_tree(ws.src)
     assert ws.genarc("init").code == 0
     assert ws.genarc("run").code == 0
