@@ -15,7 +15,8 @@ from typing import Any
 from .config import Config
 from .errors import GenarcError
 from .generation import lifecycle_age_days
-from .plan import check_expiry, expiry_days
+from .longterm import policy_of, tier_job
+from .plan import check_expiry, expiry_days, job_prefixes
 from .store import Inspector, KeyRights, Store, inspector_for
 
 
@@ -66,7 +67,7 @@ def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = T
     _check_lock(config, inspector, report)
     _check_lifecycle(config, inspector, report, now)
     if rights is None and probe_delete:
-        _check_delete(inspector, report)
+        _check_delete(config, inspector, report)
     return report
 
 
@@ -149,16 +150,29 @@ def _check_lifecycle(config: Config, inspector: Inspector, report: DoctorReport,
     except GenarcError as exc:
         report.add("lifecycle", "unknown", f"cannot read it ({exc.message})")
         return
-    finding = check_expiry(config.retention, expiry_days(rules, inspector.prefix), [], now)
-    report.add("lifecycle", {"ok": "ok", "warning": "warn", "error": "fail"}[finding.level], finding.message)
-    if not any(r.noncurrent_days for r in rules if r.covers(inspector.prefix)):
-        report.add("lifecycle noncurrent", "warn", "no rule removes noncurrent (or hidden) versions: expired data "
-                   "stays stored behind delete markers")
+    # Each job's own prefix, as `plan --apply` writes its rules, with the tier policy for long-term points;
+    # a rule on the repository prefix covers them all, and one on a narrower prefix counts too.
+    levels = {"ok": "ok", "warning": "warn", "error": "fail"}
+    found = []
+    for job, prefix in _job_prefixes(config, inspector.prefix):
+        finding = check_expiry(policy_of(config, job), expiry_days(rules, prefix), [], now)
+        found.append((levels[finding.level], job, finding.message))
+        if not any(r.noncurrent_days for r in rules if r.covers(prefix)):
+            report.add("lifecycle noncurrent", "warn", f"{job}: no rule removes noncurrent (or hidden) versions: "
+                       "expired data stays stored behind delete markers")
+    worst = max(found, key=lambda f: ["ok", "warn", "fail"].index(f[0]))[0]
+    report.add("lifecycle", worst, "; ".join(f"{job}: {message}" if len(found) > 1 else message
+                                             for status, job, message in found if status == worst))
 
 
-def _check_delete(inspector: Inspector, report: DoctorReport) -> None:
+def _job_prefixes(config: Config, repository_prefix: str) -> list[tuple[str, str]]:
+    jobs = sorted([*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)])
+    return list(zip(jobs, job_prefixes(repository_prefix, jobs)))  # job_prefixes keeps sorted order
+
+
+def _check_delete(config: Config, inspector: Inspector, report: DoctorReport) -> None:
     try:
-        can = inspector.can_delete()
+        can = inspector.can_delete(under=f"{min(config.jobs)}/")  # a marker it leaves, the job's rule removes
     except GenarcError as exc:
         report.add("delete probe", "unknown", f"inconclusive ({exc.message})")
         return

@@ -197,8 +197,9 @@ class Finding:
 
 
 def expiry_days(rules: Iterable[LifecycleRule], prefix: str) -> int | None:
-    """The shortest current-version expiration that applies to ``prefix`` (None: nothing expires)."""
-    days = [r.expire_days for r in rules if r.covers(prefix) and r.expire_days]
+    """The shortest current-version expiration that applies to any key under ``prefix`` (None: nothing expires).
+    A rule on a narrower prefix counts: it expires some of the job's objects early."""
+    days = [r.expire_days for r in rules if r.touches(prefix) and r.expire_days]
     return min(days) if days else None
 
 

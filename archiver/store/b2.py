@@ -278,7 +278,7 @@ class B2Inspector:
         return KeyRights(tuple(sorted(allowed.get("capabilities") or [])),
                          allowed.get("bucketName") or allowed.get("bucketId"), allowed.get("namePrefix"))
 
-    def can_delete(self) -> bool:
+    def can_delete(self, under: str = "") -> bool:
         return "deleteFiles" in self.key_rights().capabilities
 
     def probe_conditional_put(self) -> None:

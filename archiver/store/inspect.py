@@ -27,7 +27,12 @@ class LifecycleRule:
     expired_markers: bool = False  # S3: delete markers with nothing behind them are removed
 
     def covers(self, prefix: str) -> bool:
+        """Whether the rule applies to every key under ``prefix``."""
         return prefix.startswith(self.prefix)
+
+    def touches(self, prefix: str) -> bool:
+        """Whether the rule applies to some key under ``prefix`` (a rule on a narrower prefix, too)."""
+        return self.covers(prefix) or self.prefix.startswith(prefix)
 
     @staticmethod
     def from_s3(configuration: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list["LifecycleRule"]:
@@ -112,8 +117,9 @@ class Inspector(Protocol):
     def key_rights(self) -> KeyRights | None:
         """The key's own description of its rights, or None where the key cannot tell."""
 
-    def can_delete(self) -> bool | None:
-        """Whether this key can delete objects, learned without touching data; None where it cannot be probed."""
+    def can_delete(self, under: str = "") -> bool | None:
+        """Whether this key can delete objects, learned without touching data; None where it cannot be probed.
+        A probe that leaves a marker leaves it ``under`` this sub-prefix (a job's, which its lifecycle rule covers)."""
 
     def probe_conditional_put(self) -> bool | None:
         """Whether the server honours create-only writes; None where the question does not arise."""

@@ -198,7 +198,7 @@ class LocalInspector:
     def key_rights(self) -> KeyRights | None:
         return None
 
-    def can_delete(self) -> bool:
+    def can_delete(self, under: str = "") -> bool:
         return True
 
     def probe_conditional_put(self) -> None:

@@ -54,12 +54,12 @@ class S3Inspector:
     def key_rights(self) -> KeyRights | None:
         return None  # an IAM user cannot read its own policy with the backup rights
 
-    def can_delete(self) -> bool | None:
+    def can_delete(self, under: str = "") -> bool | None:
         """The delete probe: DeleteObject on a random key that was never written (docs/design.md, "Probes")."""
         from ..admin.probe import s3_delete_probe
 
         try:
-            return s3_delete_probe(self.store.client, self.store.bucket, self.prefix)
+            return s3_delete_probe(self.store.client, self.store.bucket, self.prefix + under)
         except PermissionDenied:
             return False
 
