@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from .clock import day_seconds_from_env
 from .errors import ConfigError
 from .generation import RetentionPolicy
-from .store import StoreOptions
+from .store import MAX_SINGLE_PUT, StoreOptions
 
 COMPRESSIONS = ("zstd", "deflate", "lzma2", "copy")
 LOCK_MODES = ("compliance", "governance", "none")
@@ -237,6 +237,9 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     volumes = _volumes(_Reader(path, top.get("volumes", dict, {}), "volumes."))
     jobs = _jobs(top, path, base)
     top.finish()
+    if not options.retention_updates and volumes.size > MAX_SINGLE_PUT:
+        raise ConfigError(f"{path}: volumes.size above 5GiB needs a multipart upload, which retention_updates = false "
+                          "cannot lock on servers that drop lock headers; choose 5GiB or less.")
     warnings = []
     if retention.generation_days > retention.keep_days:
         warnings.append(f"{path}: retention.generation_days ({retention.generation_days}) is longer than keep_days "
@@ -271,7 +274,8 @@ def _repository(repo: _Reader, base: Path, path: Path) -> tuple[str, PasswordSou
         key, value = given[0]
         kind = key.removeprefix("password_")
         password = PasswordSource(kind, _resolve(base, value) if kind == "file" else value, origin)
-    options = StoreOptions(repo.get("endpoint_url", str), repo.get("region", str), repo.get("profile", str))
+    options = StoreOptions(repo.get("endpoint_url", str), repo.get("region", str), repo.get("profile", str),
+                           repo.get("retention_updates", bool, True))
     lock_mode = repo.get("lock_mode", str, "compliance")
     if lock_mode not in LOCK_MODES:
         raise ConfigError(f"{repo.where('lock_mode')}: must be one of {', '.join(LOCK_MODES)}, got {lock_mode!r}.")

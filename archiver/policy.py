@@ -90,16 +90,20 @@ def _read_statements(location: Location) -> list[dict]:
     ]
 
 
-def s3_backup_policy(location: Location, policy: RetentionPolicy) -> dict:
+def s3_backup_policy(location: Location, policy: RetentionPolicy, retention_updates: bool = True) -> dict:
+    """``retention_updates=False``: the key may not set a lock after upload at all (PutObjectRetention is denied),
+    for servers that cannot be trusted with it (Ceph 16 wraps dates past 2106 and ignores the cap)."""
+    writes = ["s3:PutObject", "s3:PutObjectRetention"] if retention_updates else ["s3:PutObject"]
+    denied = DENIED_TO_BACKUP if retention_updates else [*DENIED_TO_BACKUP, "s3:PutObjectRetention"]
     return {
         "Version": "2012-10-17",
         "Statement": [
             *_read_statements(location),
             {"Sid": "WriteNewObjectsWithBoundedLocks", "Effect": "Allow",
-             "Action": ["s3:PutObject", "s3:PutObjectRetention"], "Resource": location.objects_arn,
+             "Action": writes, "Resource": location.objects_arn,
              "Condition": {"NumericLessThanEqualsIfExists": {
                  "s3:object-lock-remaining-retention-days": str(max_retention_days(policy))}}},
-            {"Sid": "NeverDestroy", "Effect": "Deny", "Action": DENIED_TO_BACKUP,
+            {"Sid": "NeverDestroy", "Effect": "Deny", "Action": denied,
              "Resource": [location.bucket_arn, f"{location.bucket_arn}/*"]},
             # A deny, so it binds even where an owner's implicit rights would allow the write.
             {"Sid": "NoCenturyLocks", "Effect": "Deny", "Action": ["s3:PutObject", "s3:PutObjectRetention"],

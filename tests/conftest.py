@@ -50,7 +50,8 @@ class Workspace:
                      volume_size: str = "4MiB", workers: int = 2, exclude: list[str] | None = None,
                      keep_days: int = 30, generation_days: int = 7, margin_days: int = 1,
                      sources: list[str] | None = None, max_files: int = 10000, level: int | None = None,
-                     url: str | None = None, endpoint_url: str | None = None, lock_mode: str | None = None) -> Path:
+                     url: str | None = None, endpoint_url: str | None = None, lock_mode: str | None = None,
+                     repository_extra: tuple[str, ...] = ()) -> Path:
         pw = self.root / "password"
         if password is not None:
             pw.write_text(password + "\n")
@@ -59,6 +60,7 @@ class Workspace:
             repo_lines += [f'endpoint_url = "{endpoint_url}"', 'region = "us-east-1"']
         if lock_mode:
             repo_lines.append(f'lock_mode = "{lock_mode}"')
+        repo_lines += repository_extra
         repo_lines.append(f'password_file = "{pw}"' if password is not None else 'encryption = "none"')
         srcs = sources or [str(self.src)]
         level_line = f"level = {level}\n" if level is not None else ""

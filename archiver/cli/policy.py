@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     lock = ctx.config.lock_mode != "none"
     if scheme == "s3":
         document = (policy_mod.s3_watchdog_policy(location) if args.watchdog
-                    else policy_mod.s3_backup_policy(location, ctx.config.retention))
+                    else policy_mod.s3_backup_policy(location, ctx.config.retention,
+                                                     ctx.config.store_options.retention_updates))
         if args.json:
             emit_json(document)
         else:

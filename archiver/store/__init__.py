@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Callable, Mapping, cast
 
 from ..errors import ConfigError
-from .base import Backend, Capabilities, ObjectInfo, PutSource, Retention, Store, sha256_of, size_of
+from .base import MAX_SINGLE_PUT, Backend, Capabilities, ObjectInfo, PutSource, Retention, Store, sha256_of, size_of
 from .inspect import Inspector, KeyRights, LifecycleRule, LockSettings
 from .local import LocalStore
 from .wrappers import CountingStore, RequestCounts, RetryingStore, StoreWrapper, VerifyingStore, backend_of
 
 __all__ = [
-    "Capabilities", "ObjectInfo", "PutSource", "Retention", "Store", "LocalStore", "CountingStore",
+    "MAX_SINGLE_PUT", "Capabilities", "ObjectInfo", "PutSource", "Retention", "Store", "LocalStore", "CountingStore",
     "RequestCounts", "RetryingStore", "StoreOptions", "StoreWrapper", "VerifyingStore", "open_store", "sha256_of",
     "size_of", "backend_of", "Inspector", "KeyRights", "LifecycleRule", "LockSettings", "inspector_for",
 ]
@@ -33,6 +33,9 @@ class StoreOptions:
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
+    # False where the backup key must not hold s3:PutObjectRetention (a server that wraps dates past 2106 or
+    # ignores the retention cap): genarc then never sets a lock after upload, and uploads in one PUT.
+    retention_updates: bool = True
 
 
 def split_bucket_url(url: str) -> tuple[str, str]:
@@ -57,7 +60,7 @@ def backend_for(url: str, options: StoreOptions | None = None, env: Mapping[str,
 
         bucket, prefix = split_bucket_url(url)
         return S3Store(lambda: make_client(options.endpoint_url, options.region, options.profile), bucket, prefix,
-                       counts=counts)
+                       counts=counts, retention_updates=options.retention_updates)
     if scheme == "b2":
         from .b2 import B2Store, make_api
 

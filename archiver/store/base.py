@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Union, runtime_checkable
 
+MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
+
 PutSource = Union[bytes, Path]
 """A rewindable upload source: bytes in memory, or a path that can be re-read on retry."""
 

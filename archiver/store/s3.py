@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from ..errors import (GenarcError, IntegrityError, LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, RepositoryNotFound,
                       StoreError, TransientStoreError)
 from ..layout import PROBE_PREFIX
-from .base import Capabilities, ObjectInfo, PutSource, Retention, size_of
+from .base import MAX_SINGLE_PUT, Capabilities, ObjectInfo, PutSource, Retention, size_of
 
 MULTIPART_THRESHOLD = 256 * 1024**2
 PART_SIZE = 64 * 1024**2
@@ -96,7 +96,7 @@ def make_client(endpoint_url: str | None, region: str | None, profile: str | Non
 class S3Store:
     def __init__(self, client_factory: Callable[[], Any], bucket: str, prefix: str = "", *,
                  multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE,
-                 conditional: bool = True, counts: Any = None) -> None:
+                 conditional: bool = True, counts: Any = None, retention_updates: bool = True) -> None:
         # A factory, not a client: a process forked for parallel restore must not share the
         # parent's pooled connections, so each process makes its own client on first use.
         self._client_factory, self.bucket = client_factory, bucket
@@ -105,6 +105,11 @@ class S3Store:
         self._counts = counts  # a RequestCounts: every HTTP request this store sends, HEADs included
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.multipart_threshold, self.part_size = multipart_threshold, part_size
+        # Without retention updates, a lock a server drops cannot be set afterwards: every object goes up in one
+        # PUT (servers that drop lock headers do so on multipart uploads), and a missing lock is an error.
+        self.retention_updates = retention_updates
+        if not retention_updates:
+            self.multipart_threshold = MAX_SINGLE_PUT
         self._caps: Capabilities | None = None
         # If-None-Match: * on every create, unless this server is known to ignore it (probed at init):
         # then each create checks with a HEAD first.
@@ -334,6 +339,9 @@ class S3Store:
                               **version)
         if _covers(head, retention):
             return False
+        if not self.retention_updates:
+            raise IntegrityError(f"{key} was stored without its lock, and retention_updates = false forbids setting "
+                                 "it afterwards; this server drops lock headers on this kind of upload.")
         request = retention.raised_to(_lock_of(head))  # a retention request never lowers a date or a mode
         self._call(f"Setting the lock of {key}", self.client.put_object_retention, Bucket=self.bucket, Key=full,
                    Retention={"Mode": request.mode.upper(), "RetainUntilDate": request.until},

@@ -26,14 +26,15 @@ from tests.scenario.test_immutable_stores import DAYS, run_every_day, sha_b64, s
 from tests.servers import MotoServer, without_retention_cap
 
 
-def _server(request, kind: str, ws, monkeypatch):
+def _server(request, kind: str, ws, monkeypatch, repository_extra: tuple[str, ...] = ()):
     """A bucket, the backup user with the `genarc policy` rights, and an S3 client holding the backup key."""
     if kind == "moto":
         server = MotoServer()
         request.addfinalizer(server.stop)
         bucket = server.make_bucket()
         server.make_admin()
-        ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, generation_days=2, volume_size="64KiB")
+        ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, generation_days=2, volume_size="64KiB",
+                        repository_extra=repository_extra)
         backup = server.make_user("backup", without_retention_cap(ws.genarc("policy", "--json").json))
         server.enforce_iam()
     else:
@@ -41,7 +42,8 @@ def _server(request, kind: str, ws, monkeypatch):
         owner = server.make_user(f"owner-{secrets.token_hex(3)}")
         bucket = f"genarc-forge-{secrets.token_hex(4)}"
         server.client(owner).create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-        ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, generation_days=2, volume_size="64KiB")
+        ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, generation_days=2, volume_size="64KiB",
+                        repository_extra=repository_extra)
         backup = server.make_user(f"backup-{secrets.token_hex(3)}")
         # The owner grants the backup user exactly the statements `genarc policy` prints, conditions included.
         policy = ws.genarc("policy", "--json").json

@@ -135,3 +135,42 @@ def test_the_lock_audit_names_an_extension_past_2106_and_junk_locked_for_ten_yea
              if f["kind"] == "lock" and f["key"] == volume["Key"][len("backups/"):]]
     expected = "past 2106" if kind == "moto" else "before it was stored"
     assert any(expected in message for message in found), found
+
+
+def test_without_retention_updates_the_backup_key_cannot_touch_a_lock_and_every_object_is_still_locked(
+        workspace, request, monkeypatch):
+    """For Ceph 16: `retention_updates = false` denies PutObjectRetention to the backup key, so the 2126 "extension"
+    that unlocks an object is refused; genarc uploads in single PUTs, which Ceph locks, and never needs it."""
+    from botocore.exceptions import ClientError
+
+    from tests.scenario.test_forged_history import _server
+    from tests.scenario.test_immutable_stores import small_tree
+
+    ws = workspace
+    server, bucket, attacker, keys = _server(request, "ceph", ws, monkeypatch,
+                                             repository_extra=("retention_updates = false",))
+    policy = ws.genarc("policy", "--json").json
+    assert any("s3:PutObjectRetention" in s["Action"] for s in policy["Statement"] if s["Sid"] == "NeverDestroy")
+    small_tree(ws.src)
+    (ws.src / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB
+    assert ws.genarc("init").code == 0
+    assert ws.genarc("run").code == 0
+    assert ws.genarc("audit").code == 0  # every object locked as planned
+
+    volume = next(v for v in attacker.list_object_versions(Bucket=bucket, Prefix="backups/data/volumes/")["Versions"])
+    with pytest.raises(ClientError) as refused:
+        attacker.put_object_retention(Bucket=bucket, Key=volume["Key"], VersionId=volume["VersionId"],
+                                      Retention={"Mode": "COMPLIANCE",
+                                                 "RetainUntilDate": datetime(2126, 1, 1, tzinfo=timezone.utc)},
+                                      ChecksumAlgorithm="SHA256")
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+    # An object above the multipart threshold goes up in one PUT, locked by the server itself.
+    backend = S3Store(lambda: server.client(keys), bucket, "backups", multipart_threshold=1024**2,
+                      retention_updates=False)
+    data = bytes(range(256)) * 8192
+    info = open_store(f"s3://{bucket}/backups", backend=backend).put(
+        "data/volumes/big-one", data, sha256=hashlib.sha256(data).hexdigest(), retention=PLAN)
+    head = attacker.head_object(Bucket=bucket, Key="backups/data/volumes/big-one", VersionId=info.version_id)
+    assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] >= PLAN.until
+    assert "-" not in head["ETag"]  # not a multipart upload
