@@ -58,6 +58,7 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     orphans: list[dict[str, Any]] = field(default_factory=list)  # of a known run: reported, not a finding
     notes: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # live versions under a legal hold (`genarc hold`): kept until released
 
     @property
     def ok(self) -> bool:
@@ -269,10 +270,13 @@ def _locks(repo: Repository, everything: dict[str, list[ObjectInfo]], recorded: 
             if info.is_delete_marker or info.hidden or not (info.is_latest or is_recorded):
                 continue
             try:
-                lock = repo.store.stat(key, version_id=info.version_id).retention
+                stat = repo.store.stat(key, version_id=info.version_id)
             except GenarcError as exc:
                 report.notes.append(f"the lock of {key} was not read: {exc.message}")
                 continue
+            lock = stat.retention
+            if stat.legal_hold:
+                report.held.append(key)
             for problem in _lock_problems(lock, planned.get(key) if is_recorded else None, info.modified, cap):
                 report.findings.append(Finding("lock", key, f"{key} (version {info.version_id}): {problem}",
                                                {"version_id": info.version_id, "mode": lock.mode if lock else None,

@@ -278,6 +278,15 @@ class History:
         continued = {p.parent[0] for p in scope if p.parent}
         return [p for p in scope if p.key not in continued]
 
+    def needed(self, repo: Repository, tips: list[Point], workdir: Path) -> set[tuple[str, str | None]]:
+        """Every (key, version) the chains of ``tips`` need to restore: their manifests and the objects they list."""
+        found: set[tuple[str, str | None]] = set()
+        for tip in tips:
+            for manifest in self.chain(repo, tip, workdir):
+                found.add((manifest.key, manifest.version_id))
+                found.update((obj["key"], obj.get("version_id")) for obj in manifest.objects)
+        return found
+
     def drop(self, workdir: Path) -> None:
         """Forget the manifests read so far (their plain files live in ``workdir``)."""
         for manifest in self._manifests.values():

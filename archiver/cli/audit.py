@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     for orphan in report.orphans:
         say(f"  orphan of run {orphan['run']} (no manifest refers to it; the lifecycle rule removes it): "
             f"{escape(orphan['key'])}")
+    if report.held:
+        say(f"  held: {len(report.held)} object(s) under a legal hold, kept past their lock and the lifecycle "
+            "until released")
     for note in report.notes:
         say(f"  note: {escape(note)}")
     say("nothing found" if report.ok else f"{len(report.findings)} finding(s)")

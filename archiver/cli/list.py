@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"job {escape(item['job'])}" + ("  (long-term points: one self-contained generation each)" if item["longterm"] else ""))
         for g in item["generations"]:
             say(f"  generation {g['generation']}  started {g['start']}  locked until {g['locked_until']}  "
-                f"expires from {g['expires_from']}")
+                + ("HELD until released" if g["held"] else f"expires from {g['expires_from']}"))
             for p in g["points"]:
                 stored = f"  stored {p['stored']}" if p["stored"] and p["stored"] != p["time"] else ""
                 say(f"    point {p['point']:<4} {p['time']}  {p['kind']}{stored}"
@@ -57,15 +57,18 @@ def _job(ctx, repo, job: str, before, tmp) -> dict:
     history.check(repo, tmp)
     log_history(ctx, history)
     gens: dict[tuple, dict] = {}
+    lockable = repo.store.capabilities.object_lock  # a legal hold (`genarc hold`) shows on each point's manifest
     for point in history.stored_before(before):
         name = point.name
         gen = gens.setdefault((name.gseq, name.gstart), {
             "generation": name.gseq, "start": format_time(name.gstart),
             "locked_until": format_time(lock_until(name.gstart, policy)),
             "expires_from": format_time(expires_from(name.gstart, policy)), "points": []})
+        held = lockable and repo.store.stat(name.key, version_id=name.version_id).legal_hold
+        gen["held"] = gen.get("held", False) or held
         gen["points"].append({
             "point": name.pseq, "time": format_time(name.point_time),
-            "stored": format_time(point.stored) if point.stored else None,
+            "stored": format_time(point.stored) if point.stored else None, "held": held,
             "kind": "full" if name.pseq == 1 else "incremental", "manifest": name.key, "suspect": dict(point.flags)})
     history.drop(tmp)
     return {"job": job, "longterm": "~" in job, "generations": [gens[k] for k in sorted(gens)]}

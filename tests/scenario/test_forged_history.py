@@ -27,7 +27,8 @@ from tests.servers import MotoServer, without_retention_cap
 
 
 def _server(request, kind: str, ws, monkeypatch, repository_extra: tuple[str, ...] = ()):
-    """A bucket, the backup user with the `genarc policy` rights, and an S3 client holding the backup key."""
+    """A bucket, an S3 client holding the backup key, the backup user's keys with the `genarc policy` rights, and
+    the keys of the bucket's owner (an IAM admin on moto)."""
     if kind == "moto":
         server = MotoServer()
         request.addfinalizer(server.stop)
@@ -37,6 +38,7 @@ def _server(request, kind: str, ws, monkeypatch, repository_extra: tuple[str, ..
                         repository_extra=repository_extra)
         backup = server.make_user("backup", without_retention_cap(ws.genarc("policy", "--json").json))
         server.enforce_iam()
+        owner = server.admin
     else:
         server = request.getfixturevalue("ceph")
         owner = server.make_user(f"owner-{secrets.token_hex(3)}")
@@ -56,7 +58,7 @@ def _server(request, kind: str, ws, monkeypatch, repository_extra: tuple[str, ..
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", backup.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backup.secret_access_key)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return server, bucket, server.client(backup), backup
+    return server, bucket, server.client(backup), backup, owner
 
 
 def _as_attacker(ws, monkeypatch, now: str) -> str:
@@ -71,7 +73,7 @@ def _as_attacker(ws, monkeypatch, now: str) -> str:
 @pytest.mark.parametrize("kind", ["moto", "ceph"])
 def test_forged_points_junk_and_false_times_are_named_and_never_win(workspace, request, monkeypatch, kind):
     ws = workspace
-    server, bucket, attacker, _ = _server(request, kind, ws, monkeypatch)
+    server, bucket, attacker, _, _ = _server(request, kind, ws, monkeypatch)
     small_tree(ws.src)
     assert ws.genarc("init").code == EXIT_OK
     states = run_every_day(ws)  # a week of real points: days 0..5, generations at days 0, 2, 4

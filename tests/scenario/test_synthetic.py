@@ -200,7 +200,7 @@ def test_synthetic_full_on_remote_stores_carries_the_new_lock(workspace, request
         # another user owns): a HEAD of a missing key must not turn every copy into a repack.
         from tests.scenario.test_forged_history import _server
 
-        server, bucket, _, keys = _server(request, "moto" if kind == "s3-moto" else "ceph", ws, monkeypatch)
+        server, bucket, _, keys, _ = _server(request, "moto" if kind == "s3-moto" else "ceph", ws, monkeypatch)
         ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, generation_days=2, volume_size="16KiB",
                         workers=1)
         backend = S3Store(lambda: server.client(keys), bucket, "backups")

@@ -52,6 +52,7 @@ def _imports_of_admin(tree: ast.AST, relative: Path) -> set[str]:
 ADMIN_IMPORTERS = {
     ("cli/plan.py", "archiver.admin.lifecycle"),  # plan --apply, with admin credentials
     ("cli/plan.py", "archiver.admin.simulate"),  # plan --simulate, a local simulation
+    ("cli/hold.py", "archiver.admin.hold"),  # genarc hold, with admin credentials
     ("store/s3_inspect.py", "archiver.admin.probe"),  # doctor's delete probe, on a key that was never written
 }
 
