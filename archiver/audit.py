@@ -189,8 +189,8 @@ def _unreferenced(repo: Repository, key: str, infos: list[ObjectInfo], runs: set
     real = [i for i in infos if not i.is_delete_marker and not i.hidden]
     if not real:
         return  # only markers: a lifecycle rule removed the object and left its marker
-    if key.startswith(PROBE_PREFIX) and all(i.size <= 64 for i in real):
-        report.notes.append(f"{key}: genarc init's probe of create-only writes ({len(real)} version(s))")
+    if _is_probe(key, real):
+        report.notes.append(f"{key}: a probe by genarc init or doctor ({len(real)} version(s))")
         return
     if match and match["job"] in jobs and match["run"] in runs:
         for info in real:
@@ -204,6 +204,11 @@ def _unreferenced(repo: Repository, key: str, infos: list[ObjectInfo], runs: set
         report.findings.append(Finding(
             "unknown-object", key, f"{key} ({info.size} bytes, stored {_time(info.modified)}{lock}) is not genarc's: "
             "no manifest refers to it and no known run wrote it", {**_version(info), "lock": lock.strip(", ") or None}))
+
+
+def _is_probe(key: str, infos: list[ObjectInfo]) -> bool:
+    """A few bytes genarc init or doctor wrote to learn what the server enforces (layout.PROBE_PREFIX)."""
+    return (key.startswith(PROBE_PREFIX) or f"/{PROBE_PREFIX}" in key) and all(i.size <= 64 for i in infos)
 
 
 def _lock_of(repo: Repository, key: str, info: ObjectInfo) -> str:
@@ -261,6 +266,8 @@ def _locks(repo: Repository, everything: dict[str, list[ObjectInfo]], recorded: 
     for key, infos in everything.items():
         if key == REPOSITORY_CONFIG_KEY:
             continue
+        if _is_probe(key, infos):
+            continue  # doctor's retention-cap probe is locked past the cap on purpose
         job = key.split("/", 1)[0]
         cap = None
         if cap_days is not None and jobs:

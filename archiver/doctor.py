@@ -9,7 +9,7 @@ whose answer says whether the backup key can delete; no data can be touched by i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .config import Config
@@ -17,6 +17,7 @@ from .errors import GenarcError
 from .generation import lifecycle_age_days
 from .longterm import policy_of, tier_job
 from .plan import check_expiry, expiry_days, job_prefixes
+from .policy import max_retention_days
 from .store import Inspector, KeyRights, Store, inspector_for
 
 
@@ -68,6 +69,7 @@ def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = T
     _check_lifecycle(config, inspector, report, now)
     if rights is None and probe_delete:
         _check_delete(config, inspector, report)
+        _check_cap(config, inspector, report, now)
     return report
 
 
@@ -181,6 +183,31 @@ def _check_delete(config: Config, inspector: Inspector, report: DoctorReport) ->
     report.add("delete probe", "fail" if can else "ok",
                "this key CAN delete objects (DeleteObject on a never-written key succeeded); give the backup "
                "machine the policy from `genarc policy`" if can else "this key cannot delete objects (AccessDenied)")
+
+
+def _check_cap(config: Config, inspector: Inspector, report: DoctorReport, now: datetime) -> None:
+    """Does the server refuse a lock longer than any run asks for? `genarc policy` caps it with a condition
+    that not every server evaluates; the probe leaves a few bytes under a job prefix where it does not."""
+    jobs = [*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)]
+    cap = max(max_retention_days(policy_of(config, job)) for job in jobs)
+    try:
+        refused = inspector.probe_retention_cap(now + timedelta(days=cap + 2), under=f"{min(config.jobs)}/")
+    except GenarcError as exc:
+        report.add("retention cap", "unknown", f"inconclusive ({exc.message})")
+        return
+    if refused is None:
+        return
+    if refused:
+        report.add("retention cap", "ok", f"the server refuses a lock longer than the {cap} days a run asks for")
+        return
+    risk = ("with retention_updates = false the key cannot lengthen existing locks" if not
+            config.store_options.retention_updates else
+            "and where the server also stores dates in 32 bits (Ceph RGW 16), the key can unlock an object by "
+            "\"extending\" its lock past 2106: set retention_updates = false and apply the policy `genarc policy` "
+            "then prints (docs/stores.md)")
+    report.add("retention cap", "warn", f"the server stored an object locked {cap + 2} days, beyond the {cap}-day cap "
+               "in the policy: it does not evaluate s3:object-lock-remaining-retention-days, so a stolen key can lock "
+               f"junk for years (a cost attack; `genarc audit` names such locks); {risk}")
 
 
 def as_dict(report: DoctorReport) -> dict[str, Any]:

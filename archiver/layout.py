@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from .clock import compact_time
 
 REPOSITORY_CONFIG_KEY = "genarc-repository.json"
-PROBE_PREFIX = "genarc-probes/"  # genarc init's probe of create-only writes: a few bytes, written twice
+PROBE_PREFIX = "genarc-probes/"  # what genarc init and doctor write to learn what a server enforces: a few bytes
 _MANIFEST = re.compile(
     r"^(?P<job>[^/]+)/manifests/g(?P<gseq>\d{6})-(?P<gstart>\d{8}T\d{6}Z)/"
     r"p(?P<pseq>\d{6})-(?P<ptime>\d{8}T\d{6}Z)-(?P<run>[0-9a-f]{16})\.m7z$"

@@ -287,6 +287,9 @@ class B2Inspector:
     def trust_conditional_put(self, honoured: bool) -> None:
         pass
 
+    def probe_retention_cap(self, until: datetime, under: str) -> None:
+        return None  # no policy condition caps a lock here
+
     def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
         kind = getattr(self.store.bucket, "type_", None)  # B2 has no per-file ACL: a bucket is public or not
         return [("", "the bucket type is allPublic")] if kind == "allPublic" else []

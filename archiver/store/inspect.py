@@ -14,6 +14,7 @@ server's syntax they were written in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterable, Mapping, Protocol
 
 
@@ -126,6 +127,11 @@ class Inspector(Protocol):
 
     def trust_conditional_put(self, honoured: bool) -> None:
         """Tell the backend what :meth:`probe_conditional_put` found (recorded in the repository config)."""
+
+    def probe_retention_cap(self, until: datetime, under: str) -> bool | None:
+        """Whether the server refuses a new object locked until ``until`` (beyond the policy's cap): True when it
+        does, False when it stores it (a few bytes ``under`` a job prefix, which its lifecycle rule removes once the
+        lock ends); None where the store has no such cap."""
 
     def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
         """(key, why) for each of ``keys`` anyone may read, with ("", why) for a public bucket."""

@@ -207,5 +207,8 @@ class LocalInspector:
     def trust_conditional_put(self, honoured: bool) -> None:
         pass
 
+    def probe_retention_cap(self, until: datetime, under: str) -> None:
+        return None  # no policy condition caps a lock here
+
     def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
         return []  # file modes are the local disk's business

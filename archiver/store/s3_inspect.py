@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import PermissionDenied
@@ -68,6 +69,25 @@ class S3Inspector:
 
     def trust_conditional_put(self, honoured: bool) -> None:
         self.store.use_conditional(honoured)
+
+    def probe_retention_cap(self, until: datetime, under: str) -> bool | None:
+        import hashlib
+        import secrets
+
+        from ..layout import PROBE_PREFIX
+        from .s3 import b64_of_hex, translate
+
+        body = b"genarc retention-cap probe\n"
+        key = f"{self.prefix}{under}{PROBE_PREFIX}retention-cap-{secrets.token_hex(8)}"
+        try:
+            self.store.client.put_object(Bucket=self.store.bucket, Key=key, Body=body, ObjectLockMode="COMPLIANCE",
+                                         ObjectLockRetainUntilDate=until, ChecksumAlgorithm="SHA256",
+                                         ChecksumSHA256=b64_of_hex(hashlib.sha256(body).hexdigest()))
+        except Exception as exc:
+            if isinstance(translate(exc, "retention-cap probe"), PermissionDenied):
+                return True
+            raise translate(exc, "The retention-cap probe") from exc
+        return False
 
     def public_objects(self, keys: list[str]) -> list[tuple[str, str]]:
         client, bucket = self.store.client, self.store.bucket
