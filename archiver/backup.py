@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import chain as chain_mod
-from . import interrupt
+from . import interrupt, processes
 from .catalog import Catalog, TreeTable, path_name
 from .changes import Op, ScanTable
 from .clock import Clock, format_time
@@ -37,6 +36,7 @@ from .repository import Repository
 from .scan import check_sources, walk
 from .sevenzip import prepare_key
 from .synthetic import synthesize
+from .units import human_bytes
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -165,6 +165,10 @@ def run_job(
         report.warnings.append(message)
         emit("warning", {"message": message})
 
+    swept = processes.sweep_temp(spool_parent)
+    if swept.directories:
+        report.notes.append(f"removed {human_bytes(swept.bytes)} of temporary files in {swept.directories} folder(s) "
+                            f"left by genarc processes that were killed (pid {', '.join(map(str, swept.owners))})")
     spool = _spool(spool_parent)
     catalog = Catalog(Catalog.location(state_dir, repo.id, job.name))
     try:
@@ -189,7 +193,7 @@ def run_job(
 
 def _spool(parent: str | None) -> Path:
     try:
-        return Path(tempfile.mkdtemp(prefix="genarc-run-", dir=parent))
+        return processes.make_temp("run", parent)
     except OSError as exc:
         raise LocalIOError(f"Cannot create a temporary directory for volumes: {exc.strerror}; set TMPDIR to a writable disk.") from exc
 
@@ -314,7 +318,7 @@ def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: st
     prepare_key(password)
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                                initializer=interrupt.worker_init) as pool:
+                                                initializer=interrupt.worker_init, initargs=(os.getpid(),)) as pool:
         pending: set[concurrent.futures.Future] = set()
         try:
             for plan in plans:

@@ -52,6 +52,7 @@ class JobOutcome:
 class RunSummary:
     outcomes: list[JobOutcome] = field(default_factory=list)
     not_due: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -93,7 +94,10 @@ class Engine:
         options = options or RunOptions()
         named = [self.config.job(n) for n in names or []]
         summary = RunSummary()
-        with RunLock(self.state_dir, self.config.repository_url):
+        with RunLock(self.state_dir, self.config.repository_url) as lock:
+            for note in lock.notes:
+                self.log("note", note)
+            summary.notes.extend(lock.notes)
             repo = self.open_repository()
             jobs = named or [self.config.jobs[n] for n in sorted(self.config.jobs)]
             if not named:  # from cron: only the jobs whose schedule says they are due

@@ -48,7 +48,12 @@ def check() -> None:
         raise Interrupted(f"Stopped by signal {_requested}; nothing from the interrupted run was committed.")
 
 
-def worker_init() -> None:
-    """Pack workers die at once on a signal; the main process decides what it means."""
+def worker_init(parent: int | None = None) -> None:
+    """Workers die at once on a signal, and with the process that forked them (``parent``), however it dies;
+    they drop their copy of its run lock. The main process decides what a signal means."""
+    from . import processes, runlock
+
+    processes.die_with_parent(parent)
+    runlock.close_inherited()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -11,12 +11,12 @@ and the prefix gets its own lock length and lifecycle rule.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from . import chain as chain_mod
+from . import processes
 from .catalog import TreeTable
 from .clock import Clock, format_time
 from .config import Config
@@ -78,7 +78,7 @@ def promote(repo: Repository, config: Config, job: str, history: History, point:
     tiers = due_tiers(config, repo, job, point, clock) if tiers is None else tiers
     if not tiers:
         return []
-    with tempfile.TemporaryDirectory(prefix="genarc-longterm-") as tmp:
+    with processes.temp_dir("longterm") as tmp:
         workdir = Path(tmp)
         with chain_mod.scratch_tree(workdir) as tree:
             tip = chain_mod.replay(repo, history, point, tree, workdir)

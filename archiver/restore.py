@@ -349,9 +349,9 @@ def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink, key: str,
 _WORKER: tuple[Repository, Target] | None = None  # in a restore worker process only: set by its initializer
 
 
-def _worker_init(repo: Repository, dest: Target) -> None:
+def _worker_init(repo: Repository, dest: Target, parent: int) -> None:
     global _WORKER
-    interrupt.worker_init()
+    interrupt.worker_init(parent)
     _WORKER = (repo, dest)
 
 
@@ -380,7 +380,7 @@ def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], w
     # With fork, the initializer's arguments reach the workers by inheritance, not by pickling.
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                                                initargs=(repo, dest)) as pool:
+                                                initargs=(repo, dest, os.getpid())) as pool:
         futures = {}
         try:
             for task in tasks:

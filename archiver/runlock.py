@@ -1,7 +1,11 @@
 """The run lock: one genarc run per repository on this machine at a time.
 
-An advisory ``flock`` on a file in the state directory, keyed by the repository
-URL. The kernel drops it when the process dies, so a crash never leaves a stale lock.
+An advisory ``flock`` on a file in the state directory, keyed by the repository URL. The file
+names its holder (pid, process start time, since when). The kernel drops the lock when the
+process that took it dies; forked workers close their copy of the descriptor at once, so they
+never keep it for a dead run. If some leftover process still holds the lock of a run that no
+longer exists, the next run takes it over (under a short guard lock, so two runs cannot both do
+so) and says so. A lock whose holder still runs is "busy": exit 4, naming the holder.
 """
 
 from __future__ import annotations
@@ -9,41 +13,131 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
 from .errors import BusyError, LocalIOError
+from .processes import alive, start_time
+
+_HELD: set[int] = set()  # lock descriptors this process holds; a forked worker closes its copies
+_GUARD_WAIT = 10.0
+
+
+def close_inherited() -> None:
+    """In a forked worker: drop the copies of the parent's lock descriptors (the parent keeps its lock)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+@dataclass
+class Holder:
+    pid: int
+    start: int | None
+    since: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> "Holder | None":
+        fields = text.split()
+        try:
+            return cls(int(fields[0]), int(fields[1]) if len(fields) > 1 else None,
+                       fields[2] if len(fields) > 2 else None)
+        except (IndexError, ValueError):
+            return None
+
+    def describe(self) -> str:
+        return f"pid {self.pid}" + (f", started {self.since}" if self.since else "")
 
 
 class RunLock:
     def __init__(self, state_dir: Path, repository_url: str) -> None:
         digest = hashlib.sha256(repository_url.encode()).hexdigest()[:24]
         self.path = state_dir / "locks" / f"{digest}.lock"
+        self.guard = self.path.with_suffix(".guard")
         self.url = repository_url
         self.fd: int | None = None
+        self.notes: list[str] = []
 
     def __enter__(self) -> "RunLock":
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            guard = os.open(self.guard, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise LocalIOError(f"Cannot create the lock file {self.path}: {exc.strerror}.") from exc
         try:
+            self._wait(guard)
+            fd = self._take()
+            pid = os.getpid()
+            since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{pid} {start_time(pid) or 0} {since}\n".encode(), 0)
+        finally:
+            os.close(guard)
+        self.fd = fd
+        _HELD.add(fd)
+        return self
+
+    def _wait(self, guard: int) -> None:
+        """The guard is held for a moment by whoever takes (or takes over) the lock."""
+        deadline = time.monotonic() + _GUARD_WAIT
+        while True:
+            try:
+                fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BusyError(f"Another genarc run is taking the lock of the repository {self.url}; "
+                                    "this run did nothing.") from None
+                time.sleep(0.05)
+
+    def _open(self, flags: int = 0) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | flags, 0o600)
+        except OSError as exc:
+            raise LocalIOError(f"Cannot create the lock file {self.path}: {exc.strerror}.") from exc
+
+    def _take(self) -> int:
+        fd = self._open()
+        holder = Holder.parse(os.pread(fd, 128, 0).decode(errors="replace"))
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            if holder is None or alive(holder.pid, holder.start):
+                os.close(fd)
+                who = holder.describe() if holder else "pid unknown"
+                raise BusyError(f"Another genarc run ({who}) is using the repository {self.url}; "
+                                "this run did nothing.") from None
+            # The run that took the lock is gone, yet something it left (a worker of an older genarc, a
+            # hook it started in the background) still holds the file: take over with a new one.
             os.close(fd)
-            raise BusyError(
-                f"Another genarc run (pid {holder}) is using the repository {self.url}; this run did nothing."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        return self
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            fd = self._open(os.O_EXCL)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.notes.append(f"took over the run lock of a run that no longer exists ({holder.describe()}); "
+                              "a process it left behind still held it")
+            return fd
+        if holder is not None and holder.since:  # a clean exit empties the file: that run died holding it
+            self.notes.append(f"the previous run ({holder.describe()}) was killed or crashed before it finished; "
+                              "what it had not committed is left as unreferenced objects")
+        return fd
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.fd is not None:
+            _HELD.discard(self.fd)
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

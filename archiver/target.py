@@ -17,16 +17,25 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
+from . import processes
 from .hazards import path_problem
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP = ".genarc-restore-"
+_LEFTOVER = re.compile(r"^\.genarc-restore-(\d+)-(\d+)-[0-9a-f]{12}$")
+
+
+def _temp_name() -> str:
+    """A name in the target for a file about to replace another; it names this process, so a rerun can remove
+    what a killed restore left."""
+    return f"{_TEMP}{processes.identity()}-{secrets.token_hex(6)}"
 _FATAL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
@@ -104,6 +113,9 @@ class Target:
         self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
         self._cache = cache
+        self._seen: set[str] = set()
+        self.swept = 0  # temporary files of killed restores removed (with --overwrite)
+        self._swept(self.fd, "")
 
     def close(self) -> None:
         for fd in self._dirs.values():
@@ -143,7 +155,7 @@ class Target:
 
     def _open_child(self, name: str, parent: int, component: str, shown: str, create: bool) -> int:
         try:
-            return os.open(component, _DIR, dir_fd=parent)
+            return self._swept(os.open(component, _DIR, dir_fd=parent), shown)
         except FileNotFoundError:
             if not create:
                 raise
@@ -159,6 +171,24 @@ class Target:
         except FileExistsError:
             pass  # made meanwhile: the open below still refuses to follow a link
         return os.open(component, _DIR, dir_fd=parent)
+
+    def _swept(self, fd: int, shown: str) -> int:
+        """With --overwrite, an existing directory loses the temporary files a killed restore left in it."""
+        if self.overwrite and shown not in self._seen:
+            self._seen.add(shown)
+            try:
+                names = os.listdir(fd)
+            except OSError:
+                return fd
+            for entry in names:
+                match = _LEFTOVER.match(entry)
+                if match and not processes.alive(int(match.group(1)), int(match.group(2))):
+                    try:
+                        os.unlink(entry, dir_fd=fd)
+                        self.swept += 1
+                    except OSError:
+                        pass
+        return fd
 
     def _remember(self, key: tuple[str, ...], fd: int) -> None:
         self._dirs[key] = fd
@@ -191,7 +221,7 @@ class Target:
         except FileExistsError:
             if not self.overwrite:
                 raise Refused(name, "something of that name is already in the target (--overwrite replaces it)")
-            temp = f"{_TEMP}{secrets.token_hex(6)}"
+            temp = _temp_name()
             os.symlink(target, temp, dir_fd=parent)
             try:
                 os.replace(temp, last, src_dir_fd=parent, dst_dir_fd=parent)
@@ -212,7 +242,7 @@ class Target:
         except FileExistsError:
             if not self.overwrite:
                 raise Refused(name, "something of that name is already in the target (--overwrite replaces it)")
-            temp = f"{_TEMP}{secrets.token_hex(6)}"
+            temp = _temp_name()
             fd = os.open(temp, _NEW_FILE, 0o600, dir_fd=parent)
         return NewFile(os.dup(parent), name, last, temp, fd)
 

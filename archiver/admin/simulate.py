@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from .. import processes
 from ..generation import GenerationRef, RetentionPolicy, decide_run, restorable_until
 from ..plan import Sizing, s3_lifecycle
 from .lifecycle import LifecycleExecutor, LocalAdmin, Rule, UploadLedger
@@ -32,7 +32,7 @@ class SimulationResult:
 
 
 def simulate(policy: RetentionPolicy, sizing: Sizing, days: int, start: datetime) -> SimulationResult:
-    root = Path(tempfile.mkdtemp(prefix="genarc-simulate-"))
+    root = processes.make_temp("simulate")
     try:
         return _simulate(policy, sizing, days, start, root)
     finally:

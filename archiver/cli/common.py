@@ -6,7 +6,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import config as config_mod
+from .. import processes
 from ..backup import Progress
 from ..catalog import state_dir
 from ..clock import Clock, clock_from_env, parse_time
@@ -115,7 +115,8 @@ def say(message: str = "") -> None:
 @contextmanager
 def workdir(prefix: str) -> Iterator[Path]:
     try:
-        path = Path(tempfile.mkdtemp(prefix=prefix))
+        processes.sweep_temp()  # what killed genarc commands left (decrypted manifests among it)
+        path = processes.make_temp(prefix.removeprefix("genarc-").rstrip("-"))
     except OSError as exc:
         raise LocalIOError(f"Cannot create a temporary directory: {exc.strerror}; set TMPDIR to a writable disk.") from exc
     try:

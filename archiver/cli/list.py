@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..clock import format_time
+from ..errors import ObjectNotFound
 from ..generation import expires_from, lock_until
 from ..longterm import policy_of
 from ..history import History
@@ -64,7 +65,7 @@ def _job(ctx, repo, job: str, before, tmp) -> dict:
             "generation": name.gseq, "start": format_time(name.gstart),
             "locked_until": format_time(lock_until(name.gstart, policy)),
             "expires_from": format_time(expires_from(name.gstart, policy)), "points": []})
-        held = lockable and repo.store.stat(name.key, version_id=name.version_id).legal_hold
+        held = lockable and "unreadable" not in point.flags and _held(repo, point)
         gen["held"] = gen.get("held", False) or held
         gen["points"].append({
             "point": name.pseq, "time": format_time(name.point_time),
@@ -72,3 +73,11 @@ def _job(ctx, repo, job: str, before, tmp) -> dict:
             "kind": "full" if name.pseq == 1 else "incremental", "manifest": name.key, "suspect": dict(point.flags)})
     history.drop(tmp)
     return {"job": job, "longterm": "~" in job, "generations": [gens[k] for k in sorted(gens)]}
+
+
+def _held(repo, point) -> bool:
+    try:
+        return repo.store.stat(point.name.key, version_id=point.name.version_id).legal_hold
+    except ObjectNotFound as exc:  # removed by the lifecycle since the listing: named, and the rest is listed
+        point.flags["unreadable"] = exc.message
+        return False

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result = ctx.engine(progress=lambda job: progress(args, ctx, job)).run(args.jobs, options(args), show)
     if args.json:
         emit_json({"exit_code": result.exit_code, "jobs": [o.as_dict() for o in result.outcomes],
-                   "not_due": result.not_due})
+                   "not_due": result.not_due, "notes": result.notes})
     elif result.not_due and not args.quiet:
         say(f"not due by their schedule: {', '.join(result.not_due)}")
     return result.exit_code

@@ -139,6 +139,31 @@ class S3Store:
         except Exception as exc:  # translated at the boundary
             raise translate(exc, what) from exc
 
+    def _read_call(self, what: str, key: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """A HEAD or GET of one object. Where ListBucket is limited to a prefix (AWS and Ceph alike), the server
+        answers 403, not 404, for a key or version that is gone (a lifecycle rule may remove one between a
+        listing and a read); a listing of that very key's versions tells missing from refused."""
+        try:
+            return fn(**kwargs)
+        except Exception as exc:
+            err = translate(exc, what)
+            if isinstance(err, PermissionDenied) and self._gone(kwargs["Key"], kwargs.get("VersionId")):
+                raise ObjectNotFound(f"{what}: the object is missing from the bucket.") from exc
+            raise err from exc
+
+    def _gone(self, full: str, version_id: str | None) -> bool:
+        """Whether a listing of ``full``'s versions shows it (or that version) absent; False when it cannot tell."""
+        try:
+            page = self.client.list_object_versions(Bucket=self.bucket, Prefix=full, MaxKeys=1000)
+        except Exception:
+            return False
+        if page.get("IsTruncated"):
+            return False
+        versions = [v for v in page.get("Versions", []) if v["Key"] == full]
+        if version_id:
+            return not any(v.get("VersionId") == version_id for v in versions)
+        return not any(v.get("IsLatest") for v in versions)
+
     @property
     def capabilities(self) -> Capabilities:
         if self._caps is None:
@@ -408,7 +433,7 @@ class S3Store:
             if byte_range[1] <= byte_range[0]:
                 return b""
             args["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
-        response = self._call(f"Reading {key}", self.client.get_object, **args)
+        response = self._read_call(f"Reading {key}", key, self.client.get_object, **args)
         try:
             return response["Body"].read()
         except Exception as exc:
@@ -418,7 +443,7 @@ class S3Store:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
         if version_id:
             args["VersionId"] = version_id
-        response = self._call(f"Reading {key}", self.client.get_object, **args)
+        response = self._read_call(f"Reading {key}", key, self.client.get_object, **args)
         expected = response.get("ContentLength")
         written = 0
         try:
@@ -445,7 +470,7 @@ class S3Store:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "ChecksumMode": "ENABLED"}
         if version_id:
             args["VersionId"] = version_id
-        return self._call(f"Checking {key}", self.client.head_object, **args)
+        return self._read_call(f"Checking {key}", key, self.client.head_object, **args)
 
     @staticmethod
     def _info(key: str, head: dict) -> ObjectInfo:

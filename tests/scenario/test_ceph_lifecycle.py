@@ -79,7 +79,9 @@ def test_rgw_lifecycle_reclaims_old_generations_and_keeps_every_point_within_r(w
         assert report["requests"]["deletes"] == 0
         states[report["manifest_key"]] = snapshot(ws.src)
         # Every restore point still inside R restores byte-exact, the oldest one first.
-        listing = ws.genarc("list", "data", "--json").json[0]["generations"]
+        listed = ws.genarc("list", "data", "--json")
+        assert listed.code == EXIT_OK, listed.err
+        listing = listed.json[0]["generations"]
         now = _now()
         inside = [(g["generation"], p) for g in listing for p in g["points"]
                   if restorable_until(datetime.fromisoformat(p["time"].replace("Z", "+00:00")), retention) > now]

@@ -221,3 +221,28 @@ def test_hold_keeps_a_generation_with_the_owner_s_keys_and_the_backup_key_cannot
     as_admin(owner)
     assert ws.genarc("hold", "data", "--generation", "1", "--release").code == 0
     assert ws.genarc("audit", "--json").json["report"]["held"] == []
+
+
+@pytest.mark.parametrize("kind", ["moto", "ceph"])
+def test_a_version_a_lifecycle_removed_reads_as_missing_not_refused(workspace, request, monkeypatch, kind):
+    """Where ListBucket is limited to the prefix, Ceph answers 403 for a key or version that is gone: a manifest
+    removed by the lifecycle between `list`'s listing and its read must read as missing (the point is named
+    unreadable), not stop the command with "check the key's policy". A real refusal stays a refusal."""
+    from archiver.errors import ObjectNotFound, PermissionDenied
+    from tests.scenario.test_forged_history import _server
+
+    ws = workspace
+    server, bucket, _, backup, owner = _server(request, kind, ws, monkeypatch)
+    owner_s3 = server.client(owner)
+    key = "backups/data/manifests/g000001-20260101T000000Z/p000001-20260101T000000Z-0123456789abcdef.m7z"
+    gone = owner_s3.put_object(Bucket=bucket, Key=key, Body=b"expired")["VersionId"]
+    owner_s3.delete_object(Bucket=bucket, Key=key, VersionId=gone)  # what the lifecycle does, as the owner
+    store = S3Store(lambda: server.client(backup), bucket, "backups")
+    for version_id in (gone, None):
+        with pytest.raises(ObjectNotFound):
+            store.stat(key[len("backups/"):], version_id=version_id)
+        with pytest.raises(ObjectNotFound):
+            store.get(key[len("backups/"):], version_id=version_id)
+    owner_s3.put_object(Bucket=bucket, Key="elsewhere/x", Body=b"not the backup key's")
+    with pytest.raises(PermissionDenied):  # there, outside the key's prefix: refused, and said so
+        S3Store(lambda: server.client(backup), bucket, "elsewhere").stat("x")
