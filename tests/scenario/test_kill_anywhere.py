@@ -90,10 +90,8 @@ def _tree(src: Path, rng: random.Random) -> None:
 
 
 def _new_points(ws, known: set[str]) -> list[str]:
-    listed = ws.genarc("list", "--json")
-    assert listed.code == EXIT_OK, listed.err
-    keys = [p["manifest"] for g in listed.json[0]["generations"] for p in g["points"]]
-    return [k for k in keys if k not in known]
+    """Manifest keys not in ``known``, from a plain listing of the repository (``ws.manifests``)."""
+    return [k for k in ws.extra["manifests"]() if k not in known]
 
 
 def _kill_runs(ws, tmp: Path, rng: random.Random, seed: int) -> dict[str, dict]:
@@ -137,6 +135,31 @@ def _kill_runs(ws, tmp: Path, rng: random.Random, seed: int) -> dict[str, dict]:
               f"kills by (kind, still running): {dict(hits)}")
     assert sum(n for (kind, running), n in hits.items() if running) >= KILLS // 2, hits
     return states
+
+
+def _kill_during_copies(ws, copies_of, states: dict[str, dict], seed: int) -> None:
+    """A rollover killed once its first server-side copies have landed: the next run opens the generation."""
+    _change(ws.src, random.Random(seed), 99)
+    now = START + timedelta(days=30)
+    generation = f"g{_last_generation(ws) + 1:06d}-{now:%Y%m%dT%H%M%SZ}/"
+    marker = f"{seed}-copies"
+    proc = _spawn(ws, marker, "run", now=_stamp(now))
+    deadline = time.monotonic() + 120
+    while copies_of(generation) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the rollover ended before it could be killed"
+        time.sleep(0.02)
+    assert _kill_at_random(proc, marker, 0.0)
+    assert not _new_points(ws, set(states)), "a killed rollover committed a point"
+    follow = ws.genarc("run", "--json", now=_stamp(now + timedelta(minutes=5)))
+    assert follow.code == EXIT_OK, follow.err
+    report = follow.json["jobs"][0]["report"]
+    assert report["kind_detail"] == "synthetic full" and report["synthetic"]["copied_volumes"] > 0, report
+    for key in _new_points(ws, set(states)):
+        states[key] = snapshot(ws.src)
+
+
+def _last_generation(ws) -> int:
+    return max(g["generation"] for g in ws.genarc("list", "--json").json[0]["generations"])
 
 
 def _check_points(ws, states: dict[str, dict]) -> None:
@@ -188,6 +211,7 @@ def test_runs_rollovers_and_restores_killed_anywhere_on_a_local_repository(works
     rng = random.Random(seed)
     ws.write_config(volume_size="256KiB", workers=2, generation_days=2, compression="zstd")
     assert ws.genarc("init").code == EXIT_OK
+    ws.extra["manifests"] = lambda: [p.relative_to(ws.repo).as_posix() for p in ws.repo.glob("data/manifests/*/*.m7z")]
     states = _kill_runs(ws, private_tmp, rng, seed)
     _check_points(ws, states)
     _killed_restore(ws, rng, seed)
@@ -205,7 +229,14 @@ def test_runs_and_rollovers_killed_anywhere_on_ceph_keep_one_version_per_key(wor
     ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=server.url, volume_size="256KiB", workers=2,
                     generation_days=2)
     assert ws.genarc("init").code == EXIT_OK
+    ws.extra["manifests"] = lambda: [o["Key"][len("backups/"):] for page in backup_s3.get_paginator(
+        "list_objects_v2").paginate(Bucket=bucket, Prefix="backups/data/manifests/") for o in page.get("Contents", [])]
     states = _kill_runs(ws, private_tmp, rng, seed)
+
+    def copies_of(generation: str) -> int:
+        return backup_s3.list_objects_v2(Bucket=bucket, Prefix=f"backups/data/volumes/{generation}").get("KeyCount", 0)
+
+    _kill_during_copies(ws, copies_of, states, seed)
     _check_points(ws, states)
     versions = Counter(v["Key"] for page in backup_s3.get_paginator("list_object_versions").paginate(
         Bucket=bucket, Prefix="backups/") for v in page.get("Versions", [])
