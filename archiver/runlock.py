@@ -102,12 +102,16 @@ class RunLock:
         except OSError as exc:
             raise LocalIOError(f"Cannot create the lock file {self.path}: {exc.strerror}.") from exc
 
+    @staticmethod
+    def _holder(fd: int) -> Holder | None:
+        return Holder.parse(os.pread(fd, 128, 0).decode(errors="replace"))
+
     def _take(self) -> int:
         fd = self._open()
-        holder = Holder.parse(os.pread(fd, 128, 0).decode(errors="replace"))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = self._holder(fd)  # written under the guard, which this run now holds
             if holder is None or alive(holder.pid, holder.start):
                 os.close(fd)
                 who = holder.describe() if holder else "pid unknown"
@@ -125,7 +129,8 @@ class RunLock:
             self.notes.append(f"took over the run lock of a run that no longer exists ({holder.describe()}); "
                               "a process it left behind still held it")
             return fd
-        if holder is not None and holder.since:  # a clean exit empties the file: that run died holding it
+        holder = self._holder(fd)  # read once the lock is ours: a clean exit empties the file before unlocking
+        if holder is not None and holder.since:
             self.notes.append(f"the previous run ({holder.describe()}) was killed or crashed before it finished; "
                               "what it had not committed is left as unreferenced objects")
         return fd

@@ -260,6 +260,10 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_and_a_live_one_is_busy(workspac
     lock = RunLock(state_dir(), url)
     lock.path.parent.mkdir(parents=True, exist_ok=True)
     lock.path.write_text(f"{dead.pid} 1 2027-05-01T01:00:00Z\n")
+    free = ws.genarc("run", "--json", now="2027-05-01T01:30:00Z")  # the file names it; nobody holds it
+    assert free.code == EXIT_OK and any("killed or crashed" in n and str(dead.pid) in n for n in free.json["notes"])
+    assert lock.path.read_text() == ""  # a clean exit empties it: no note next time
+    lock.path.write_text(f"{dead.pid} 1 2027-05-01T01:00:00Z\n")
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
                                "fd = open(sys.argv[1], 'rb')\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
                                "print('held', flush=True)\ntime.sleep(60)\n", str(lock.path)],
