@@ -14,10 +14,13 @@ from typing import Any
 
 from .config import Config
 from .errors import GenarcError
-from .generation import lifecycle_age_days
+from .clock import format_time
+from .generation import expires_from, lifecycle_age_days
+from .layout import manifests_prefix, parse_manifest_key
 from .longterm import policy_of, tier_job
 from .plan import check_expiry, expiry_days, job_prefixes
 from .policy import max_retention_days
+from .repository import first_version, listing
 from .store import Inspector, KeyRights, Store, inspector_for
 
 
@@ -70,6 +73,7 @@ def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = T
     if rights is None and probe_delete:
         _check_delete(config, inspector, report)
         _check_cap(config, inspector, report, now)
+    _check_holds(config, store, report, now)
     return report
 
 
@@ -170,6 +174,37 @@ def _check_lifecycle(config: Config, inspector: Inspector, report: DoctorReport,
 def _job_prefixes(config: Config, repository_prefix: str) -> list[tuple[str, str]]:
     jobs = sorted([*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)])
     return list(zip(jobs, job_prefixes(repository_prefix, jobs)))  # job_prefixes keeps sorted order
+
+
+def _check_holds(config: Config, store: Store, report: DoctorReport, now: datetime) -> None:
+    """Objects under a legal hold (`genarc hold`) outlive their lock and the lifecycle until released: say which
+    generations are held, and which of them the lifecycle would already have removed (they are still billed)."""
+    held: list[str] = []
+    overdue = 0
+    try:
+        for job in sorted([*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)]):
+            generations: dict[tuple[int, datetime], int] = {}
+            for key, infos in listing(store, manifests_prefix(job)).items():
+                name, original = parse_manifest_key(key), first_version(infos)
+                if name is None or original is None or name.job != job:
+                    continue
+                if store.stat(key, version_id=original.version_id).legal_hold:
+                    generations[name.gseq, name.gstart] = generations.get((name.gseq, name.gstart), 0) + 1
+            for (gseq, gstart), points in sorted(generations.items()):
+                expiry = expires_from(gstart, policy_of(config, job))
+                overdue += expiry <= now
+                held.append(f"job {job} generation {gseq} ({points} point(s); the lifecycle "
+                            f"{'would have removed it from' if expiry <= now else 'may remove it from'} "
+                            f"{format_time(expiry)})")
+    except GenarcError as exc:
+        report.add("legal holds", "unknown", f"cannot read them ({exc.message})")
+        return
+    if not held:
+        report.add("legal holds", "ok", "no restore point is held; the lifecycle removes generations as planned")
+        return
+    report.add("legal holds", "warn" if overdue else "ok",
+               "held until released, whatever the lock and the lifecycle say (and billed until then): "
+               + "; ".join(held) + ". Release with `genarc hold JOB --generation N --release` and admin credentials.")
 
 
 def _check_delete(config: Config, inspector: Inspector, report: DoctorReport) -> None:

@@ -119,6 +119,8 @@ def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternat
     say(f"lock: every object of a generation is locked ({cfg.lock_mode}) until its start + F + R + m = "
         f"{policy.lock_days} days")
     say(f"lifecycle age: objects expire L = F + R + m + 1 = {out['lifecycle_age_days']} days after upload")
+    say("legal holds: a generation kept with `genarc hold` stays (and is billed) until released, whatever the "
+        "lifecycle says; the figures below leave it out, and `genarc doctor` lists what is held")
     for tier, info in out["longterm"].items():
         say(f"long-term ({tier}): the first point of each {tier[:-2] if tier == 'monthly' else 'year'} is copied to "
             f"{', '.join(info['prefixes'])}, locked {info['lock_days']} days and expired after "

@@ -8,7 +8,7 @@ finds the object must confirm the lock (and set it where missing), never just it
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from botocore.exceptions import ConnectionClosedError
@@ -215,12 +215,22 @@ def test_hold_keeps_a_generation_with_the_owner_s_keys_and_the_backup_key_cannot
     listing = ws.genarc("list", "--json").json[0]["generations"]
     assert listing[0]["held"] and all(p["held"] for p in listing[0]["points"])
     assert "HELD until released" in ws.genarc("list").out
+    # doctor knows held objects outlive the lifecycle; a year on, the lifecycle would have removed them: a warning
+    holds = {c["name"]: c for c in ws.genarc("doctor", "--no-delete-probe", "--json").json["checks"]}["legal holds"]
+    assert holds["status"] == "ok" and "job data generation 1 (2 point(s)" in holds["detail"], holds
+    later = ws.genarc("doctor", "--no-delete-probe", "--json",
+                      now=(datetime.now(timezone.utc) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    holds = {c["name"]: c for c in later.json["checks"]}["legal holds"]
+    assert holds["status"] == "warn" and "would have removed it" in holds["detail"], holds
+    monkeypatch.delenv("GENARC_NOW")
 
     # moto gap: it ignores the policy's deny on PutObjectLegalHold; Ceph enforces it against the backup key
     # (test_without_retention_updates_the_backup_key_cannot_touch_a_lock_and_every_object_is_still_locked).
     as_admin(owner)
     assert ws.genarc("hold", "data", "--generation", "1", "--release").code == 0
     assert ws.genarc("audit", "--json").json["report"]["held"] == []
+    holds = {c["name"]: c for c in ws.genarc("doctor", "--no-delete-probe", "--json").json["checks"]}["legal holds"]
+    assert holds["status"] == "ok" and "no restore point is held" in holds["detail"], holds
 
 
 @pytest.mark.parametrize("kind", ["moto", "ceph"])
