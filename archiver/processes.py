@@ -1,7 +1,9 @@
 """What a killed genarc leaves behind, and how the next one knows it is safe to take over.
 
-A process is named by its pid and its start time (``/proc/<pid>/stat``, field 22), so a pid the
-kernel has since given to another program is not mistaken for the genarc that wrote it. Worker
+A process is named by its host and pid namespace, the machine's boot, its pid and its start time
+(``/proc/<pid>/stat``, field 22), so a pid the kernel has since given to another program is not
+mistaken for the genarc that wrote it, and a process of another container or host is never judged
+dead from here. Worker
 processes die with the process that forked them (``PR_SET_PDEATHSIG``), and temporary
 directories carry their owner's identity so the next run can remove what a killed one left.
 """
@@ -9,10 +11,13 @@ directories carry their owner's identity so the next run can remove what a kille
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import re
 import shutil
 import signal
+import socket
+import stat
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,36 +25,94 @@ from pathlib import Path
 from typing import Iterator
 
 _PR_SET_PDEATHSIG = 1
-_TEMP_NAME = re.compile(r"^genarc-[a-z]+-(\d+)-(\d+)-")
+_TAG = r"([0-9a-f]{8})-([0-9a-f]{8})-(\d+)-(\d+)"
+_TEMP_NAME = re.compile(rf"^genarc-[a-z]+-{_TAG}-")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a process is, for a later process to tell whether it still runs.
+
+    ``space`` hashes the host name and the pid namespace: a process of another host or container cannot be
+    judged from here, so it is taken to be running. ``boot`` hashes the kernel's boot id: a process of an
+    earlier boot has stopped. ``start`` is the start time in clock ticks (0 when unknown), so a pid the kernel
+    has given to another program since is not mistaken for it."""
+
+    space: str
+    boot: str
+    pid: int
+    start: int
+
+    def tag(self) -> str:
+        return f"{self.space}-{self.boot}-{self.pid}-{self.start}"
+
+    @classmethod
+    def from_match(cls, match: re.Match) -> "Identity":
+        return cls(match.group(1), match.group(2), int(match.group(3)), int(match.group(4)))
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first); None where /proc cannot say (or it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    return raw[raw.rfind(b")") + 2:].split()
 
 
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot; None where /proc cannot say (or it is gone)."""
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
-    fields = stat[stat.rfind(b")") + 2:].split()
-    try:
-        return int(fields[19])
+        return int(fields[19]) if fields else None
     except (IndexError, ValueError):
         return None
 
 
+_ME: dict[int, Identity] = {}
+
+
+def me() -> Identity:
+    """This process's identity (a forked worker has its own)."""
+    pid = os.getpid()
+    if pid not in _ME:
+        try:
+            namespace = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            namespace = ""
+        _ME[pid] = Identity(_hash(f"{socket.gethostname()}\0{namespace}"),
+                            _hash(_read("/proc/sys/kernel/random/boot_id")), pid, start_time(pid) or 0)
+    return _ME[pid]
+
+
 def identity() -> str:
-    """``pid-start`` of this process (start 0 where /proc is not there)."""
-    return f"{os.getpid()}-{start_time(os.getpid()) or 0}"
+    return me().tag()
 
 
-def alive(pid: int, start: int | None) -> bool:
-    """Whether the process that had ``pid`` (and started at ``start``, when known) still runs."""
+def running(pid: int, start: int | None) -> bool:
+    """Whether ``pid`` (started at ``start``, when known) still runs on this host and in this pid namespace.
+    A zombie has stopped: it holds no file and no lock."""
     if pid <= 0:
         return False
-    now = start_time(pid)
-    if now is not None:
-        return not start or now == start
+    fields = _stat_fields(pid)
+    if fields is not None:
+        if fields[0] in (b"Z", b"X"):
+            return False
+        return not start or start_time(pid) == start
     if Path("/proc/self/stat").exists():  # /proc is there and has no entry for pid: gone
         return False
     try:
@@ -59,6 +122,15 @@ def alive(pid: int, start: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def alive(other: Identity) -> bool:
+    mine = me()
+    if other.space != mine.space:  # another host or container: cannot tell, so it runs
+        return True
+    if other.boot != mine.boot:  # the machine has restarted since
+        return False
+    return running(other.pid, other.start)
 
 
 def die_with_parent(parent: int | None) -> None:
@@ -107,17 +179,23 @@ def sweep_temp(parent: str | os.PathLike | None = None) -> Swept:
         return swept
     for entry in entries:
         match = _TEMP_NAME.match(entry.name)
-        if match is None or not entry.is_dir(follow_symlinks=False):
+        if match is None:
             continue
-        pid, start = int(match.group(1)), int(match.group(2))
-        if alive(pid, start):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():  # only folders this user's genarc made
+            continue
+        owner = Identity.from_match(match)
+        if alive(owner):
             continue
         size = _size(Path(entry.path))
         shutil.rmtree(entry.path, ignore_errors=True)
         if not os.path.lexists(entry.path):
             swept.directories += 1
             swept.bytes += size
-            owners.add(pid)
+            owners.add(owner.pid)
     swept.owners = tuple(sorted(owners))
     return swept
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import BusyError, LocalIOError
-from .processes import alive, start_time
+from . import processes
 
 _HELD: set[int] = set()  # lock descriptors this process holds; a forked worker closes its copies
 _GUARD_WAIT = 10.0
@@ -38,18 +38,33 @@ def close_inherited() -> None:
 
 @dataclass
 class Holder:
+    """The run named in the lock file: ``pid start since space boot`` (see processes.Identity)."""
+
     pid: int
     start: int | None
     since: str | None
+    space: str | None = None
+    boot: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> "Holder | None":
         fields = text.split()
         try:
-            return cls(int(fields[0]), int(fields[1]) if len(fields) > 1 else None,
-                       fields[2] if len(fields) > 2 else None)
+            pid, start = int(fields[0]), int(fields[1]) if len(fields) > 1 else None
         except (IndexError, ValueError):
             return None
+        since, space, boot = (fields[2:5] + [None, None, None])[:3]
+        return cls(pid, start, since, space, boot)
+
+    @classmethod
+    def line(cls, since: str) -> str:
+        me = processes.me()
+        return f"{me.pid} {me.start} {since} {me.space} {me.boot}\n"
+
+    def running(self) -> bool:
+        if self.space and self.boot:
+            return processes.alive(processes.Identity(self.space, self.boot, self.pid, self.start or 0))
+        return processes.running(self.pid, self.start)  # written by an older genarc
 
     def describe(self) -> str:
         return f"pid {self.pid}" + (f", started {self.since}" if self.since else "")
@@ -67,16 +82,14 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            guard = os.open(self.guard, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise LocalIOError(f"Cannot create the lock file {self.path}: {exc.strerror}.") from exc
+            raise LocalIOError(f"Cannot create the lock folder {self.path.parent}: {exc.strerror}.") from exc
+        guard = self._open(self.guard)
         try:
             self._wait(guard)
             fd = self._take()
-            pid = os.getpid()
-            since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{pid} {start_time(pid) or 0} {since}\n".encode(), 0)
+            os.pwrite(fd, Holder.line(datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")).encode(), 0)
         finally:
             os.close(guard)
         self.fd = fd
@@ -96,23 +109,26 @@ class RunLock:
                                     "this run did nothing.") from None
                 time.sleep(0.05)
 
-    def _open(self, flags: int = 0) -> int:
+    @staticmethod
+    def _open(path: Path, flags: int = 0) -> int:
+        """A lock file, never through a link (a link there would make genarc write to wherever it points)."""
         try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | flags, 0o600)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | flags, 0o600)
         except OSError as exc:
-            raise LocalIOError(f"Cannot create the lock file {self.path}: {exc.strerror}.") from exc
+            raise LocalIOError(f"Cannot open the lock file {path}: {exc.strerror}; remove what is there or make the "
+                               "state directory writable.") from exc
 
     @staticmethod
     def _holder(fd: int) -> Holder | None:
         return Holder.parse(os.pread(fd, 128, 0).decode(errors="replace"))
 
     def _take(self) -> int:
-        fd = self._open()
+        fd = self._open(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = self._holder(fd)  # written under the guard, which this run now holds
-            if holder is None or alive(holder.pid, holder.start):
+            if holder is None or holder.running():
                 os.close(fd)
                 who = holder.describe() if holder else "pid unknown"
                 raise BusyError(f"Another genarc run ({who}) is using the repository {self.url}; "
@@ -124,7 +140,11 @@ class RunLock:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-            fd = self._open(os.O_EXCL)
+            except OSError as exc:
+                raise LocalIOError(f"The run lock {self.path} is held by what a run that no longer exists "
+                                   f"({holder.describe()}) left behind, and cannot be replaced: {exc.strerror}. "
+                                   "Stop the leftover processes (fuser -v on the file names them).") from exc
+            fd = self._open(self.path, os.O_EXCL)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.notes.append(f"took over the run lock of a run that no longer exists ({holder.describe()}); "
                               "a process it left behind still held it")

@@ -29,7 +29,7 @@ from .hazards import path_problem
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP = ".genarc-restore-"
-_LEFTOVER = re.compile(r"^\.genarc-restore-(\d+)-(\d+)-[0-9a-f]{12}$")
+_LEFTOVER = re.compile(r"^\.genarc-restore-([0-9a-f]{8})-([0-9a-f]{8})-(\d+)-(\d+)-[0-9a-f]{12}$")
 
 
 def _temp_name() -> str:
@@ -114,7 +114,6 @@ class Target:
         self._dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
         self._cache = cache
         self._seen: set[str] = set()
-        self.swept = 0  # temporary files of killed restores removed (with --overwrite)
         self._swept(self.fd, "")
 
     def close(self) -> None:
@@ -182,10 +181,9 @@ class Target:
                 return fd
             for entry in names:
                 match = _LEFTOVER.match(entry)
-                if match and not processes.alive(int(match.group(1)), int(match.group(2))):
+                if match and not processes.alive(processes.Identity.from_match(match)):
                     try:
                         os.unlink(entry, dir_fd=fd)
-                        self.swept += 1
                     except OSError:
                         pass
         return fd

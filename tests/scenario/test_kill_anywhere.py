@@ -244,6 +244,15 @@ def test_runs_and_rollovers_killed_anywhere_on_ceph_keep_one_version_per_key(wor
     assert versions and max(versions.values()) == 1, [k for k, n in versions.items() if n > 1]
 
 
+def _hold(path: Path) -> subprocess.Popen:
+    """A process that is not genarc and holds ``path``'s flock (as a leftover of a dead run would)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\nfd = open(sys.argv[1], 'rb')\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n",
+                               str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_a_lock_left_by_a_dead_run_is_taken_over_and_a_live_one_is_busy(workspace, tmp_path):
     from archiver.catalog import state_dir
     from archiver.config import load
@@ -264,16 +273,24 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_and_a_live_one_is_busy(workspac
     assert free.code == EXIT_OK and any("killed or crashed" in n and str(dead.pid) in n for n in free.json["notes"])
     assert lock.path.read_text() == ""  # a clean exit empties it: no note next time
     lock.path.write_text(f"{dead.pid} 1 2027-05-01T01:00:00Z\n")
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
-                               "fd = open(sys.argv[1], 'rb')\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
-                               "print('held', flush=True)\ntime.sleep(60)\n", str(lock.path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = _hold(lock.path)
     try:
-        assert holder.stdout.readline().strip() == "held"
         result = ws.genarc("run", "--json", now="2027-05-01T02:00:00Z")
         assert result.code == EXIT_OK, result.err
         assert any("took over the run lock" in n and str(dead.pid) in n for n in result.json["notes"])
         assert "took over the run lock" in result.err  # said on stderr too
+        # A holder of another host or container cannot be judged from here: busy, never taken over.
+        from archiver.processes import me
+
+        holder.kill()
+        holder.wait()
+        elsewhere = "0" * 8 if me().space != "0" * 8 else "1" * 8
+        lock.path.write_text(f"{dead.pid} 1 2027-05-01T01:00:00Z {elsewhere} {me().boot}\n")
+        holder = _hold(lock.path)
+        assert ws.genarc("run", now="2027-05-01T02:30:00Z").code == EXIT_BUSY
+        holder.kill()
+        holder.wait()
+        lock.path.write_text("")
         # A live holder (this process) is busy, named with its pid and since when.
         with RunLock(state_dir(), url):
             busy = ws.genarc("run", now="2027-05-01T03:00:00Z")
@@ -295,3 +312,23 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_and_a_live_one_is_busy(workspac
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_link_at_the_lock_path_is_refused_and_what_it_points_to_is_untouched(workspace):
+    from archiver.catalog import state_dir
+    from archiver.config import load
+    from archiver.errors import LocalIOError
+
+    ws = workspace
+    (ws.src / "a.txt").write_text("a\n")
+    ws.write_config(workers=1)
+    assert ws.genarc("init").code == EXIT_OK
+    lock = RunLock(state_dir(), load(ws.config).repository_url)
+    lock.path.parent.mkdir(parents=True, exist_ok=True)
+    precious = ws.root / "precious.txt"
+    precious.write_text("keep me\n")
+    lock.path.symlink_to(precious)
+    result = ws.genarc("run", now="2027-05-01T02:00:00Z")
+    assert result.code == LocalIOError.exit_code and "Cannot open the lock file" in result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert precious.read_text() == "keep me\n"

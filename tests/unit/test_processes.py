@@ -1,0 +1,66 @@
+"""What a killed genarc left is removed only when its owner is surely gone, and nothing else is touched."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+from archiver import processes
+from archiver.processes import Identity, alive, me, sweep_temp
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _folder(root, name: str, size: int = 1000):
+    folder = root / name
+    folder.mkdir()
+    (folder / "v000001.7z").write_bytes(b"x" * size)
+    return folder
+
+
+def test_only_folders_of_dead_genarc_processes_of_this_host_and_boot_are_swept(tmp_path):
+    mine = me()
+    dead = dataclasses.replace(mine, pid=_dead_pid(), start=1)
+    other_host = dataclasses.replace(dead, space="0" * 8 if mine.space != "0" * 8 else "1" * 8)
+    earlier_boot = dataclasses.replace(dead, boot="0" * 8 if mine.boot != "0" * 8 else "1" * 8, pid=mine.pid,
+                                       start=mine.start)
+    gone = _folder(tmp_path, f"genarc-run-{dead.tag()}-abc123", 5000)
+    rebooted = _folder(tmp_path, f"genarc-list-{earlier_boot.tag()}-def456")
+    kept = {
+        "live": _folder(tmp_path, f"genarc-run-{mine.tag()}-x1"),
+        "another host or container": _folder(tmp_path, f"genarc-run-{other_host.tag()}-x2"),
+        "a user's folder": _folder(tmp_path, "genarc-restore-2024-06-01"),
+        "a user's notes": _folder(tmp_path, "genarc-notes-2025-01-mine"),
+    }
+    if os.geteuid() == 0:  # root's genarc leaves other users' folders alone, whatever their names say
+        kept["another user's"] = _folder(tmp_path, f"genarc-run-{dataclasses.replace(dead, start=3).tag()}-x3")
+        os.chown(kept["another user's"], 12345, 12345)
+    link = tmp_path / f"genarc-run-{dataclasses.replace(dead, start=2).tag()}-link"
+    link.symlink_to(kept["a user's folder"], target_is_directory=True)
+
+    swept = sweep_temp(tmp_path)
+    assert not gone.exists() and not rebooted.exists()
+    assert swept.directories == 2 and swept.bytes >= 5000 and dead.pid in swept.owners
+    for why, folder in kept.items():
+        assert (folder / "v000001.7z").exists(), why
+    assert link.is_symlink()  # a link is never followed, nor removed
+
+
+def test_a_process_is_judged_by_host_boot_pid_start_and_state():
+    mine = me()
+    assert alive(mine)
+    assert not alive(dataclasses.replace(mine, start=mine.start + 1))  # the pid now belongs to another program
+    assert not alive(dataclasses.replace(mine, pid=_dead_pid()))
+    assert alive(dataclasses.replace(mine, space="f" * 8 if mine.space != "f" * 8 else "e" * 8, pid=_dead_pid()))
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while processes._stat_fields(zombie.pid)[0] != b"Z":  # exited, not yet reaped: it holds nothing
+        os.sched_yield()
+    assert not processes.running(zombie.pid, None)
+    zombie.wait()
+    assert Identity.from_match(processes._TEMP_NAME.match(f"genarc-run-{mine.tag()}-x")) == mine
