@@ -17,7 +17,7 @@ from .errors import GenarcError
 from .clock import format_time
 from .generation import expires_from, lifecycle_age_days
 from .layout import manifests_prefix, parse_manifest_key
-from .longterm import policy_of, tier_job
+from .longterm import job_names, policy_of
 from .plan import check_expiry, expiry_days, job_prefixes
 from .policy import max_retention_days
 from .repository import first_version, listing
@@ -172,7 +172,7 @@ def _check_lifecycle(config: Config, inspector: Inspector, report: DoctorReport,
 
 
 def _job_prefixes(config: Config, repository_prefix: str) -> list[tuple[str, str]]:
-    jobs = sorted([*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)])
+    jobs = job_names(config)
     return list(zip(jobs, job_prefixes(repository_prefix, jobs)))  # job_prefixes keeps sorted order
 
 
@@ -182,7 +182,7 @@ def _check_holds(config: Config, store: Store, report: DoctorReport, now: dateti
     held: list[str] = []
     overdue = 0
     try:
-        for job in sorted([*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)]):
+        for job in job_names(config):
             generations: dict[tuple[int, datetime], int] = {}
             for key, infos in listing(store, manifests_prefix(job)).items():
                 name, original = parse_manifest_key(key), first_version(infos)
@@ -223,8 +223,7 @@ def _check_delete(config: Config, inspector: Inspector, report: DoctorReport) ->
 def _check_cap(config: Config, inspector: Inspector, report: DoctorReport, now: datetime) -> None:
     """Does the server refuse a lock longer than any run asks for? `genarc policy` caps it with a condition
     that not every server evaluates; the probe leaves a few bytes under a job prefix where it does not."""
-    jobs = [*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)]
-    cap = max(max_retention_days(policy_of(config, job)) for job in jobs)
+    cap = max(max_retention_days(policy_of(config, job)) for job in job_names(config))
     try:
         refused = inspector.probe_retention_cap(now + timedelta(days=cap + 2), under=f"{min(config.jobs)}/")
     except GenarcError as exc:

@@ -33,6 +33,11 @@ def tier_job(job: str, tier: str) -> str:
     return f"{job}~{tier}"
 
 
+def job_names(config: Config) -> list[str]:
+    """Every job of the config and, for each long-term tier, its pseudo-job (``home~monthly``), sorted."""
+    return sorted([*config.jobs, *(tier_job(j, tier) for tier in config.longterm for j in config.jobs)])
+
+
 def tier_policy(base: RetentionPolicy, tier: str, count: int) -> RetentionPolicy:
     """A long-term point is its own one-point generation: F = 0, R = count units, the same margin."""
     return RetentionPolicy(keep_days=count * TIERS[tier], generation_days=0, margin_days=base.margin_days,

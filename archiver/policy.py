@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Iterable
 
 from .generation import RetentionPolicy
 
@@ -90,9 +91,13 @@ def _read_statements(location: Location) -> list[dict]:
     ]
 
 
-def s3_backup_policy(location: Location, policy: RetentionPolicy, retention_updates: bool = True) -> dict:
-    """``retention_updates=False``: the key may not set a lock after upload at all (PutObjectRetention is denied),
-    for servers that cannot be trusted with it (Ceph 16 wraps dates past 2106 and ignores the cap)."""
+def s3_backup_policy(location: Location, policies: RetentionPolicy | Iterable[RetentionPolicy],
+                     retention_updates: bool = True) -> dict:
+    """The backup key's rights; its locks are capped at the longest any of ``policies`` asks for (the daily
+    generations' and each long-term tier's). ``retention_updates=False``: the key may not set a lock after upload
+    at all (PutObjectRetention is denied), for servers that cannot be trusted with it (Ceph 16 wraps dates past
+    2106 and ignores the cap)."""
+    cap = str(max(max_retention_days(p) for p in ([policies] if isinstance(policies, RetentionPolicy) else policies)))
     writes = ["s3:PutObject", "s3:PutObjectRetention"] if retention_updates else ["s3:PutObject"]
     denied = DENIED_TO_BACKUP if retention_updates else [*DENIED_TO_BACKUP, "s3:PutObjectRetention"]
     return {
@@ -102,14 +107,14 @@ def s3_backup_policy(location: Location, policy: RetentionPolicy, retention_upda
             {"Sid": "WriteNewObjectsWithBoundedLocks", "Effect": "Allow",
              "Action": writes, "Resource": location.objects_arn,
              "Condition": {"NumericLessThanEqualsIfExists": {
-                 "s3:object-lock-remaining-retention-days": str(max_retention_days(policy))}}},
+                 "s3:object-lock-remaining-retention-days": cap}}},
             {"Sid": "NeverDestroy", "Effect": "Deny", "Action": denied,
              "Resource": [location.bucket_arn, f"{location.bucket_arn}/*"]},
             # A deny, so it binds even where an owner's implicit rights would allow the write.
             {"Sid": "NoCenturyLocks", "Effect": "Deny", "Action": ["s3:PutObject", "s3:PutObjectRetention"],
              "Resource": f"{location.bucket_arn}/*",
              "Condition": {"NumericGreaterThan": {
-                 "s3:object-lock-remaining-retention-days": str(max_retention_days(policy))}}},
+                 "s3:object-lock-remaining-retention-days": cap}}},
         ],
     }
 

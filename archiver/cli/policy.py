@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import policy as policy_mod
+from ..longterm import job_names, policy_of
 from ..store import split_bucket_url
 from .common import add_json, context, emit_json, say
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     lock = ctx.config.lock_mode != "none"
     if scheme == "s3":
         document = (policy_mod.s3_watchdog_policy(location) if args.watchdog
-                    else policy_mod.s3_backup_policy(location, ctx.config.retention,
+                    else policy_mod.s3_backup_policy(location, [policy_of(ctx.config, j) for j in job_names(ctx.config)],
                                                      ctx.config.store_options.retention_updates))
         if args.json:
             emit_json(document)

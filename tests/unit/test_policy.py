@@ -57,3 +57,22 @@ def test_b2_key_command_has_minimal_capabilities_and_the_prefix():
     assert command.startswith("b2 key create --bucket backups-bucket --name-prefix host1/genarc/ genarc-backup ")
     assert "deleteFiles" not in command and "bypassGovernance" not in command
     assert set(b2_backup_capabilities(lock=False)) == {"listBuckets", "listFiles", "readFiles", "writeFiles"}
+
+
+def test_the_cap_lets_every_long_term_tier_lock_as_planned(workspace):
+    """With keep_yearly = 3 the yearly copies are locked for 3 * 366 + 1 days: a cap at the daily lock (39 days)
+    would make AWS refuse every long-term copy."""
+    from archiver.config import load
+    from archiver.longterm import job_names, policy_of
+
+    ws = workspace
+    ws.write_config(url="s3://backups-bucket/host1/genarc", endpoint_url="http://127.0.0.1:9")
+    ws.config.write_text(ws.config.read_text().replace("margin_days = 1\n", "margin_days = 1\nkeep_yearly = 3\n"))
+    config = load(ws.config)
+    longest = max(max_retention_days(policy_of(config, job)) for job in job_names(config))
+    assert longest == max_retention_days(policy_of(config, "data~yearly")) > 3 * 366
+    doc = statements(ws.genarc("policy", "--json").json)
+    assert doc["NoCenturyLocks"]["Condition"]["NumericGreaterThan"]["s3:object-lock-remaining-retention-days"] \
+        == str(longest)
+    assert doc["WriteNewObjectsWithBoundedLocks"]["Condition"]["NumericLessThanEqualsIfExists"][
+        "s3:object-lock-remaining-retention-days"] == str(longest)
