@@ -61,15 +61,16 @@ class CephGateway:
     def uid_of(self, keys: Keys) -> str:
         return self._uids[keys.access_key_id]
 
-    def make_user(self, name: str, policy: dict | None = None) -> Keys:
-        """A radosgw user; with ``policy``, an IAM user policy that RGW enforces."""
+    def make_user(self, name: str, policy: dict | None = None, system: bool = False) -> Keys:
+        """A radosgw user; with ``policy``, an IAM user policy that RGW enforces; ``system``: an RGW system user
+        (what an operator's admin account is: it may act on every user's objects)."""
         import json
 
         access, secret = secrets.token_hex(10).upper(), secrets.token_hex(20)
         uid = f"{name}-{secrets.token_hex(3)}"
         admin = ["radosgw-admin", "--conf", str(self.workdir / "ceph.conf")]
         subprocess.run([*admin, "user", "create", f"--uid={uid}", f"--display-name={uid}", f"--access-key={access}",
-                        f"--secret-key={secret}"], check=True, capture_output=True)
+                        f"--secret-key={secret}", *(["--system"] if system else [])], check=True, capture_output=True)
         keys = Keys(access, secret)
         self._uids[access] = uid
         if policy is not None:
