@@ -86,16 +86,34 @@ def start_time(pid: int) -> int | None:
 _ME: dict[int, Identity] = {}
 
 
+_OURS: dict[int, bool] = {}
+
+
+def _proc_is_ours() -> bool:
+    """Whether /proc shows this pid namespace (``unshare --pid`` without a /proc of its own shows the host's)."""
+    pid = os.getpid()
+    if pid not in _OURS:
+        try:
+            with open("/proc/self/stat", "rb") as fh:
+                _OURS[pid] = int(fh.read().split(b" ", 1)[0]) == pid
+        except (OSError, ValueError):
+            _OURS[pid] = False
+    return _OURS[pid]
+
+
 def me() -> Identity:
-    """This process's identity (a forked worker has its own)."""
+    """This process's identity (a forked worker has its own). Where /proc does not show this process's own pid
+    namespace, its start is 0 and ``running`` cannot judge anyone: everything counts as running."""
     pid = os.getpid()
     if pid not in _ME:
         try:
             namespace = os.readlink("/proc/self/ns/pid")
         except OSError:
             namespace = ""
-        _ME[pid] = Identity(_hash(f"{socket.gethostname()}\0{namespace}"),
-                            _hash(_read("/proc/sys/kernel/random/boot_id")), pid, start_time(pid) or 0)
+        machine = _read("/etc/machine-id")  # cloned hosts of one name differ here, at least once regenerated
+        _ME[pid] = Identity(_hash(f"{socket.gethostname()}\0{machine}\0{namespace}"),
+                            _hash(_read("/proc/sys/kernel/random/boot_id")), pid,
+                            (start_time(pid) or 0) if _proc_is_ours() else 0)
     return _ME[pid]
 
 
@@ -105,17 +123,17 @@ def identity() -> str:
 
 def running(pid: int, start: int | None) -> bool:
     """Whether ``pid`` (started at ``start``, when known) still runs on this host and in this pid namespace.
-    A zombie has stopped: it holds no file and no lock."""
+    A zombie has stopped: it holds no file and no lock. Where it cannot be told, it runs."""
     if pid <= 0:
         return False
+    if not _proc_is_ours():
+        return True
     fields = _stat_fields(pid)
     if fields is not None:
         if fields[0] in (b"Z", b"X"):
             return False
         return not start or start_time(pid) == start
-    if Path("/proc/self/stat").exists():  # /proc is there and has no entry for pid: gone
-        return False
-    try:
+    try:  # no /proc entry: gone, or hidden from this user (hidepid), where the kernel still answers
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -125,11 +143,22 @@ def running(pid: int, start: int | None) -> bool:
 
 
 def alive(other: Identity) -> bool:
+    """For what a process left on disk: a process of another host or container cannot be judged (it runs); one
+    of an earlier boot of this machine has stopped."""
     mine = me()
-    if other.space != mine.space:  # another host or container: cannot tell, so it runs
+    if other.space != mine.space:
         return True
-    if other.boot != mine.boot:  # the machine has restarted since
+    if other.boot != mine.boot:
         return False
+    return running(other.pid, other.start)
+
+
+def holds(other: Identity) -> bool:
+    """For a lock that is still held: a holder of an earlier boot cannot hold it, so a boot id that differs means
+    another machine sharing the file (a home on NFS), which cannot be judged from here."""
+    mine = me()
+    if other.space != mine.space or other.boot != mine.boot:
+        return True
     return running(other.pid, other.start)
 
 

@@ -63,7 +63,7 @@ class Holder:
 
     def running(self) -> bool:
         if self.space and self.boot:
-            return processes.alive(processes.Identity(self.space, self.boot, self.pid, self.start or 0))
+            return processes.holds(processes.Identity(self.space, self.boot, self.pid, self.start or 0))
         return processes.running(self.pid, self.start)  # written by an older genarc
 
     def describe(self) -> str:

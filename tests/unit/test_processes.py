@@ -64,3 +64,20 @@ def test_a_process_is_judged_by_host_boot_pid_start_and_state():
     assert not processes.running(zombie.pid, None)
     zombie.wait()
     assert Identity.from_match(processes._TEMP_NAME.match(f"genarc-run-{mine.tag()}-x")) == mine
+
+
+def test_a_held_lock_of_another_boot_is_another_machine_s_and_is_never_taken_over():
+    """A lock still held cannot belong to an earlier boot of this machine: a holder whose boot id differs is
+    another host sharing the file (a home on NFS, a clone with the same host name), so it holds it."""
+    from archiver.processes import holds
+
+    mine = me()
+    other_boot = dataclasses.replace(mine, boot="0" * 8 if mine.boot != "0" * 8 else "1" * 8, pid=_dead_pid())
+    assert holds(other_boot) and not alive(other_boot)  # a folder of an earlier boot is swept; its lock is not
+    assert not holds(dataclasses.replace(mine, pid=_dead_pid()))
+
+
+def test_without_its_own_proc_a_process_judges_no_one(monkeypatch):
+    """In a pid namespace that sees the host's /proc, pids cannot be looked up: everyone counts as running."""
+    monkeypatch.setattr(processes, "_OURS", {os.getpid(): False})
+    assert processes.running(_dead_pid(), None)
