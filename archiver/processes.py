@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 _PR_SET_PDEATHSIG = 1
-_TAG = r"([0-9a-f]{8})-([0-9a-f]{8})-(\d+)-(\d+)"
-_TEMP_NAME = re.compile(rf"^genarc-[a-z]+-{_TAG}-")
+TAG = r"([0-9a-f]{8})-([0-9a-f]{8})-(\d+)-(\d+)"  # Identity.tag(), as a pattern
+_TEMP_NAME = re.compile(rf"^genarc-[a-z]+-{TAG}-")
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,14 @@ from .hazards import path_problem
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP = ".genarc-restore-"
-_LEFTOVER = re.compile(r"^\.genarc-restore-([0-9a-f]{8})-([0-9a-f]{8})-(\d+)-(\d+)-[0-9a-f]{12}$")
+_LEFTOVER = re.compile(rf"^\.genarc-restore-{processes.TAG}-[0-9a-f]{{12}}$")
+_FATAL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _temp_name() -> str:
     """A name in the target for a file about to replace another; it names this process, so a rerun can remove
     what a killed restore left."""
     return f"{_TEMP}{processes.identity()}-{secrets.token_hex(6)}"
-_FATAL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class Refused(Exception):
