@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import chain as chain_mod
-from . import interrupt, processes
+from . import interrupt, processes, tripwire
 from .catalog import Catalog, TreeTable, path_name
 from .changes import Op, ScanTable
 from .clock import Clock, format_time
@@ -36,6 +36,7 @@ from .repository import Repository
 from .scan import check_sources, walk
 from .sevenzip import prepare_key
 from .synthetic import synthesize
+from .tripwire import Measurer, Profile, Protection, TripState, Verdict
 from .units import human_bytes
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -70,16 +71,22 @@ class RunReport:
     longterm: list[dict] = field(default_factory=list)
     kind_detail: str = ""
     synthetic: dict[str, Any] = field(default_factory=dict)
+    suspicion: dict[str, Any] = field(default_factory=dict)  # the tripwire's profile, score and protection
 
     @property
     def partial(self) -> bool:
         return bool(self.warnings)
 
+    @property
+    def suspicious(self) -> bool:
+        return bool(self.suspicion.get("suspicious"))
+
 
 def job_config(config: Config, job: JobConfig) -> dict[str, Any]:
     """The job config in force, recorded in every manifest so that drift can be seen later."""
     return {"sources": list(job.sources), "exclude": list(job.exclude), "one_file_system": job.one_file_system,
-            "compression": config.volumes.compression, "level": config.volumes.level, "volume_size": config.volumes.size}
+            "compression": config.volumes.compression, "level": config.volumes.level, "volume_size": config.volumes.size,
+            "tripwire": config.tripwire.enabled}
 
 
 def sync_catalog(repo: Repository, catalog: Catalog, history: History, latest: Point | None, workdir: Path) -> bool:
@@ -130,8 +137,12 @@ class _Run:
     decision: RunDecision
     writer: PointWriter
     chain_ok: bool
+    trips: TripState
+    baseline: str | None = None  # the point this run follows (the previous generation's tip for a full)
     scan: ScanTable | None = None
     previous: TreeTable | None = None  # the baseline an incremental lists its changes against
+    profile: Profile | None = None
+    verdict: Verdict | None = None
 
     @property
     def full(self) -> bool:
@@ -172,7 +183,8 @@ def run_job(
     spool = _spool(spool_parent)
     catalog = Catalog(Catalog.location(state_dir, repo.id, job.name))
     try:
-        run = _begin(repo, config, job, catalog, spool, clock, report, emit, warn, force_full)
+        trips = TripState.load(TripState.location(state_dir, repo.id, job.name), warn)
+        run = _begin(repo, config, job, catalog, spool, clock, report, emit, warn, force_full, trips)
         _scan(run)
         synthetic = _classify(run, full_mode)
         if synthetic:
@@ -180,6 +192,7 @@ def run_job(
         _pack_and_upload(run, first_index=report.synthetic.get("next_index", 1))
         committed = _commit(run)
         _adopt(run, committed)
+        _tripwire(run, committed, clock)
         report.requests = {k: v - requests_before[k] for k, v in repo.store.counts.snapshot().items()}
         report.duration_s = round(time.monotonic() - started, 3)
         emit("done", {"report": report})
@@ -199,7 +212,7 @@ def _spool(parent: str | None) -> Path:
 
 
 def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, spool: Path, clock: Clock,
-           report: RunReport, emit: Progress, warn: Callable[[str], None], force_full: bool) -> _Run:
+           report: RunReport, emit: Progress, warn: Callable[[str], None], force_full: bool, trips: TripState) -> _Run:
     """Bring the catalog to the newest trusted point, decide full or incremental, and plan the point's lock."""
     now = clock.now()
     history = History.read(repo, job.name, clock)
@@ -231,7 +244,8 @@ def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, s
     report.lock_mode, report.lock_until = lock.mode, format_time(lock.until)
     report.expires_from = format_time(expires_from(gen.start, config.retention))
     emit("start", {"job": job.name, "kind": decision.kind, "generation": gen.seq, "point": pseq})
-    return _Run(repo, config, job, catalog, spool, report, emit, warn, now, decision, writer, chain_ok)
+    return _Run(repo, config, job, catalog, spool, report, emit, warn, now, decision, writer, chain_ok, trips,
+                baseline=catalog.tip if chain_ok else None)
 
 
 def _scan(run: _Run) -> None:
@@ -285,7 +299,7 @@ def _synthesize(run: _Run) -> None:
     assert run.scan is not None
     run.catalog.conn.execute("BEGIN")
     result = synthesize(run.writer, run.scan, run.catalog.content_bytes(), run.config.fulls.copy_threshold,
-                        run.report.notes.append)
+                        run.report.notes.append, run.catalog.methods())
     run.catalog.conn.execute("COMMIT")
     run.report.synthetic = dataclasses.asdict(result)
 
@@ -375,18 +389,29 @@ def _commit(run: _Run) -> CommittedPoint:
     """List the point's entries and upload its manifest, last: the commit."""
     assert run.scan is not None
     report, writer, catalog = run.report, run.writer, run.catalog
+    # The tripwire measures this point against the one it follows (for a full: the previous generation's tip).
+    measurer = Measurer(catalog.tree if run.baseline else None, catalog.methods(),
+                        [o.record() for o in writer.objects], run.config.volumes.compression)
     if run.previous is not None:
         for path in run.scan.removed_since(run.previous):
             writer.add_removal(path)
+            measurer.removal(path_name(path))
             report.removed += 1
+    elif run.baseline:
+        for path in run.scan.removed_since(catalog.tree):
+            measurer.removal(path_name(path))
     for row, op in run.scan.listed(full=run.full):
-        writer.add_row(row, op.value)
+        measurer.entry(writer.add_row(row, op.value))
         if not run.full:
             report.added += op == Op.ADD
             report.changed += op == Op.CHANGE
             report.metadata_changed += op == Op.META
     if run.full:
         report.added = writer.entries
+    run.profile = measurer.finish()
+    if run.baseline:
+        run.verdict = tripwire.judge(run.profile, run.trips.profiles, run.config.tripwire)
+    verdict = run.verdict
     tip = {"key": catalog.tip, "sha256": catalog.get_meta("tip_sha256")}
     interrupt.check()
     committed = writer.commit(
@@ -395,7 +420,9 @@ def _commit(run: _Run) -> CommittedPoint:
         parent=None if run.full else {**tip, "version_id": catalog.get_meta("tip_version")},
         previous_generation_tip=tip if run.full and catalog.tip else None,
         tree={"digest": run.scan.digest(), "entries": run.scan.count(), "bytes": report.bytes_scanned},
-        warnings=len(report.warnings))
+        warnings=len(report.warnings), profile=run.profile.as_dict(),
+        tripwire={"enabled": run.config.tripwire.enabled, "score": verdict.score if verdict else None,
+                  "suspicious": bool(verdict and verdict.suspicious), "reasons": verdict.reasons if verdict else []})
     report.manifest_key = committed.key
     report.bytes_uploaded += committed.size
     return committed
@@ -409,3 +436,74 @@ def _adopt(run: _Run, committed: CommittedPoint) -> None:
                       tip={"tip_key": committed.key, "tip_sha256": committed.sha256,
                            "tip_version": committed.version_id, "gseq": str(gen.seq),
                            "gstart": format_time(gen.start), "broken_key": None})
+
+
+def _tripwire(run: _Run, committed: CommittedPoint, clock: Clock) -> None:
+    """Judge the committed point; on a trip (or while one is unacknowledged) protect the last clean point."""
+    settings, state, report = run.config.tripwire, run.trips, run.report
+    profile, verdict = run.profile, run.verdict
+    assert profile is not None
+    tripped = verdict is not None and verdict.suspicious
+    report.suspicion = {"enabled": settings.enabled, "score": verdict.score if verdict else 0.0,
+                        "suspicious": False, "reasons": list(verdict.reasons) if verdict else [],
+                        "profile": profile.as_dict()}
+    if not settings.enabled:
+        if tripped:
+            report.notes.append("the tripwire is off, and this point would have tripped it: "
+                                + "; ".join(verdict.reasons))  # type: ignore[union-attr]
+        else:
+            state.profiles.append(profile)
+        state.save()
+        return
+    if state.trip is None and not tripped:
+        state.profiles.append(profile)
+        state.save()
+        return
+    if state.trip is None:
+        state.trip = {"since": format_time(run.now), "point": committed.key, "reasons": verdict.reasons,  # type: ignore
+                      "protected": {"point": run.baseline}}
+        state.save()  # the trip is known before anything else can fail
+    else:
+        report.suspicion["reasons"] = [*report.suspicion["reasons"],
+                                       f"the trip at {state.trip.get('point')} ({state.trip.get('since')}) is not "
+                                       f"acknowledged: `genarc acknowledge {run.job.name}` once the source is clean"]
+    report.suspicion.update(suspicious=True, since=state.trip.get("since"), first=state.trip.get("point"))
+    protected = state.trip.get("protected") or {}
+    day = run.config.retention.days(1)
+    if protected.get("point") and tripwire.needs_renewal(protected, run.now, settings, day):
+        state.trip["protected"] = _protect(run, protected["point"], clock).as_dict()
+        state.save()
+    protected = state.trip.get("protected") or {}
+    report.suspicion["protected"] = protected
+    if not protected.get("point"):
+        report.suspicion["protected"] = {"error": "there was no earlier point to protect"}
+    elif protected.get("error"):
+        run.warn(f"the last clean point {protected['point']} could not be protected: {protected['error']}")
+
+
+def _protect(run: _Run, key: str, clock: Clock) -> Protection:
+    """Lock every object ``key``'s restore needs until ``protect_days`` from now (never shortening a lock)."""
+    history = History.read(run.repo, run.job.name, clock)
+    point = history.by_key(key)
+    protection = Protection(key, point.label() if point is not None else key)
+    hold = (f"have an administrator keep it with `genarc hold {run.job.name} --generation "
+            f"{point.name.gseq if point else '?'} --point {point.name.pseq if point else '?'}`")
+    if point is None:
+        protection.error = f"it is no longer in the repository listing; {hold}"
+        return protection
+    if run.writer.lock.mode == "none":
+        protection.error = ("this repository has no object locks, so nothing can keep it from being deleted; "
+                            "copy it somewhere safe")
+        return protection
+    try:
+        needed = history.needed(run.repo, [point], run.spool)
+    except (IntegrityError, StoreError) as exc:
+        protection.error = f"its chain cannot be read ({exc.message}); {hold}"
+        return protection
+    finally:
+        history.drop(run.spool)
+    until = tripwire.protect_until(run.now, run.config.tripwire, run.config.retention.days(1))
+    tripwire.protect(run.repo.store, needed, run.writer.lock.mode, until, protection)
+    if protection.error:
+        protection.error += f"; {hold}, and check the key's rights with `genarc doctor`"
+    return protection

@@ -224,7 +224,9 @@ class Catalog:
         self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         # The objects of the newest generation, as its manifests list them (a synthetic full copies from these).
         self.conn.execute("CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, version_id TEXT, sha256 TEXT, "
-                          "size INTEGER, content_bytes INTEGER)")
+                          "size INTEGER, content_bytes INTEGER, method TEXT)")
+        if "method" not in {row[1] for row in self.conn.execute("PRAGMA table_info(objects)")}:
+            self.conn.execute("ALTER TABLE objects ADD COLUMN method TEXT")  # a catalog from before the tripwire
         # Every run this machine started: a point whose run id is not here was written by someone else.
         self.conn.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, started TEXT)")
         self.tree = TreeTable(self.conn, "tree")
@@ -245,8 +247,9 @@ class Catalog:
         if replace:
             self.conn.execute("DELETE FROM objects")
         for obj in objects:
-            self.conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
-                              (obj["key"], obj.get("version_id"), obj["sha256"], obj["size"], obj.get("content_bytes")))
+            self.conn.execute("INSERT OR REPLACE INTO objects (key, version_id, sha256, size, content_bytes, method) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (obj["key"], obj.get("version_id"), obj["sha256"],
+                                                            obj["size"], obj.get("content_bytes"), obj.get("method")))
 
     def adopt(self, scan: TreeTable, objects: Iterable[Mapping[str, Any]], *, replace: bool,
               tip: Mapping[str, str | None]) -> None:
@@ -271,6 +274,10 @@ class Catalog:
 
     def content_bytes(self) -> dict[str, int | None]:
         return {row[0]: row[1] for row in self.conn.execute("SELECT key, content_bytes FROM objects")}
+
+    def methods(self) -> dict[str, str]:
+        """How the content of each object of the newest generation was packed (``copy``: incompressible)."""
+        return {row[0]: row[1] for row in self.conn.execute("SELECT key, method FROM objects WHERE method IS NOT NULL")}
 
     @property
     def tip(self) -> str | None:

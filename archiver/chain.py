@@ -26,8 +26,10 @@ def replay(
     tree: TreeTable,
     workdir: Path,
     on_point: Callable[[Manifest], None] | None = None,
+    before_point: Callable[[Manifest, TreeTable], None] | None = None,
 ) -> Manifest:
-    """Replay ``tip``'s chain, from the full that opens it, into ``tree``.
+    """Replay ``tip``'s chain, from the full that opens it, into ``tree``. ``before_point`` sees each
+    manifest with the tree as it was before it; ``on_point`` sees it after.
 
     Inside the caller's transaction if one is open; otherwise in one of its own, which keeps
     what was replayed before an error (verify counts it).
@@ -36,17 +38,20 @@ def replay(
     if own:
         tree.conn.execute("BEGIN")
     try:
-        return _replay(repo, history, tip, tree, workdir, on_point)
+        return _replay(repo, history, tip, tree, workdir, on_point, before_point)
     finally:
         if own and tree.conn.in_transaction:
             tree.conn.execute("COMMIT")
 
 
 def _replay(repo: Repository, history: History, tip: Point, tree: TreeTable, workdir: Path,
-            on_point: Callable[[Manifest], None] | None) -> Manifest:
+            on_point: Callable[[Manifest], None] | None,
+            before_point: Callable[[Manifest, TreeTable], None] | None = None) -> Manifest:
     chain = history.chain(repo, tip, workdir)
     tree.clear()
     for current in chain:
+        if before_point is not None:
+            before_point(current, tree)
         tree.apply_manifest(current.entries(), current.objects, f"Manifest {current.key}")
         recorded = current.header.get("tree", {}).get("digest")
         if tree.digest() != recorded:

@@ -18,6 +18,7 @@ from .clock import day_seconds_from_env
 from .errors import ConfigError
 from .generation import RetentionPolicy
 from .store import MAX_SINGLE_PUT, StoreOptions
+from .tripwire import MEASURES, TripwireSettings
 
 COMPRESSIONS = ("zstd", "deflate", "lzma2", "copy")
 LOCK_MODES = ("compliance", "governance", "none")
@@ -93,6 +94,7 @@ class JobConfig:
     one_file_system: bool = False
     on_success: str | None = None  # shell commands run after the job (docs: "Hooks")
     on_failure: str | None = None
+    on_suspicion: str | None = None  # run when the tripwire trips (default: on_failure, with GENARC_SUSPICIOUS=1)
     schedule: Any = None  # a timetable.Schedule, or None: due whenever `genarc run` is called
 
 
@@ -109,6 +111,7 @@ class Config:
     store_options: StoreOptions = field(default_factory=StoreOptions)
     longterm: Mapping[str, int] = field(default_factory=dict)  # tier ("monthly" | "yearly") -> how many to keep
     fulls: "FullsSettings" = field(default_factory=lambda: FullsSettings())
+    tripwire: TripwireSettings = field(default_factory=TripwireSettings)
     warnings: tuple[str, ...] = ()  # settings that work but are probably not what was meant
 
     def job(self, name: str) -> JobConfig:
@@ -235,6 +238,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     retention, longterm = _retention(_Reader(path, top.get("retention", dict, {}), "retention."), env)
     fulls = _fulls(_Reader(path, top.get("fulls", dict, {}), "fulls."))
     volumes = _volumes(_Reader(path, top.get("volumes", dict, {}), "volumes."))
+    tripwire = _tripwire(_Reader(path, top.get("tripwire", dict, {}), "tripwire."))
     jobs = _jobs(top, path, base)
     top.finish()
     if not options.retention_updates and volumes.size > MAX_SINGLE_PUT:
@@ -246,7 +250,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
                         f"({retention.keep_days}): every point is kept far longer than asked, and storage grows with it; "
                         "`genarc plan` suggests a span")
     return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs, options, longterm, fulls,
-                  tuple(warnings))
+                  tripwire, tuple(warnings))
 
 
 def _repository(repo: _Reader, base: Path, path: Path) -> tuple[str, PasswordSource, str, str, StoreOptions]:
@@ -318,6 +322,25 @@ def _fulls(fl: _Reader) -> FullsSettings:
     return fulls
 
 
+def _tripwire(tw: _Reader) -> TripwireSettings:
+    defaults = TripwireSettings()
+    values: dict[str, Any] = {"enabled": tw.get("enabled", bool, True),
+                              "protect_days": tw.get("protect_days", int, defaults.protect_days),
+                              "min_files": tw.get("min_files", int, defaults.min_files)}
+    if not 1 <= values["protect_days"] <= MAX_LOCK_DAYS:
+        raise ConfigError(f"{tw.where('protect_days')}: must be between 1 and {MAX_LOCK_DAYS} days, "
+                          f"got {values['protect_days']}.")
+    if not 1 <= values["min_files"] <= 1_000_000_000:
+        raise ConfigError(f"{tw.where('min_files')}: must be at least 1, got {values['min_files']}.")
+    for measure in MEASURES:
+        share = float(tw.get(measure, (int, float), getattr(defaults, measure)))
+        if not 0.0 < share <= 1.0:
+            raise ConfigError(f"{tw.where(measure)}: a share of the files above 0 and at most 1, got {share}.")
+        values[measure] = share
+    tw.finish()
+    return TripwireSettings(**values)
+
+
 def _volumes(vol: _Reader) -> VolumeSettings:
     compression = vol.get("compression", str, "zstd")
     if compression not in COMPRESSIONS:
@@ -365,6 +388,7 @@ def _jobs(top: _Reader, path: Path, base: Path) -> dict[str, JobConfig]:
             one_file_system=job.get("one_file_system", bool, False),
             on_success=job.get("on_success", str),
             on_failure=job.get("on_failure", str),
+            on_suspicion=job.get("on_suspicion", str),
             schedule=_schedule(job),
         )
         job.finish()

@@ -17,9 +17,8 @@ from .errors import GenarcError
 from .clock import format_time
 from .generation import expires_from, lifecycle_age_days
 from .layout import manifests_prefix, parse_manifest_key
-from .longterm import job_names, policy_of
+from .longterm import job_names, lock_cap_days, policy_of
 from .plan import check_expiry, expiry_days, job_prefixes
-from .policy import max_retention_days
 from .repository import first_version, listing
 from .store import Inspector, KeyRights, Store, inspector_for
 
@@ -74,7 +73,27 @@ def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = T
         _check_delete(config, inspector, report)
         _check_cap(config, inspector, report, now)
     _check_holds(config, store, report, now)
+    _check_tripwire(config, rights, report)
     return report
+
+
+def _check_tripwire(config: Config, rights: KeyRights | None, report: DoctorReport) -> None:
+    """Can a trip protect the last clean point? It extends locks with the backup key."""
+    settings = config.tripwire
+    fallback = "an administrator's `genarc hold` is then the only way to keep the last clean point"
+    if not settings.enabled:
+        report.add("tripwire", "warn", "the tripwire is off ([tripwire] enabled = false): a poisoned source is backed "
+                   "up as normal changes until the clean generations expire (`genarc watch` still measures it)")
+    elif config.lock_mode == "none":
+        report.add("tripwire", "warn", f"lock_mode = \"none\": a trip cannot extend any lock; {fallback}")
+    elif rights is not None and "writeFileRetentions" not in rights.capabilities:
+        report.add("tripwire", "warn", f"the key lacks writeFileRetentions, so a trip cannot extend locks; {fallback}")
+    elif rights is None and not config.store_options.retention_updates:
+        report.add("tripwire", "warn", "retention_updates = false: the key may not extend a lock, so a trip cannot "
+                   f"protect the last clean point; {fallback}")
+    else:
+        report.add("tripwire", "ok", f"on; a trip extends the last clean point's locks to {settings.protect_days} "
+                   f"days from then, within the {lock_cap_days(config)}-day cap `genarc policy` sets")
 
 
 def expected_age(config: Config) -> int:
@@ -223,7 +242,7 @@ def _check_delete(config: Config, inspector: Inspector, report: DoctorReport) ->
 def _check_cap(config: Config, inspector: Inspector, report: DoctorReport, now: datetime) -> None:
     """Does the server refuse a lock longer than any run asks for? `genarc policy` caps it with a condition
     that not every server evaluates; the probe leaves a few bytes under a job prefix where it does not."""
-    cap = max(max_retention_days(policy_of(config, job)) for job in job_names(config))
+    cap = lock_cap_days(config)
     try:
         refused = inspector.probe_retention_cap(now + timedelta(days=cap + 2), under=f"{min(config.jobs)}/")
     except GenarcError as exc:

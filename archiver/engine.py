@@ -22,7 +22,7 @@ from typing import Any, Callable
 from .backup import Progress, RunReport, run_job
 from .clock import Clock
 from .config import Config, JobConfig
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, GenarcError, IntegrityError, Interrupted
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, EXIT_SUSPICIOUS, GenarcError, IntegrityError, Interrupted
 from .history import History
 from .longterm import promote
 from .monitoring import run_hook, write_metrics
@@ -140,6 +140,11 @@ class Engine:
             message = f"internal error: {type(exc).__name__}: {exc}. Rerun with --debug and report it."
             self.log("error", message, job=job.name, exit_code=EXIT_INTERNAL)
             return JobOutcome(job.name, EXIT_INTERNAL, error=message), message
+        if report.suspicious:
+            reasons = "; ".join(report.suspicion.get("reasons", [])[:3])
+            self.log("warning", f"suspicious changes (tripwire score {report.suspicion['score']}): {reasons}",
+                     job=job.name)
+            return JobOutcome(job.name, EXIT_SUSPICIOUS, report), f"suspicious changes: {reasons}"
         outcome = JobOutcome(job.name, EXIT_PARTIAL if report.partial else EXIT_OK, report)
         return outcome, "; ".join(report.warnings[:3])
 
@@ -156,8 +161,17 @@ class Engine:
                 warn(f"cannot write the metrics file {options.metrics_file}: {exc.strerror}")
         env = {"GENARC_JOB": job.name, "GENARC_EXIT_CODE": str(outcome.exit_code), "GENARC_MESSAGE": message,
                "GENARC_REPOSITORY": self.config.repository_url}
+        env["GENARC_SUSPICIOUS"] = "0"
         if report is not None:
             env.update(GENARC_GENERATION=str(report.generation), GENARC_POINT=str(report.point),
                        GENARC_MANIFEST=report.manifest_key, GENARC_LOCK_UNTIL=report.lock_until,
-                       GENARC_KIND=report.kind_detail or report.kind)
+                       GENARC_KIND=report.kind_detail or report.kind,
+                       GENARC_SUSPICION_SCORE=str(report.suspicion.get("score", 0.0)))
+            if report.suspicious:
+                protected = report.suspicion.get("protected") or {}
+                env.update(GENARC_SUSPICIOUS="1", GENARC_PROTECTED_POINT=protected.get("point") or "",
+                           GENARC_PROTECTED_UNTIL=protected.get("until") or "")
+        if outcome.exit_code == EXIT_SUSPICIOUS:
+            run_hook(job.on_suspicion or job.on_failure, env, warn)
+            return
         run_hook(job.on_success if outcome.exit_code in (EXIT_OK, EXIT_PARTIAL) else job.on_failure, env, warn)

@@ -19,6 +19,7 @@ EXIT_INTEGRITY = 7
 EXIT_STORE_UNAVAILABLE = 8
 EXIT_LOCAL_IO = 9
 EXIT_UNSAFE = 10
+EXIT_SUSPICIOUS = 11
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -36,6 +37,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_STORE_UNAVAILABLE: "store unavailable: the repository cannot be reached or is not initialised",
     EXIT_LOCAL_IO: "local I/O: the local disk is full or a local file cannot be written",
     EXIT_UNSAFE: "unsafe: `genarc doctor`, `genarc watch` or `genarc audit` found the repository not ransomware-safe, not healthy or written to by someone else",
+    EXIT_SUSPICIOUS: "suspicious: the run committed, but its changes look like ransomware (the tripwire); the last "
+                     "clean point was protected. Check the source, then `genarc acknowledge JOB`",
     EXIT_INTERNAL: "internal error: a bug in genarc; rerun with --debug and report the traceback",
     EXIT_INTERRUPTED: "interrupted: stopped by SIGINT or SIGTERM; nothing was committed by the interrupted run",
 }

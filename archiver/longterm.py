@@ -53,6 +53,23 @@ def policy_of(config: Config, job: str) -> RetentionPolicy:
     return config.retention
 
 
+def lock_cap_days(config: Config, job: str | None = None) -> int:
+    """The longest lock, in whole days, that a run of ``job`` (None: of any job or tier) asks for: its
+    generations' lock, or the tripwire's protection of a clean point when that is longer."""
+    from .policy import max_retention_days
+
+    names = [job] if job is not None else job_names(config)
+    return max(max(max_retention_days(policy_of(config, name)) for name in names), protect_cap_days(config))
+
+
+def protect_cap_days(config: Config) -> int:
+    """The tripwire's protection in whole days (0 when it is off), with a day of slack like every cap."""
+    if not config.tripwire.enabled:
+        return 0
+    seconds = config.tripwire.protect_days * config.retention.day_seconds
+    return -(-seconds // 86400) + 1
+
+
 def period(when: datetime, tier: str) -> str:
     return when.strftime("%Y-%m" if tier == "monthly" else "%Y")
 

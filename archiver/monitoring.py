@@ -28,6 +28,9 @@ METRICS = {
     "genarc_last_run_deletes": "Delete requests the backup client sent (always 0).",
     "genarc_generation_age_seconds": "Age of the newest generation at the last run.",
     "genarc_lock_until_timestamp_seconds": "Retain-until date of the newest restore point's objects (Unix time).",
+    "genarc_suspicion_score": "The tripwire's score of the last run (1 or more trips it).",
+    "genarc_suspicious": "1 while a tripwire trip is unacknowledged (the run exits 11), else 0.",
+    "genarc_protected_until_timestamp_seconds": "Until when the tripwire keeps the last clean point locked (Unix time).",
 }
 _LINE = re.compile(r'^(genarc_[a-z_]+)\{job="((?:[^"\\]|\\.)*)"\} (\S+)$')
 
@@ -55,7 +58,7 @@ def write_metrics(path: Path, job: str, exit_code: int, now: datetime, report: A
     values[("genarc_last_run_timestamp_seconds", job)] = now.timestamp()
     values[("genarc_last_run_exit_code", job)] = float(exit_code)
     if report is not None:
-        if exit_code in (0, 1):
+        if exit_code in (0, 1, 11):  # 11 (suspicious) committed its point too
             values[("genarc_last_success_timestamp_seconds", job)] = now.timestamp()
         values[("genarc_last_run_duration_seconds", job)] = report.duration_s
         values[("genarc_last_run_uploaded_bytes", job)] = float(report.bytes_uploaded)
@@ -69,6 +72,12 @@ def write_metrics(path: Path, job: str, exit_code: int, now: datetime, report: A
         until = _ts(report.lock_until)
         if until is not None:
             values[("genarc_lock_until_timestamp_seconds", job)] = until
+        suspicion = report.suspicion or {}
+        values[("genarc_suspicion_score", job)] = float(suspicion.get("score") or 0.0)
+        values[("genarc_suspicious", job)] = 1.0 if suspicion.get("suspicious") else 0.0
+        protected = _ts((suspicion.get("protected") or {}).get("until"))
+        if protected is not None:
+            values[("genarc_protected_until_timestamp_seconds", job)] = protected
     lines = []
     for name, help_text in METRICS.items():
         series = sorted((j, v) for (n, j), v in values.items() if n == name)

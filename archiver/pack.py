@@ -28,6 +28,7 @@ from .scan import open_below
 
 TORN_RETRIES = 3
 PROBE_BYTES = 64 * 1024
+PROBE_MIN = 512  # smaller files are packed with the job's method (and count as compressible to the tripwire)
 INCOMPRESSIBLE_RATIO = 0.95
 _ODD = set(range(0x00, 0x20)) | {0x7F}
 
@@ -167,7 +168,7 @@ def xxh3_file(path: str, root: str = "") -> str:
 
 def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFolders | None = None) -> bool:
     """A quick probe: zlib level 1 on up to two 64 KiB samples (start and middle)."""
-    if size < 4096:
+    if size < PROBE_MIN:
         return False
     try:
         fh, _ = folders.open(path, root) if folders is not None else open_source(path, root)

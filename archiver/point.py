@@ -102,11 +102,12 @@ class PointWriter:
         return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method, content_bytes))
 
     def copy_volume(self, src_key: str, src_version_id: str | None, sha256: str, key: str, *,
-                    content_bytes: int | None = None) -> StoredObject:
-        """Copy ``src_key`` server-side to ``key`` with the point's lock (the copy's SHA-256 must match)."""
+                    content_bytes: int | None = None, method: str | None = None) -> StoredObject:
+        """Copy ``src_key`` server-side to ``key`` with the point's lock (the copy's SHA-256 must match).
+        ``method``: how the source was packed, which a copy keeps (unknown: recorded as ``copy``)."""
         info = self.repo.store.copy(src_key, key, src_version_id=src_version_id, sha256=sha256,
                                     retention=self.lock.retention)
-        return self.add_object(StoredObject(key, info.size, sha256, info.version_id, "copy", content_bytes,
+        return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method or "copy", content_bytes,
                                             copied_from=src_key))
 
     def reupload_volume(self, src_key: str, src_version_id: str | None, sha256: str, key: str,
@@ -123,12 +124,13 @@ class PointWriter:
         return self.add_object(StoredObject(key, info.size, sha256, info.version_id, "copy", copied_from=src_key))
 
     # -- entries ---------------------------------------------------------------------------------
-    def add_row(self, row: Mapping[str, Any], op: str) -> None:
-        """List one tree row; content stored by this point is referred to by its object index."""
+    def add_row(self, row: Mapping[str, Any], op: str) -> dict[str, Any]:
+        """List one tree row; content stored by this point is referred to by its object index. Returns the entry."""
         entry = entry_of(row, path_name(row["path"]), op, self._index)
         if self.full and "obj" not in entry and row["type"] == "file" and row["size"]:
             raise IntegrityError(f"internal: a full lists {entry['path']!r} without a volume of its own generation")
         self._manifest.add(entry)
+        return entry
 
     def add_removal(self, path: bytes) -> None:
         self._manifest.add({"op": "remove", "path": path_name(path)})

@@ -92,12 +92,14 @@ def _read_statements(location: Location) -> list[dict]:
 
 
 def s3_backup_policy(location: Location, policies: RetentionPolicy | Iterable[RetentionPolicy],
-                     retention_updates: bool = True) -> dict:
+                     retention_updates: bool = True, min_cap_days: int = 0) -> dict:
     """The backup key's rights; its locks are capped at the longest any of ``policies`` asks for (the daily
     generations' and each long-term tier's). ``retention_updates=False``: the key may not set a lock after upload
     at all (PutObjectRetention is denied), for servers that cannot be trusted with it (Ceph 16 wraps dates past
-    2106 and ignores the cap)."""
-    cap = str(max(max_retention_days(p) for p in ([policies] if isinstance(policies, RetentionPolicy) else policies)))
+    2106 and ignores the cap). ``min_cap_days``: a longer lock some other writer asks for (the tripwire's
+    protection of a clean point, ``longterm.protect_cap_days``)."""
+    longest = max(max_retention_days(p) for p in ([policies] if isinstance(policies, RetentionPolicy) else policies))
+    cap = str(max(longest, min_cap_days))
     writes = ["s3:PutObject", "s3:PutObjectRetention"] if retention_updates else ["s3:PutObject"]
     denied = DENIED_TO_BACKUP if retention_updates else [*DENIED_TO_BACKUP, "s3:PutObjectRetention"]
     return {

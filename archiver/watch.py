@@ -12,7 +12,12 @@ generations expire:
   failing its HMAC);
 - **lock**: the newest point's objects are not locked into the future;
 - **drift**: the job config recorded in the newest point differs from the point
-  before it (sources, excludes, one_file_system): what an attacker changes first.
+  before it (sources, excludes, one_file_system), or the tripwire was switched off: what an
+  attacker changes first;
+- **suspicious**: a point of the newest generation changed what ransomware changes
+  (``archiver/tripwire.py``), measured here from the manifests whatever the client's tripwire
+  said or whether it was on. A full's changes are measured by the client against the previous
+  generation; watch reads that claim from its manifest.
 """
 
 from __future__ import annotations
@@ -25,20 +30,23 @@ from . import chain as chain_mod
 from .clock import Clock, format_time, parse_time
 from .history import History, Point, describe
 from .errors import GenarcError
+from .manifest import Manifest
 from .repository import Repository
+from .catalog import TreeTable
+from .tripwire import Measurer, Profile, TripwireSettings, judge
 
-WATCHED_CONFIG = ("sources", "exclude", "one_file_system")
+WATCHED_CONFIG = ("sources", "exclude", "one_file_system", "tripwire")
 
 
 @dataclass
 class Finding:
     job: str
-    kind: str  # "stale" | "suspect" | "chain" | "lock" | "drift"
+    kind: str  # "stale" | "suspect" | "chain" | "lock" | "drift" | "suspicious"
     message: str
 
 
 def watch(repo: Repository, jobs: list[str], clock: Clock, max_age: timedelta, workdir: Path,
-          trusted_before: datetime | None = None) -> list[Finding]:
+          trusted_before: datetime | None = None, tripwire: TripwireSettings | None = None) -> list[Finding]:
     findings: list[Finding] = []
     workdir.mkdir(parents=True, exist_ok=True)
     now = clock.now()
@@ -63,9 +71,11 @@ def watch(repo: Repository, jobs: list[str], clock: Clock, max_age: timedelta, w
             findings.append(Finding(job, "stale", f"the newest trusted restore point of {job} was stored "
                                                   f"{format_time(when)}, older than {max_age}"))
         headers: list[dict] = []
+        profiles = _Profiles(job, tripwire or TripwireSettings(), findings)
         with chain_mod.scratch_tree(workdir, f"watch-{job.replace('~', '_')}.sqlite") as tree:
             try:
-                chain_mod.replay(repo, history, newest, tree, workdir, on_point=lambda m: headers.append(m.header))
+                chain_mod.replay(repo, history, newest, tree, workdir, on_point=lambda m: headers.append(m.header),
+                                 before_point=None if longterm else profiles.measure)
             except GenarcError as exc:
                 findings.append(Finding(job, "chain", f"the chain of {job}'s newest generation is broken: {exc.message}"))
         if headers:
@@ -75,6 +85,38 @@ def watch(repo: Repository, jobs: list[str], clock: Clock, max_age: timedelta, w
                 _check_drift(job, previous, headers[-1], findings)
         history.drop(workdir)
     return findings
+
+
+class _Profiles:
+    """The tripwire's measure of each point of a chain, judged against the chain's earlier untripped points."""
+
+    def __init__(self, job: str, settings: TripwireSettings, findings: list[Finding]) -> None:
+        self.job, self.settings, self.findings = job, settings, findings
+        self.history: list[Profile] = []
+        self.methods: dict[str, str] = {}
+
+    def measure(self, manifest: Manifest, before: TreeTable) -> None:
+        header = manifest.header
+        objects = manifest.objects
+        if header.get("kind") == "full":
+            profile = Profile.from_dict(header.get("profile"))  # measured by the client against the last generation
+            claimed = " (as the client measured it)"
+        else:
+            measurer = Measurer(before, self.methods, objects, str((header.get("config") or {}).get("compression")))
+            for entry in manifest.entries():
+                measurer.entry(entry)
+            profile, claimed = measurer.finish(), ""
+        self.methods.update({o["key"]: o.get("method") for o in objects if isinstance(o.get("method"), str)})
+        if profile is None or not profile.files_before:
+            return
+        verdict = judge(profile, self.history, self.settings)
+        if not verdict.suspicious:
+            self.history.append(profile)
+            return
+        point = header.get("point") or {}
+        self.findings.append(Finding(self.job, "suspicious", (
+            f"{self.job}'s point {header.get('generation', {}).get('seq')}.{point.get('seq')} ({manifest.key}, "
+            f"{point.get('time')}) looks like ransomware{claimed}, score {verdict.score}: " + "; ".join(verdict.reasons))))
 
 
 def _check_lock(repo: Repository, job: str, newest, header: dict, now: datetime, findings: list[Finding]) -> None:
@@ -110,7 +152,9 @@ def _previous_generation_tip(repo: Repository, history: History, newest: Point, 
 
 def _check_drift(job: str, before: dict, after: dict, findings: list[Finding]) -> None:
     old, new = before.get("config", {}), after.get("config", {})
-    changes = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in WATCHED_CONFIG if old.get(key) != new.get(key)]
+    # The tripwire counts when it is switched off (points from before it existed do not record it).
+    changes = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in WATCHED_CONFIG if old.get(key) != new.get(key)
+               and (key != "tripwire" or (new.get(key) is False and old.get(key) is not False))]
     if changes:
         findings.append(Finding(job, "drift", f"the job config of {job} changed at the newest point "
                                               f"({after['point']['time']}): " + "; ".join(changes)))

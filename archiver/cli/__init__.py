@@ -10,9 +10,10 @@ from typing import Sequence
 from .. import interrupt
 from . import output
 from ..errors import EXIT_CODES, EXIT_INTERNAL, GenarcError, Interrupted
-from . import audit, catalog, daemon, doctor, hold, init, list as list_cmd, ls, plan, policy, restore, run, verify, watch
+from . import acknowledge, audit, catalog, daemon, doctor, hold, init, list as list_cmd, ls, plan, policy, restore, run, verify, watch
 
-COMMANDS = (init, run, daemon, list_cmd, ls, restore, verify, audit, hold, catalog, plan, doctor, policy, watch)
+COMMANDS = (init, run, daemon, list_cmd, ls, restore, verify, audit, hold, acknowledge, catalog, plan, doctor, policy,
+            watch)
 
 
 NAMES_HELP = """names in output:

@@ -6,8 +6,7 @@ import argparse
 
 from ..audit import audit
 from ..errors import EXIT_OK, EXIT_UNSAFE
-from ..longterm import policy_of
-from ..policy import max_retention_days
+from ..longterm import lock_cap_days
 from .common import add_json, add_trusted_before, context, emit_json, escape, parse_time_option, say, workdir
 
 HELP = "name everything in the repository genarc did not write the way it writes (exit 10 on any finding)"
@@ -31,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     with workdir("genarc-audit-") as tmp:
         report = audit(repo, jobs, clock=ctx.clock, workdir=tmp, state_dir=ctx.state_dir,
                        trusted_before=parse_time_option(args.trusted_before, "--trusted-before"), whole=not args.job,
-                       cap_days=lambda job: max_retention_days(policy_of(ctx.config, job)))
+                       cap_days=lambda job: lock_cap_days(ctx.config, job))
     code = EXIT_OK if report.ok else EXIT_UNSAFE
     if args.json:
         emit_json({"exit_code": code, "report": report})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import policy as policy_mod
-from ..longterm import job_names, policy_of
+from ..longterm import job_names, policy_of, protect_cap_days
 from ..store import split_bucket_url
 from .common import add_json, context, emit_json, say
 
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if scheme == "s3":
         document = (policy_mod.s3_watchdog_policy(location) if args.watchdog
                     else policy_mod.s3_backup_policy(location, [policy_of(ctx.config, j) for j in job_names(ctx.config)],
-                                                     ctx.config.store_options.retention_updates))
+                                                     ctx.config.store_options.retention_updates,
+                                                     protect_cap_days(ctx.config)))
         if args.json:
             emit_json(document)
         else:

@@ -57,9 +57,29 @@ def summary(report: RunReport) -> str:
     for promotion in report.longterm:
         lines.append(f"  kept as the {promotion['tier']} long-term point: {promotion['objects']} volume(s) copied "
                      f"server-side ({human_bytes(promotion['copied_bytes'])}), locked until {promotion['locked_until']}")
+    lines += suspicion_lines(report)
     if report.warnings:
         lines.append(f"  {len(report.warnings)} warning(s): the run is partial")
     return "\n".join(lines)
+
+
+def suspicion_lines(report: RunReport) -> list[str]:
+    """What the tripwire says about the run: nothing when all is well."""
+    suspicion = report.suspicion
+    if not suspicion.get("suspicious"):
+        return []
+    lines = [f"  SUSPICIOUS (tripwire score {suspicion['score']}): these changes look like ransomware"]
+    lines += [f"    {escape(reason)}" for reason in suspicion.get("reasons", [])]
+    lines += [f"    e.g. {escape(example)}" for example in suspicion.get("profile", {}).get("examples", [])]
+    protected = suspicion.get("protected") or {}
+    if protected.get("until") and not protected.get("error"):
+        lines.append(f"  protected: the last clean point {protected.get('label', protected['point'])} "
+                     f"({protected['objects']} object(s)) is locked until at least {protected['until']}")
+    elif protected.get("error"):
+        lines.append(f"  NOT protected: {escape(protected['error'])}")
+    lines.append(f"  check the source; restore from the protected point if it was attacked; then "
+                 f"`genarc acknowledge {report.job}`")
+    return lines
 
 
 def options(args: argparse.Namespace) -> RunOptions:

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = [args.job] if args.job else repo.jobs()
     with workdir("genarc-watch-") as tmp:
         findings = watch(repo, jobs, ctx.clock, max_age, tmp,
-                         trusted_before=parse_time_option(args.trusted_before, "--trusted-before"))
+                         trusted_before=parse_time_option(args.trusted_before, "--trusted-before"),
+                         tripwire=ctx.config.tripwire)
     code = EXIT_UNSAFE if findings else EXIT_OK
     if args.json:
         emit_json({"exit_code": code, "jobs": jobs, "findings": [f.__dict__ for f in findings]})

@@ -105,6 +105,18 @@ def test_internal_error_and_interrupted(ready, monkeypatch):
     assert not list(ready.repo.glob("data/manifests/*/*.m7z"))
 
 
+def test_suspicious(ready):
+    texts = [ready.src / f"doc{i}.txt" for i in range(40)]
+    for path in texts:
+        path.write_text(f"an ordinary document, number {path.name}\n" * 40)
+    check(ready.genarc("run", now=NOW), errors.EXIT_OK, "a clean run")
+    for path in texts:
+        path.write_bytes(os.urandom(path.stat().st_size))  # encrypted in place
+    result = ready.genarc("run", now="2027-07-02T02:00:00Z")
+    check(result, errors.EXIT_SUSPICIOUS, "the tripwire tripped", report_on_stdout=True)
+    assert "SUSPICIOUS" in result.out and "genarc acknowledge data" in result.out
+
+
 def test_every_documented_code_was_produced():
     """Runs last in this module: the table has no code that no scenario produces."""
     assert set(PRODUCED) == set(EXIT_CODES), sorted(set(EXIT_CODES) - set(PRODUCED))

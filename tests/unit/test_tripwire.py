@@ -1,0 +1,99 @@
+"""The tripwire's arithmetic: what a point changed (Measurer) and whether it trips (judge). Pure."""
+
+from __future__ import annotations
+
+from archiver.catalog import TreeTable, connect, path_key
+from archiver.tripwire import Measurer, Profile, TripwireSettings, judge
+
+SETTINGS = TripwireSettings()
+
+
+def tree_of(files: dict[str, tuple[int, str, str]]) -> TreeTable:
+    """path -> (size, xxh3, object key); objects "z" hold compressible content, "c" incompressible."""
+    tree = TreeTable(connect(":memory:"), "tree")
+    for path, (size, digest, obj) in files.items():
+        tree.put({"path": path_key(path), "type": "file", "size": size, "xxh3": digest, "obj_key": obj,
+                  "entry": path, "mode": 0o644, "mtime_ns": 1, "uid": 0, "gid": 0})
+    return tree
+
+
+METHODS = {"z": "zstd", "c": "copy"}
+OBJECTS = [{"key": "new-z", "method": "zstd"}, {"key": "new-c", "method": "copy"}]
+
+
+def change(path: str, size: int, digest: str, dense: bool, op: str = "change") -> dict:
+    return {"op": op, "path": path, "type": "file", "size": size, "xxh3": digest, "obj": 1 if dense else 0}
+
+
+def test_encrypting_in_place_and_renaming_is_measured_as_such():
+    before = tree_of({f"home/doc{i}.txt": (5000, f"h{i}", "z") for i in range(100)})
+    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    for i in range(60):  # encrypted in place
+        m.entry(change(f"home/doc{i}.txt", 5000, f"x{i}", dense=True))
+    for i in range(60, 80):  # encrypted and renamed
+        m.entry({"op": "remove", "path": f"home/doc{i}.txt"})
+        m.entry(change(f"home/doc{i}.txt.locked", 5016, f"y{i}", dense=True, op="add"))
+    p = m.finish()
+    assert (p.files_before, p.changed, p.added, p.removed, p.renamed) == (100, 60, 20, 20, 20)
+    assert p.turned_dense == 80 and p.dense_rewrites == 80 and p.same_size == 60
+    verdict = judge(p, [], SETTINGS)
+    assert verdict.suspicious and verdict.score >= 1 and len(verdict.reasons) == 3
+
+
+def test_ordinary_changes_do_not_trip():
+    before = tree_of({**{f"src/m{i}.c": (3000, f"h{i}", "z") for i in range(200)},
+                      **{f"photos/p{i}.jpg": (90000, f"j{i}", "c") for i in range(50)}})
+    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    for i in range(80):  # a branch switch: many sources change, still compressible
+        m.entry(change(f"src/m{i}.c", 3100, f"n{i}", dense=False))
+    for i in range(10):  # renamed, compressible: a .c to .cpp migration is no rename the tripwire counts
+        m.entry({"op": "remove", "path": f"src/m{100 + i}.c"})
+        m.entry(change(f"src/m{100 + i}.cpp", 3000, f"h{100 + i}", dense=False, op="add"))
+    for i in range(300):  # a photo import: new incompressible files
+        m.entry(change(f"photos/new{i}.jpg", 80000, f"q{i}", dense=True, op="add"))
+    m.entry({"op": "remove", "path": "lib/libz.so.1.2.13"})  # not in the tree: ignored
+    p = m.finish()
+    assert p.turned_dense == 0 and p.renamed == 0 and p.added == 310
+    verdict = judge(p, [], SETTINGS)
+    assert not verdict.suspicious and verdict.score < 1
+
+
+def test_version_bumps_are_not_renames():
+    before = tree_of({"lib/libz.so.1.2.13": (90000, "a", "z")})
+    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    m.entry({"op": "remove", "path": "lib/libz.so.1.2.13"})
+    m.entry(change("lib/libz.so.1.2.14", 90000, "b", dense=True, op="add"))
+    assert m.finish().renamed == 0
+
+
+def test_a_full_lists_everything_and_only_changed_content_counts():
+    before = tree_of({f"d/f{i}": (1000, f"h{i}", "z") for i in range(50)})
+    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    for i in range(50):
+        same = i >= 30
+        m.entry(change(f"d/f{i}", 1000, f"h{i}" if same else f"e{i}", dense=not same, op="add"))
+    p = m.finish()
+    assert (p.changed, p.added, p.turned_dense) == (30, 0, 30)
+
+
+def test_floors_and_history():
+    quiet = Profile(files_before=10, changed=10, turned_dense=10, dense_rewrites=10)
+    assert not judge(quiet, [], SETTINGS).suspicious  # fewer files than min_files never trip
+    first = Profile(files_before=0, added=5000)
+    assert judge(first, [], SETTINGS).score == 0  # a first run has nothing to compare with
+    # A job whose normal day rewrites over half its files with incompressible data (say, a media cache)...
+    busy = [Profile(files_before=1000, changed=550 + 5 * i, dense_rewrites=550 + 5 * i) for i in range(10)]
+    today = Profile(files_before=1000, changed=600, dense_rewrites=600)
+    assert judge(today, busy[:2], SETTINGS).suspicious  # too little history: the floor decides
+    learned = judge(today, busy, SETTINGS)
+    assert not learned.suspicious and learned.thresholds["dense_rewrites"] > 0.6
+    # ...still trips when files that used to compress stop compressing.
+    assert judge(Profile(files_before=1000, changed=400, turned_dense=200, dense_rewrites=400), busy, SETTINGS).suspicious
+
+
+def test_profiles_read_back_only_when_well_formed():
+    p = Profile(files_before=3, changed=1, examples=["a"])
+    assert Profile.from_dict(p.as_dict()) == p
+    assert Profile.from_dict({"files_before": -1}) is None
+    assert Profile.from_dict({"files_before": "many"}) is None
+    assert Profile.from_dict("junk") is None
