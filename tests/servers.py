@@ -194,3 +194,38 @@ class B2Sim:
         # account-wide here; the capability list is what the tests exercise.
         key = self.admin_api.create_key(capabilities, f"{name}-{secrets.token_hex(3)}")
         return key.id_, key.application_key
+
+
+class B2SimAdmin:
+    """Admin access to a simulated B2 bucket, for ``archiver.admin.lifecycle.LifecycleExecutor``: it lists
+    every file version with its retention and upload time as the simulator holds them (read afresh each time,
+    so an extended retention is seen), hides and deletes. The executor itself never removes a version whose
+    retention is ahead of its simulated "now"; the simulator would not stop it (a gap the real B2 has not)."""
+
+    def __init__(self, sim: "B2Sim", bucket: str) -> None:
+        self.api, self.bucket_name = sim.admin_api, bucket
+        self.bucket = sim.admin_api.get_bucket_by_name(bucket)
+
+    def versions(self, prefix: str) -> list:
+        from datetime import datetime, timezone
+
+        from archiver.admin.lifecycle import AdminVersion
+
+        found = []
+        for version, _ in self.bucket.ls(prefix.rstrip("/"), latest_only=False, recursive=True):
+            retention = getattr(version, "file_retention", None)
+            until = None
+            if retention is not None and getattr(retention, "retain_until", None):
+                until = datetime.fromtimestamp(retention.retain_until / 1000, timezone.utc)
+            found.append(AdminVersion(version.file_name, version.id_, int(version.size or 0),
+                                      version.action == "hide", until,
+                                      datetime.fromtimestamp(version.upload_timestamp / 1000, timezone.utc)))
+        return found
+
+    def hide(self, key: str) -> str | None:
+        return self.bucket.hide_file(key).id_
+
+    def remove_version(self, key: str, version_id: str | None) -> None:
+        # The simulator checks retention against the real clock while the test's days are simulated:
+        # with governance locks the admin bypasses it, once the executor has checked the simulated lock.
+        self.api.delete_file_version(version_id, key, bypass_governance=True)

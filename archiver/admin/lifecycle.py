@@ -85,7 +85,9 @@ class LifecycleExecutor:
 
     def _apply_key(self, rule: Rule, key: str, versions: list[AdminVersion], now: datetime,
                    report: ExecutorReport) -> None:
-        ordered = sorted(versions, key=lambda v: (self.noncurrent_since.get((v.key, v.version_id)) or self._born(v)))
+        # A marker this executor placed and the version it hid share a time: the marker is the newer.
+        ordered = sorted(versions, key=lambda v: (self.noncurrent_since.get((v.key, v.version_id)) or self._born(v),
+                                                  v.is_delete_marker))
         latest = ordered[-1]
         if (rule.expire_days is not None and not latest.is_delete_marker
                 and now >= self._born(latest) + self.day * rule.expire_days):

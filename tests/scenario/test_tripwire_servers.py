@@ -147,3 +147,107 @@ def test_ceph_protects_the_clean_point_past_its_lifecycle_and_the_attacker_canno
     code, _, err = repos["control"].genarc("restore", "data", "--generation", "1", "--point", "2",
                                            "--target", str(target))
     assert code != EXIT_OK  # expired, as the lifecycle promises for an unprotected point
+
+
+def test_b2_simulator_protects_the_clean_point_through_file_retention(workspace):
+    from archiver import config as config_mod
+    from archiver.admin.lifecycle import LifecycleExecutor, UploadLedger
+    from archiver.backup import run_job
+    from archiver.clock import FixedClock
+    from archiver.generation import lifecycle_age_days
+    from archiver.plan import b2_lifecycle, job_prefixes
+    from archiver.policy import b2_backup_capabilities
+    from archiver.repository import Repository
+    from archiver.restore import restore
+    from archiver.store import open_store
+    from archiver.store.inspect import rules_from_b2
+    from archiver.store.b2 import B2Store
+    from tests.conftest import history_of
+    from tests.scenario.test_year_of_lifecycle import Recording
+    from tests.servers import B2Sim, B2SimAdmin
+
+    ws = workspace
+    t0 = datetime.now(timezone.utc).replace(microsecond=0)
+    clock = FixedClock(t0)
+    ledger = UploadLedger()  # the simulator's upload stamps are a counter: the executor goes by this record
+    setups, sims = {}, {}
+    for name in ("poisoned", "control"):
+        # One simulator each: the simulator numbers file ids per bucket, so two buckets of one simulator
+        # share ids and a read by id can reach the other bucket's file (the real B2's ids are unique).
+        sim = sims[name] = B2Sim()
+        key_id, key = sim.make_key(b2_backup_capabilities(lock=True))
+        api = sim.api_for(key_id, key)
+        bucket = sim.make_bucket(lock=True)
+        src = ws.root / f"src-{name}"
+        src.mkdir()
+        # Governance, so that the simulated lifecycle can remove what its simulated clock has unlocked while
+        # the simulator checks real time (compliance, in real time, is the Ceph test's).
+        ws.write_config(url=f"b2://{bucket}/backups", keep_days=2, generation_days=1, margin_days=1,
+                        volume_size="64KiB", workers=1, sources=[str(src)], lock_mode="governance")
+        with open(ws.config, "a") as fh:
+            fh.write("\n[tripwire]\nprotect_days = 10\n")
+        cfg = config_mod.load(ws.config)
+        store = open_store(cfg.repository_url, backend=Recording(B2Store(lambda api=api: api, bucket, "backups"),
+                                                                 ledger, clock, "backups/"))
+        repo = Repository.init(cfg, t0, store=store)
+        setups[name] = (bucket, src, cfg, repo, store, documents(src, 100))
+
+    def run(name: str, hours: float):
+        _, _, cfg, repo, _, _ = setups[name]
+        clock.at = t0 + timedelta(hours=hours)
+        return run_job(repo, cfg, cfg.job("data"), clock=clock, state_dir=ws.root / "state")
+
+    clean = {}
+    for name, (_, src, _, _, _, docs) in setups.items():
+        assert not run(name, 0).suspicious
+        docs[0].write_text("the last clean change\n" * 40)
+        assert not run(name, 1).suspicious
+        clean[name] = snapshot(src)
+    poison(setups["poisoned"][5])
+    tripped = run("poisoned", 2)
+    assert tripped.suspicious and tripped.suspicion["score"] >= 1
+    protected = tripped.suspicion["protected"]
+    assert not protected.get("error") and "/p000002-" in protected["point"]
+    assert protected["until"] == (t0 + timedelta(hours=2, days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    setups["control"][5][1].write_text("an ordinary change\n" * 40)
+    assert not run("control", 2).suspicious
+
+    # Every file the clean point needs carries the new retention, in compliance mode.
+    repo, store = setups["poisoned"][3], setups["poisoned"][4]
+    history = history_of(repo)
+    point = next(p for p in history.points if p.key == protected["point"])
+    needed = history.needed(repo, [point], ws.root / "work")
+    assert len(needed) == protected["objects"] >= 3
+    until = t0 + timedelta(hours=2, days=10)
+    for file_key, version in needed:
+        info = store.stat(file_key, version_id=version)
+        assert info.retention.mode == "governance" and info.retention.until == until, file_key
+
+    control_history = history_of(setups["control"][3])
+    control_needed = control_history.needed(setups["control"][3], [control_history.points[1]], ws.root / "work")
+
+    # The bucket's lifecycle, played day by day past F + R + m + 1 days at the simulator's upload times.
+    age = lifecycle_age_days(setups["poisoned"][2].retention)
+    for name, (bucket, _, cfg, _, _, _) in setups.items():
+        executor = LifecycleExecutor(B2SimAdmin(sims[name], bucket),
+                                     rules_from_b2(b2_lifecycle(cfg.retention, job_prefixes("backups/", cfg.jobs))),
+                                     uploaded_at=ledger)
+        for day in range(1, age + 4):
+            executor.apply(t0 + timedelta(days=day))
+
+    # The control's clean point is gone: every version its chain had was removed.
+    control_repo = setups["control"][3]
+    left = {(v.key, v.version_id) for v in B2SimAdmin(sims["control"], setups["control"][0]).versions("backups/data/")}
+    assert not {(f"backups/{k}", v) for k, v in control_needed} & left
+    # The protected one is all there, and restores byte-exact.
+    left = {(v.key, v.version_id) for v in B2SimAdmin(sims["poisoned"], setups["poisoned"][0]).versions("backups/data/")}
+    assert {(f"backups/{k}", v) for k, v in needed} <= left
+    history = history_of(repo)
+    point = next(p for p in history.points if p.key == protected["point"])
+    target = ws.root / "restored"
+    restore(repo, history, point, target=target, includes=[], overwrite=False, workdir=ws.root / "w")
+    assert snapshot(restored_root(target, setups["poisoned"][1])) == clean["poisoned"]
+    with pytest.raises(Exception):
+        control_history = history_of(control_repo)
+        restore(control_repo, control_history, control_history.points[1], target=ws.root / "control",
+                includes=[], overwrite=False, workdir=ws.root / "w")
