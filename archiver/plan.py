@@ -176,6 +176,23 @@ def forecast(policy: RetentionPolicy, sizing: Sizing, days: int | None = None) -
     return result, curve
 
 
+@dataclass(frozen=True)
+class ProtectionCost:
+    """What one tripwire protection keeps, at most: the chain of the last clean point (a full and up to F days
+    of changes), for up to ``protect_days`` past the day the lifecycle would otherwise have removed it."""
+
+    protect_days: int
+    bytes: float
+    extra_cost: float
+
+
+def protection_cost(policy: RetentionPolicy, sizing: Sizing, protect_days: int) -> ProtectionCost:
+    full = sizing.source_bytes * sizing.compression
+    change = sizing.source_bytes * sizing.daily_change * sizing.compression
+    kept = full + policy.generation_days * change
+    return ProtectionCost(protect_days, kept, kept / 1e9 * sizing.price_gb_month * protect_days / 30)
+
+
 def suggest_generation_days(policy: RetentionPolicy, sizing: Sizing,
                             candidates: Iterable[int] | None = None) -> tuple[int, list[Forecast]]:
     """The F with the lowest monthly cost; a shorter restore chain breaks ties."""

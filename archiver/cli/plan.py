@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
            "suggested_generation_days": best, "longterm": longterm,
            "alternatives": [plan_mod.as_dict(a) for a in alternatives],
            "unlocked_recovery_window_days": {"s3": plan_mod.NONCURRENT_DAYS, "b2": plan_mod.DEFAULT_B2_HIDE_TO_DELETE}}
+    if cfg.tripwire.enabled:
+        out["tripwire_protection"] = plan_mod.as_dict(
+            plan_mod.protection_cost(policy, sizing, cfg.tripwire.protect_days))
     if args.simulate:
         from ..admin.simulate import simulate
 
@@ -142,6 +145,10 @@ def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternat
     say(f"  monthly cost: ${result.monthly_cost:.2f} (at ${sizing.price_gb_month}/GB-month, "
         f"${sizing.price_per_1000_requests} per 1,000 requests)")
     say(f"  longest restore chain: {result.longest_chain} points (a full plus its incrementals)")
+    if "tripwire_protection" in out:
+        cost = out["tripwire_protection"]
+        say(f"  a tripwire protection keeps the last clean point's chain (at most {h(cost['bytes'])}: a full and F "
+            f"days of changes) up to {cost['protect_days']} days longer: at most ${cost['extra_cost']:.2f} per trip")
     say(f"  without a lock, a delete-marked (S3) or hidden (B2) object can still be recovered for "
         f"{plan_mod.NONCURRENT_DAYS} day(s): notice an attack within that window")
     say("")

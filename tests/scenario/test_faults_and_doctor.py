@@ -194,6 +194,16 @@ def test_doctor_on_s3(workspace, moto, monkeypatch):
     code, checks = doctor(backup)
     assert code == EXIT_OK, checks
     assert checks["delete probe"] == "ok" and checks["object lock"] == "ok" and checks["lifecycle"] == "ok"
+    assert checks["tripwire"] == "ok"
+    # A key that may not raise a lock cannot protect the last clean point: said, with the fallback.
+    ws.config.write_text(ws.config.read_text().replace("[repository]\n", "[repository]\nretention_updates = false\n"))
+    code, checks = doctor(backup)
+    assert checks["tripwire"] == "warn"
+    ws.config.write_text(ws.config.read_text().replace("retention_updates = false\n", "")
+                         + "\n[tripwire]\nenabled = false\n")
+    code, checks = doctor(backup)
+    assert checks["tripwire"] == "warn"
+    ws.write_config(url=f"s3://{safe_bucket}/backups", endpoint_url=moto.url)
 
     code, checks = doctor(admin)  # a key that can delete
     assert code == EXIT_UNSAFE and checks["delete probe"] == "fail"
@@ -225,6 +235,10 @@ def test_doctor_on_b2(workspace):
     good_checks = {c.name: c.status for c in good.checks}
     bad_checks = {c.name: c.status for c in bad.checks}
     assert good_checks["key capabilities"] == "ok" and good_checks["object lock"] == "ok" and good.safe
+    assert good_checks["tripwire"] == "ok"  # the key has writeFileRetentions: a trip can raise locks
+    no_id, no_key = sim.make_key([c for c in b2_backup_capabilities(lock=True) if c != "writeFileRetentions"])
+    unable = diagnose(cfg, B2Store(lambda: sim.api_for(no_id, no_key), bucket, "backups"), parse_time("2027-03-01"))
+    assert {c.name: c.status for c in unable.checks}["tripwire"] == "warn"
     assert bad_checks["key capabilities"] == "fail" and not bad.safe
     assert any("deleteFiles" in c.detail for c in bad.checks)
 

@@ -40,6 +40,7 @@ def test_good_file_loads_with_paths_relative_to_it(tmp_path):
     assert cfg.volumes.size == 32 * 1024**2 and cfg.volumes.compression == "lzma2" and cfg.volumes.level == 1
     assert cfg.retention.lifecycle_age_days == 39
     assert cfg.password.kind == "env"
+    assert cfg.tripwire.enabled and cfg.tripwire.protect_days == 30 and cfg.tripwire.turned_dense == 0.10
 
 
 @pytest.mark.parametrize("change, key, words", [
@@ -50,6 +51,10 @@ def test_good_file_loads_with_paths_relative_to_it(tmp_path):
     (('one_file_system = true', 'one_file_system = true\nsourcse = []'), "jobs.home.sourcse", "unknown key"),
     (('password_env = "PW"', ''), "repository.password_file", "exactly one of"),
     (('sources = ["src"]', 'sources = []'), "jobs.home.sources", "at least one"),
+    (('[volumes]', '[tripwire]\nprotect_days = 0\n\n[volumes]'), "tripwire.protect_days", "between 1 and"),
+    (('[volumes]', '[tripwire]\nrenamed = 1.5\n\n[volumes]'), "tripwire.renamed", "at most 1"),
+    (('[volumes]', '[tripwire]\nenabled = "yes"\n\n[volumes]'), "tripwire.enabled", "expected bool"),
+    (('[volumes]', '[tripwire]\nprotect = 3\n\n[volumes]'), "tripwire.protect", "unknown key"),
 ])
 def test_errors_name_file_key_and_problem(tmp_path, change, key, words):
     path = write(tmp_path, GOOD.replace(*change))

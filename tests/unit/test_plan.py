@@ -99,3 +99,12 @@ def test_choose_copies_volumes_at_or_above_the_threshold():
     content = {"a": 100, "b": 100, "c": 100, "d": None}  # d: unknown size, so repacked
     assert choose(live, content, 0.5) == (["a", "b"], ["c", "d"])
     assert choose(live, content, 0.0) == (["a", "b", "c"], ["d"])
+
+
+def test_a_protection_costs_one_chain_for_protect_days():
+    from archiver.plan import protection_cost
+
+    sizing = Sizing(source_bytes=100e9, daily_change=0.01, compression=0.5)
+    cost = protection_cost(RetentionPolicy(keep_days=30, generation_days=7, margin_days=1), sizing, 30)
+    assert cost.bytes == 50e9 + 7 * 0.5e9  # a full and F days of changes
+    assert abs(cost.extra_cost - cost.bytes / 1e9 * sizing.price_gb_month) < 1e-9  # 30 days: one month

@@ -76,3 +76,16 @@ def test_the_cap_lets_every_long_term_tier_lock_as_planned(workspace):
         == str(longest)
     assert doc["WriteNewObjectsWithBoundedLocks"]["Condition"]["NumericLessThanEqualsIfExists"][
         "s3:object-lock-remaining-retention-days"] == str(longest)
+
+
+def test_the_cap_lets_the_tripwire_protect_for_protect_days(workspace):
+    """A protection locks the clean point protect_days from the trip: the cap must allow it, and only that."""
+    ws = workspace
+    ws.write_config(url="s3://backups-bucket/host1/genarc", endpoint_url="http://127.0.0.1:9")
+    ws.config.write_text(ws.config.read_text() + "\n[tripwire]\nprotect_days = 90\n")
+    doc = statements(ws.genarc("policy", "--json").json)
+    assert doc["NoCenturyLocks"]["Condition"]["NumericGreaterThan"]["s3:object-lock-remaining-retention-days"] == "91"
+    ws.config.write_text(ws.config.read_text().replace("protect_days = 90", "protect_days = 10"))
+    doc = statements(ws.genarc("policy", "--json").json)
+    assert doc["NoCenturyLocks"]["Condition"]["NumericGreaterThan"]["s3:object-lock-remaining-retention-days"] \
+        == str(max_retention_days(POLICY))  # the generations' lock (39 days) is the longer
