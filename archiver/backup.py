@@ -468,12 +468,12 @@ def _tripwire(run: _Run, committed: CommittedPoint, clock: Clock) -> None:
                                        f"the trip at {state.trip.get('point')} ({state.trip.get('since')}) is not "
                                        f"acknowledged: `genarc acknowledge {run.job.name}` once the source is clean"]
     report.suspicion.update(suspicious=True, since=state.trip.get("since"), first=state.trip.get("point"))
-    protected = state.trip.get("protected") or {}
+    protected = state.trip.get("protected") if isinstance(state.trip.get("protected"), dict) else {}
     day = run.config.retention.days(1)
     if protected.get("point") and tripwire.needs_renewal(protected, run.now, settings, day):
         state.trip["protected"] = _protect(run, protected["point"], clock).as_dict()
         state.save()
-    protected = state.trip.get("protected") or {}
+    protected = state.trip["protected"] if isinstance(state.trip.get("protected"), dict) else {}
     report.suspicion["protected"] = protected
     if not protected.get("point"):
         report.suspicion["protected"] = {"error": "there was no earlier point to protect"}

@@ -122,7 +122,10 @@ class Engine:
             report = run_job(repo, self.config, job, clock=self.clock, state_dir=self.state_dir,
                              force_full=options.force_full, full_mode=options.full_mode,
                              progress=self.progress(job.name))
-            if self.config.longterm:
+            if self.config.longterm and report.suspicious:
+                report.notes.append("not kept long-term while the tripwire is open: a later clean point of this "
+                                    "period takes its place")
+            elif self.config.longterm:
                 history = History.read(repo, job.name, self.clock)
                 point = history.by_key(report.manifest_key)
                 if point is None:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .catalog import TreeTable, path_key
 from .clock import format_time, parse_time
+from .names import escape
 
 HISTORY_RUNS = 20  # how many untripped runs the thresholds learn from
 MIN_HISTORY = 5  # fewer runs than this: the floors alone decide
@@ -75,7 +76,7 @@ class Profile:
     changed_bytes: int = 0  # bytes of new content (added and changed files)
     dense_bytes: int = 0  # of which incompressible
     density_known: bool = True  # False when every volume is COPY (compression = "copy"): density cannot be told
-    examples: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)  # a few of the files, names escaped (archiver/names.py)
 
     def share(self, measure: str) -> float:
         return getattr(self, measure) / self.files_before if self.files_before else 0.0
@@ -145,8 +146,12 @@ class Measurer:
         return method is not None and method != "copy"
 
     def entry(self, entry: Mapping[str, Any]) -> None:
-        """One entry of the point (any op; a full lists everything as ``add``)."""
+        """One entry of the point (any op; a full lists everything as ``add``). A malformed entry (a forged
+        manifest; replaying it fails anyway) is not measured."""
         p = self.profile
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str) or (
+                entry.get("size") is not None and type(entry.get("size")) is not int):
+            return
         op = entry.get("op")
         if op == "remove":
             self.removal(entry["path"])
@@ -156,7 +161,7 @@ class Measurer:
         old = self.previous.get(path_key(entry["path"])) if self.previous is not None else None
         if old is not None and old["type"] == "file" and old["xxh3"] == entry.get("xxh3"):
             return  # a full listing unchanged content
-        size = entry.get("size") or 0
+        size = max(entry.get("size") or 0, 0)
         dense = size > 0 and self._dense_new(entry)
         p.changed_bytes += size
         p.dense_bytes += size if dense else 0
@@ -170,7 +175,7 @@ class Measurer:
             p.dense_rewrites += 1
             if self._compressible_old(old):
                 p.turned_dense += 1
-                self._example(f"/{entry['path']} became incompressible")
+                self._example(f"/{escape(entry['path'])} became incompressible")
 
     def removal(self, path: str) -> None:
         old = self.previous.get(path_key(path)) if self.previous is not None else None
@@ -194,7 +199,7 @@ class Measurer:
                     dense = self._added[candidate]
                     if dense or not p.density_known:
                         p.renamed += 1
-                        self._example(f"/{path} was renamed to {posixpath.basename(candidate)}.*")
+                        self._example(f"/{escape(path)} was renamed to {escape(posixpath.basename(candidate))}.*")
                     if dense:
                         p.dense_rewrites += 1
                         p.turned_dense += was_compressible

@@ -70,7 +70,7 @@ def suspicion_lines(report: RunReport) -> list[str]:
         return []
     lines = [f"  SUSPICIOUS (tripwire score {suspicion['score']}): these changes look like ransomware"]
     lines += [f"    {escape(reason)}" for reason in suspicion.get("reasons", [])]
-    lines += [f"    e.g. {escape(example)}" for example in suspicion.get("profile", {}).get("examples", [])]
+    lines += [f"    e.g. {example}" for example in suspicion.get("profile", {}).get("examples", [])]  # escaped
     protected = suspicion.get("protected") or {}
     if protected.get("until") and not protected.get("error"):
         lines.append(f"  protected: the last clean point {protected.get('label', protected['point'])} "

@@ -251,3 +251,54 @@ def test_b2_simulator_protects_the_clean_point_through_file_retention(workspace)
         control_history = history_of(control_repo)
         restore(control_repo, control_history, control_history.points[1], target=ws.root / "control",
                 includes=[], overwrite=False, workdir=ws.root / "w")
+
+
+def test_an_open_trip_renews_the_protection_before_it_lapses_and_acknowledging_stops_only_that(workspace,
+                                                                                               monkeypatch):
+    """On moto's server with the backup key's policy: simulated days, real retention requests."""
+    from tests.servers import MotoServer, without_retention_cap
+
+    ws = workspace
+    moto = MotoServer()
+    try:
+        bucket = moto.make_bucket()
+        ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=moto.url, volume_size="64KiB", workers=1,
+                        keep_days=2, generation_days=1, margin_days=1)  # its own lock ends 2027-05-05
+        with open(ws.config, "a") as fh:
+            fh.write("\n[tripwire]\nprotect_days = 20\n")
+        admin = moto.make_admin()
+        backup = moto.make_user("backup", without_retention_cap(ws.genarc("policy", "--json").json))
+        moto.enforce_iam()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", backup.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backup.secret_access_key)
+        s3 = moto.client(admin)
+        docs = documents(ws.src, 80)
+        assert ws.genarc("init", now="2027-05-01T02:00:00Z").code == EXIT_OK
+        assert ws.genarc("run", now="2027-05-01T02:00:00Z").code == EXIT_OK
+        poison(docs)
+        tripped = ws.genarc("run", "--json", now="2027-05-02T02:00:00Z")
+        assert tripped.code == EXIT_SUSPICIOUS
+        protected = tripped.json["jobs"][0]["report"]["suspicion"]["protected"]
+        assert protected["until"] == "2027-05-22T02:00:00Z" and not protected["error"]
+        clean = next(v for v in s3.list_object_versions(Bucket=bucket, Prefix="backups/data/volumes/")["Versions"]
+                     if "/p000001-" in v["Key"])
+
+        def locked_until() -> str:
+            head = s3.head_object(Bucket=bucket, Key=clean["Key"], VersionId=clean["VersionId"])
+            return head["ObjectLockRetainUntilDate"].strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        assert locked_until() == "2027-05-22T02:00:00Z"
+        # More than half of protect_days left: nothing to renew; the run still exits 11.
+        assert ws.genarc("run", now="2027-05-08T02:00:00Z").code == EXIT_SUSPICIOUS
+        assert locked_until() == "2027-05-22T02:00:00Z"
+        # Less than half left: renewed to protect_days from now.
+        renewed = ws.genarc("run", "--json", now="2027-05-14T02:00:00Z")
+        assert renewed.code == EXIT_SUSPICIOUS
+        assert renewed.json["jobs"][0]["report"]["suspicion"]["protected"]["until"] == "2027-06-03T02:00:00Z"
+        assert locked_until() == "2027-06-03T02:00:00Z"
+        # Acknowledged: no more renewals, and the lock keeps its date.
+        assert ws.genarc("acknowledge", "data", now="2027-05-15T02:00:00Z").code == EXIT_OK
+        assert ws.genarc("run", now="2027-05-28T02:00:00Z").code == EXIT_OK
+        assert locked_until() == "2027-06-03T02:00:00Z"
+    finally:
+        moto.stop()
