@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from archiver.cli import main
-from archiver.errors import EXIT_OK, EXIT_SUSPICIOUS
+from archiver.errors import EXIT_OK, EXIT_SUSPICIOUS, EXIT_UNSAFE
 from tests.conftest import restored_root, snapshot
 from tests.scenario.test_tripwire import documents, poison
 
@@ -300,5 +300,41 @@ def test_an_open_trip_renews_the_protection_before_it_lapses_and_acknowledging_s
         assert ws.genarc("acknowledge", "data", now="2027-05-15T02:00:00Z").code == EXIT_OK
         assert ws.genarc("run", now="2027-05-28T02:00:00Z").code == EXIT_OK
         assert locked_until() == "2027-06-03T02:00:00Z"
+    finally:
+        moto.stop()
+
+
+def test_watch_with_a_read_only_key_flags_a_poisoned_point_the_client_did_not(workspace, monkeypatch):
+    from tests.servers import MotoServer, without_retention_cap
+
+    ws = workspace
+    moto = MotoServer()
+    try:
+        bucket = moto.make_bucket()
+        ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=moto.url, volume_size="64KiB", workers=1)
+        client_config = ws.config.read_text() + "\n[tripwire]\nenabled = false\n"  # the attacker switched it off
+        watchdog_config = ws.config.read_text()
+        backup = moto.make_user("backup", without_retention_cap(ws.genarc("policy", "--json").json))
+        watchdog = moto.make_user("watchdog", ws.genarc("policy", "--watchdog", "--json").json)
+        moto.enforce_iam()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", backup.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backup.secret_access_key)
+        docs = documents(ws.src, 100)
+        assert ws.genarc("init", now="2027-05-01T02:00:00Z").code == EXIT_OK
+        assert ws.genarc("run", now="2027-05-01T02:00:00Z").code == EXIT_OK
+        ws.config.write_text(client_config)
+        poison(docs)
+        assert ws.genarc("run", now="2027-05-02T02:00:00Z").code == EXIT_OK  # the client says nothing
+
+        ws.config.write_text(watchdog_config)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", watchdog.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", watchdog.secret_access_key)
+        watched = ws.genarc("watch", "--json", now="2027-05-02T03:00:00Z")
+        assert watched.code == EXIT_UNSAFE
+        found = {f["kind"]: f["message"] for f in watched.json["findings"]}
+        assert "/p000002-" in found["suspicious"] and "incompressible" in found["suspicious"]
+        assert "tripwire: True -> False" in found["drift"]
+        with pytest.raises(Exception, match="AccessDenied"):  # the watchdog's key really is read-only
+            moto.client(watchdog).put_object(Bucket=bucket, Key="backups/x", Body=b"x")
     finally:
         moto.stop()
