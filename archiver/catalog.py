@@ -18,13 +18,13 @@ from typing import Any, Iterable, Iterator, Mapping
 from .errors import IntegrityError, LocalIOError
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
-                "obj_key", "obj_version", "obj_sha256", "entry", "op")
-_CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target")]
+                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns")
+_CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target", "ctime_ns")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
-    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT
+    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER
 ) WITHOUT ROWID
 """
 
@@ -84,6 +84,8 @@ class TreeTable:
     def __init__(self, conn: sqlite3.Connection, name: str) -> None:
         self.conn, self.name = conn, name
         conn.execute(_SCHEMA.format(name=name))
+        if "ctime_ns" not in {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}:
+            conn.execute(f"ALTER TABLE {name} ADD COLUMN ctime_ns INTEGER")  # a catalog from before ctime was kept
 
     def clear(self) -> None:
         self.conn.execute(f"DELETE FROM {self.name}")

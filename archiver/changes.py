@@ -46,7 +46,8 @@ _CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry")
 def _row_from_entry(entry: Entry) -> dict[str, Any]:
     return {"path": path_key(entry.name), "type": entry.type, "size": entry.size, "mtime_ns": entry.mtime_ns,
             "mode": entry.mode, "uid": entry.uid, "gid": entry.gid, "dev": entry.dev, "ino": entry.ino,
-            "target": entry.target, "xxh3": EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None}
+            "target": entry.target, "xxh3": EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None,
+            "ctime_ns": entry.ctime_ns}
 
 
 def _meta_differs(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
@@ -78,7 +79,8 @@ class ScanTable(TreeTable):
         """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
 
         The common cases are settled in SQL in one pass; only rows that need a decision per file
-        (new, changed size, or same size with another mtime or inode) come back to Python.
+        (new, changed size, or same size with another mtime, ctime, inode or device) come back to Python.
+        A ctime the previous point does not know (a catalog from before it was kept) is not compared.
         """
         conn = self.conn
         if previous is None:
@@ -91,7 +93,8 @@ class ScanTable(TreeTable):
                    op = CASE WHEN {_META_SAME} THEN ? ELSE ? END
             FROM {previous.name} AS t
             WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
-                  t.size = scan.size AND t.mtime_ns = scan.mtime_ns AND t.ino = scan.ino AND t.dev = scan.dev))""",
+                  t.size = scan.size AND t.mtime_ns = scan.mtime_ns AND t.ino = scan.ino AND t.dev = scan.dev
+                  AND (t.ctime_ns IS NULL OR t.ctime_ns = scan.ctime_ns)))""",
                      (Op.SETTLED.value, Op.META.value))
         for row in self.rows("op IS NULL"):
             interrupt.check()
@@ -106,7 +109,8 @@ class ScanTable(TreeTable):
         elif new["size"] != old["size"]:
             new["op"] = Op.PACK if new["size"] > 0 else Op.CHANGE
         else:
-            # Same size, other mtime or inode: confirm by content before storing it again.
+            # Same size, other mtime, ctime or inode: confirm by content before storing it again (a chmod
+            # changes the ctime and nothing else: it is metadata, and no content goes up).
             absolute = "/" + path_name(new["path"])
             try:
                 digest = xxh3_file(absolute, source_root(absolute, roots)) if new["size"] else EMPTY_XXH3
@@ -154,7 +158,8 @@ class ScanTable(TreeTable):
         row = dict(self.get(pkey))
         old = previous.get(pkey) if previous is not None else None
         row.update(xxh3=packed.xxh3, size=packed.size, mtime_ns=packed.mtime_ns, mode=packed.mode, uid=packed.uid,
-                   gid=packed.gid, dev=packed.dev, ino=packed.ino, obj_key=key, obj_version=version_id,
+                   gid=packed.gid, dev=packed.dev, ino=packed.ino, ctime_ns=packed.ctime_ns, obj_key=key,
+                   obj_version=version_id,
                    obj_sha256=sha256, entry=packed.entry, op=(Op.ADD if old is None else Op.CHANGE).value)
         self.put(row)
 

@@ -67,6 +67,7 @@ class PackedFile:
     dev: int = 0
     ino: int = 0
     message: str = ""
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,8 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
         now = folders.stat(planned.path, planned.root)
         if reader.read_bytes == before.st_size and _same(before, after) and now is not None and _same(before, now):
             return PackedFile(planned.path, "ok", entry, reader.hash.hexdigest(), before.st_size, before.st_mtime_ns,
-                              stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino)
+                              stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino,
+                              ctime_ns=before.st_ctime_ns)
     return PackedFile(planned.path, "torn", message=f"kept changing while being read ({TORN_RETRIES} attempts)")
 
 

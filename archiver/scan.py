@@ -34,6 +34,7 @@ class Entry:
     dev: int
     ino: int
     target: str | None = None
+    ctime_ns: int = 0  # compared to notice a rewrite that kept size and mtime (touch -r, rsync -t, ransomware)
 
     @property
     def name(self) -> str:
@@ -51,7 +52,7 @@ def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) ->
     else:
         return None
     return Entry(path, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
-                 st.st_uid, st.st_gid, st.st_dev, st.st_ino, target)
+                 st.st_uid, st.st_gid, st.st_dev, st.st_ino, target, st.st_ctime_ns)
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
