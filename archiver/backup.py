@@ -359,7 +359,7 @@ def _upload(run: _Run, volume: PackedVolume) -> None:
     """Upload one packed volume with the point's lock, then record where each of its files now lives."""
     assert run.scan is not None
     report = run.report
-    ok = [f for f in volume.files if f.status == "ok"]
+    ok = [f for f in volume.files if f.status in ("ok", "torn")]
     key = run.writer.volume_key(volume.index)
     version_id = None
     try:
@@ -373,9 +373,12 @@ def _upload(run: _Run, volume: PackedVolume) -> None:
         os.unlink(volume.path)
     run.scan.conn.execute("BEGIN")
     for packed in volume.files:
-        if packed.status == "ok":
+        if packed.status in ("ok", "torn"):
             run.scan.stored(packed, run.previous, key, version_id, volume.sha256)
             report.bytes_packed += packed.size
+            if packed.status == "torn":
+                run.warn(f"{packed.path} {packed.message}; stored as last read, and flagged in the manifest "
+                         "(`genarc ls` and `genarc restore` name it)")
         elif run.scan.not_stored(packed, run.previous):
             run.warn(f"{packed.path} {packed.message}; the previous version is kept")
         else:

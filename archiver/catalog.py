@@ -18,15 +18,17 @@ from typing import Any, Iterable, Iterator, Mapping
 from .errors import IntegrityError, LocalIOError
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
-                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns")
+                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn")
 _CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target", "ctime_ns")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
-    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER
+    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER
 ) WITHOUT ROWID
 """
+# Columns added since the first catalogs; a table without one gets it (NULL: unknown, or not set).
+_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER"}
 
 
 def path_key(name: str) -> bytes:
@@ -84,8 +86,10 @@ class TreeTable:
     def __init__(self, conn: sqlite3.Connection, name: str) -> None:
         self.conn, self.name = conn, name
         conn.execute(_SCHEMA.format(name=name))
-        if "ctime_ns" not in {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}:
-            conn.execute(f"ALTER TABLE {name} ADD COLUMN ctime_ns INTEGER")  # a catalog from before ctime was kept
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} {kind}")
 
     def clear(self) -> None:
         self.conn.execute(f"DELETE FROM {self.name}")
@@ -157,6 +161,7 @@ class TreeTable:
                 continue
             row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry")}
             row["path"] = path
+            row["torn"] = 1 if entry.get("torn") is True else None
             if "obj" in entry:
                 try:
                     obj = objects[entry["obj"]]
@@ -167,7 +172,7 @@ class TreeTable:
                 if old is None or old["type"] != "file":
                     raise IntegrityError(f"{what} changes metadata of {entry['path']}, which the chain does not hold.")
                 row.update(obj_key=old["obj_key"], obj_version=old["obj_version"], obj_sha256=old["obj_sha256"],
-                           entry=old["entry"])
+                           entry=old["entry"], torn=old["torn"])
             elif row["type"] == "file" and row["size"] > 0:
                 raise IntegrityError(f"{what} lists {entry['path']} without the object that holds it.")
             self.put(row)
@@ -188,6 +193,8 @@ def _malformed(entry: Any) -> str | None:
         return "no path"
     if not _encodable(entry["path"]):
         return "a path no file system can hold"
+    if entry.get("torn", True) is not True:
+        return "a 'changed while read' flag that is not true"
     op = entry.get("op")
     if op not in ("add", "change", "meta", "remove"):
         return f"unknown op {op!r}"

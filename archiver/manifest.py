@@ -63,6 +63,8 @@ def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int]) -> dict[st
     entry.update(op=op, path=path, target=link_target(row["target"]))
     if row["obj_key"] in obj_index:
         entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
+    if row["torn"]:
+        entry["torn"] = True  # the file kept changing while it was read: stored as last read
     return entry
 
 

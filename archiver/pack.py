@@ -4,7 +4,8 @@ A volume is planned in the main process (which files, which method) and written
 by a worker process, since py7zr holds the GIL for much of its work. Each file
 is hashed (xxh3-128) as it is read, and its stat is taken before and after: a
 file that changed while it was read is re-read under a fresh entry name, and
-reported if it keeps changing. It is never silently stored torn.
+stored as last read and flagged in the manifest if it keeps changing (``torn``);
+one that only grew is stored as the prefix that was read. Never silently.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class VolumePlan:
 @dataclass(frozen=True)
 class PackedFile:
     path: str
-    status: str  # "ok" | "torn" | "unreadable" | "vanished"
+    status: str  # "ok" | "torn" (stored as last read, flagged) | "unstable" | "unreadable" | "vanished"
     entry: str | None = None
     xxh3: str | None = None
     size: int = 0
@@ -223,9 +224,30 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ino, b.st_ctime_ns)
 
 
+def _prefix_hash(fd: int, length: int) -> str:
+    """xxh3-128 of the first ``length`` bytes of an open file, read again."""
+    h = xxhash.xxh3_128()
+    offset = 0
+    while offset < length:
+        chunk = os.pread(fd, min(1 << 20, length - offset), offset)
+        if not chunk:
+            break
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest() if offset == length else ""
+
+
+def _grew_only(before: os.stat_result, after: os.stat_result, fd: int, digest: str) -> bool:
+    """The file only grew while it was read (a log being appended to): the bytes read are its consistent
+    prefix when reading them again gives the same hash."""
+    return (after.st_ino == before.st_ino and after.st_dev == before.st_dev and after.st_size > before.st_size
+            and _prefix_hash(fd, before.st_size) == digest)
+
+
 def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
               folders: SourceFolders) -> PackedFile:
     base = entry_name(planned.path, ordinal)
+    last: PackedFile | None = None
     for attempt in range(1, TORN_RETRIES + 1):
         entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{ordinal:06d}"
         if entry in used:
@@ -247,12 +269,25 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                 return PackedFile(planned.path, "unreadable", message=f"read failed: {exc.strerror}")
             used.add(entry)
             after = os.fstat(fd)
-        now = folders.stat(planned.path, planned.root)
-        if reader.read_bytes == before.st_size and _same(before, after) and now is not None and _same(before, now):
-            return PackedFile(planned.path, "ok", entry, reader.hash.hexdigest(), before.st_size, before.st_mtime_ns,
-                              stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino,
-                              ctime_ns=before.st_ctime_ns)
-    return PackedFile(planned.path, "torn", message=f"kept changing while being read ({TORN_RETRIES} attempts)")
+            now = folders.stat(planned.path, planned.root)
+            digest = reader.hash.hexdigest()
+            whole = reader.read_bytes == before.st_size
+            if whole and ((_same(before, after) and now is not None and _same(before, now))
+                          or (now is not None and now.st_ino == before.st_ino and _grew_only(before, after, fd, digest))):
+                # Unchanged; or grown only: stored as the prefix that was read, with the stat it had then,
+                # so the next run sees the growth and stores it.
+                return PackedFile(planned.path, "ok", entry, digest, before.st_size, before.st_mtime_ns,
+                                  stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev,
+                                  before.st_ino, ctime_ns=before.st_ctime_ns)
+            if whole:
+                last = PackedFile(planned.path, "torn", entry, digest, before.st_size, before.st_mtime_ns,
+                                  stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev,
+                                  before.st_ino, message=f"kept changing while being read ({TORN_RETRIES} attempts)",
+                                  ctime_ns=before.st_ctime_ns)
+    # Stored as last read, and flagged: a file that never holds still is never absent from every point.
+    # The stat kept is the one before that read, so the next run reads it again.
+    return last or PackedFile(planned.path, "unstable",
+                              message=f"kept changing size while being read ({TORN_RETRIES} attempts)")
 
 
 def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> PackedVolume:

@@ -25,6 +25,7 @@ from .clock import format_time
 from .errors import EXIT_INTEGRITY, EXIT_PARTIAL, GenarcError, IntegrityError, LocalIOError, UsageError
 from .hazards import unsafe_entries
 from .history import History, Point
+from .names import escape
 from .repository import Repository
 from .scan import glob_regex
 from .sevenzip import EntryTooLarge, HashSink, extract_entries, prepare_key
@@ -48,6 +49,7 @@ class RestoreReport:
     bytes: int = 0
     errors: list[str] = field(default_factory=list)  # the point's fault: content that fails its check, unsafe entries
     blocked: list[str] = field(default_factory=list)  # the target's: a link or file in the way, a write it refuses
+    changed_while_read: list[str] = field(default_factory=list)  # files stored as last read (names escaped)
 
 
 class _Selection:
@@ -80,6 +82,8 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
         unsafe = {p: why for p, why in unsafe_entries(tree) if selection.wants(path_name(p))}
         report.errors += [f"{path_name(p)}: refused: {reason}" for p, reason in unsafe.items()]
         selected = _select(tree, selection, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
+        report.changed_while_read = [escape(path_name(row[0])) for row in selected.conn.execute(
+            f"SELECT path FROM {selected.name} WHERE torn = 1 ORDER BY path")]
         if os.path.lexists(target) and not os.path.isdir(target):
             raise UsageError(f"The restore target {target} exists and is not a directory; choose a directory.")
         try:

@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 emit_json({"exit_code": failed.exit_code, "report": failed.report})
             raise
+    for name in report.changed_while_read:
+        ctx.log("warning", f"{name} kept changing while it was backed up; it is restored as it was last read, "
+                           "which may not be a state it was ever in")
     if args.json:
         emit_json({"exit_code": 0, "report": report})
     elif not args.quiet:

@@ -41,3 +41,85 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_stored_and_a_chmod_uploads_nothi
     # Nothing at all: nothing is even read again.
     quiet = report_of(ws.genarc("run", "--json", now=DAYS[3]))
     assert (quiet["changed"], quiet["metadata_changed"], quiet["volumes"]) == (0, 0, 0)
+
+
+WRITER = r"""
+import os, sys, time
+path, mode = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + float(sys.argv[3])
+if mode == "append":
+    with open(path, "ab", buffering=0) as fh:
+        n = 0
+        while time.monotonic() < deadline:
+            fh.write(b"%08d a log line that keeps coming\n" % n)
+            n += 1
+else:
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_WRONLY)
+    n = 0
+    while time.monotonic() < deadline:
+        os.pwrite(fd, bytes([n % 256]) * 65536, (n * 65536) % size)
+        n += 1
+"""
+
+
+def busy_writer(ws, path, mode: str, seconds: float):
+    import subprocess
+    import sys
+
+    script = ws.root / "writer.py"
+    script.write_text(WRITER)
+    return subprocess.Popen([sys.executable, str(script), str(path), mode, str(seconds)])
+
+
+def test_a_log_appended_to_without_pause_is_in_every_point_as_the_prefix_read(workspace):
+    ws = workspace
+    log = ws.src / "app.log"
+    log.write_bytes(b"start\n" * 1_000_000)  # 6 MB: reading it takes long enough to see it grow
+    ws.write_config(workers=1)
+    assert ws.genarc("init").code == EXIT_OK
+    writer = busy_writer(ws, log, "append", 30)
+    try:
+        results = [ws.genarc("run", "--json", now=day) for day in DAYS[:2]]
+    finally:
+        writer.kill()
+        writer.wait()
+    for result in results:
+        assert result.code == EXIT_OK, result.err  # grown only: no warning, nothing dropped
+    listed = ws.genarc("ls", "data", "--json").json["entries"]
+    stored = next(e for e in listed if e["path"].endswith("/app.log"))
+    assert stored["size"] >= 6_000_000 and "changed_while_read" not in stored
+    target = ws.root / "restored"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    restored = (restored_root(target, ws.src) / "app.log").read_bytes()
+    assert len(restored) == stored["size"] and log.read_bytes().startswith(restored)  # a consistent prefix
+
+
+def test_a_file_rewritten_in_place_during_the_run_is_stored_as_last_read_and_flagged(workspace):
+    ws = workspace
+    db = ws.src / "db.bin"
+    db.write_bytes(os.urandom(8 * 65536))
+    (ws.src / "calm.txt").write_text("calm\n")
+    ws.write_config(workers=1)
+    assert ws.genarc("init").code == EXIT_OK
+    writer = busy_writer(ws, db, "rewrite", 30)
+    try:
+        result = ws.genarc("run", "--json", now=DAYS[0])
+    finally:
+        writer.kill()
+        writer.wait()
+    assert result.code == 1, result.err  # partial: named
+    assert any("db.bin" in w and "stored as last read" in w for w in report_of(result)["warnings"])
+    entries = {e["path"].rsplit("/", 1)[-1]: e for e in ws.genarc("ls", "data", "--json").json["entries"]}
+    assert entries["db.bin"]["changed_while_read"] is True and entries["db.bin"]["size"] == 8 * 65536
+    assert "changed_while_read" not in entries["calm.txt"]
+    assert "(changed while read" in ws.genarc("ls", "data").out
+    target = ws.root / "restored"
+    restored = ws.genarc("restore", "data", "--target", str(target))
+    assert restored.code == EXIT_OK and "db.bin kept changing while it was backed up" in restored.err
+    assert (restored_root(target, ws.src) / "db.bin").stat().st_size == 8 * 65536
+    # Once it holds still, the next run stores it cleanly and the flag is gone.
+    again = ws.genarc("run", "--json", now=DAYS[1])
+    assert again.code == EXIT_OK and report_of(again)["changed"] == 1
+    entries = {e["path"].rsplit("/", 1)[-1]: e for e in ws.genarc("ls", "data", "--json").json["entries"]}
+    assert "changed_while_read" not in entries["db.bin"]
