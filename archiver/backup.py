@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from . import chain as chain_mod
 from . import interrupt, processes, tripwire
-from .catalog import Catalog, TreeTable, path_name
+from .catalog import Catalog, TreeTable, path_key, path_name
 from .changes import Op, ScanTable
 from .clock import Clock, format_time
 from .config import Config, JobConfig
@@ -256,6 +256,7 @@ def _scan(run: _Run) -> None:
         (run.warn if level == "warning" else notes.append)(message)
 
     run.scan = ScanTable(run.catalog.conn)
+    inodes: dict[tuple[int, int], list[bytes]] = {}  # files with more than one name
     run.catalog.conn.execute("BEGIN")
     for entry in walk(run.job, on_scan):
         interrupt.check()
@@ -263,6 +264,10 @@ def _scan(run: _Run) -> None:
             run.scan.add(entry, run.warn)
         except (ValueError, OverflowError, sqlite3.Error) as exc:  # one odd entry never stops a run
             run.warn(f"{entry.path} cannot be recorded ({exc}); it is not in this restore point")
+            continue
+        if entry.type == "file" and entry.nlink > 1:
+            inodes.setdefault((entry.dev, entry.ino), []).append(path_key(entry.name))
+    run.scan.link_names(inodes)
     run.catalog.conn.execute("COMMIT")
     run.report.files_scanned, run.report.bytes_scanned = run.scan.totals()
 

@@ -18,17 +18,17 @@ from typing import Any, Iterable, Iterator, Mapping
 from .errors import IntegrityError, LocalIOError
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
-                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn")
+                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link")
 _CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target", "ctime_ns")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
-    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER
+    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER, link BLOB
 ) WITHOUT ROWID
 """
 # Columns added since the first catalogs; a table without one gets it (NULL: unknown, or not set).
-_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER"}
+_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB"}
 
 
 def path_key(name: str) -> bytes:
@@ -63,6 +63,8 @@ def canonical_line(row: Mapping[str, Any]) -> bytes:
 
     fields = [path_name(row["path"]), row["type"], row["size"], row["xxh3"], row["mode"], row["mtime_ns"],
               row["uid"], row["gid"], link_target(row["target"])]
+    if row["link"] is not None:  # another name of the same file (a hard link); absent before links were kept
+        fields.append({"link": path_name(row["link"])})
     return (dumps(fields) + "\n").encode()
 
 
@@ -162,6 +164,7 @@ class TreeTable:
             row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry")}
             row["path"] = path
             row["torn"] = 1 if entry.get("torn") is True else None
+            row["link"] = path_key(entry["link"]) if entry.get("link") is not None else None
             if "obj" in entry:
                 try:
                     obj = objects[entry["obj"]]
@@ -195,6 +198,10 @@ def _malformed(entry: Any) -> str | None:
         return "a path no file system can hold"
     if entry.get("torn", True) is not True:
         return "a 'changed while read' flag that is not true"
+    link = entry.get("link")
+    if link is not None and (entry.get("type") != "file" or not isinstance(link, str) or not link or "\x00" in link
+                             or not _encodable(link) or link == entry["path"]):
+        return "a hard link that is not another file's path"
     op = entry.get("op")
     if op not in ("add", "change", "meta", "remove"):
         return f"unknown op {op!r}"

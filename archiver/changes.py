@@ -38,7 +38,7 @@ class Op(str, Enum):
 
 # Rows whose content the previous point already holds (unchanged, or metadata only).
 CARRIED = f"(op IS NULL OR op = '{Op.META.value}')"
-_META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target")
+_META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target", "link")
 _META_SAME = " AND ".join(f"scan.{c} IS t.{c}" for c in _META_COLUMNS)
 _CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn")
 
@@ -67,6 +67,16 @@ class ScanTable(TreeTable):
             warn(f"{entry.path} has a modification time outside 1677-2262, which the catalog cannot hold; "
                  "its content is kept, its time is stored as the nearest it can hold")
         self.put(row)
+
+    def link_names(self, inodes: Mapping[tuple[int, int], list[bytes]]) -> None:
+        """Files seen under several names (same device and inode): every name but the first (bytewise) records
+        the first as its ``link``, so a restore makes them hard links again."""
+        for names in inodes.values():
+            if len(names) > 1:
+                first = min(names)
+                for name in names:
+                    if name != first:
+                        self.conn.execute("UPDATE scan SET link = ? WHERE path = ?", (first, name))
 
     def totals(self, op: Op | None = None) -> tuple[int, int]:
         where = "WHERE op = ?" if op is not None else ""

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import py7zr
 
 from . import sevenzip
-from .catalog import link_target
+from .catalog import link_target, path_name
 from .errors import IntegrityError, LocalIOError, WrongPasswordError
 from .layout import ManifestName, is_volume_of
 from .repository import Keys, Repository
@@ -65,6 +65,8 @@ def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int]) -> dict[st
         entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
     if row["torn"]:
         entry["torn"] = True  # the file kept changing while it was read: stored as last read
+    if row["link"] is not None:
+        entry["link"] = path_name(row["link"])  # another name of the file at this path (hard link)
     return entry
 
 

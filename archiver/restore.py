@@ -95,6 +95,7 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
                 emit("planned", {"files": sum(len(t.rows) for t in tasks),
                                  "bytes": sum(r["size"] for t in tasks for r in t.rows)})
                 _restore_volumes(repo, dest, tasks, workers, report, emit)
+                _restore_links(selected, dest, report)
                 emit("done", {})
                 _finish_dirs(selected, dest, report)
         except OSError as exc:
@@ -154,9 +155,23 @@ def _restore_entries(selected: TreeTable, dest: Target, report: RestoreReport) -
         name = path_name(row["path"])
         if _attempt(report, name, lambda: dest.make_symlink(name, row["target"], row)):
             report.symlinks += 1
-    for row in selected.rows("type = 'file' AND NOT size"):
+    for row in selected.rows(f"type = 'file' AND NOT size AND NOT {_LINKED}"):
         name = path_name(row["path"])
         if _attempt(report, name, lambda: dest.empty_file(name, row)):
+            report.files += 1
+
+
+# A file restored as another name of a file this restore writes: its first name is selected, is a file with the
+# same content, and is no other file's second name (a forged manifest may claim anything; those restore alone).
+_LINKED = """(link IS NOT NULL AND EXISTS (SELECT 1 FROM selected AS first WHERE first.path = selected.link
+             AND first.type = 'file' AND first.link IS NULL AND first.xxh3 IS selected.xxh3))"""
+
+
+def _restore_links(selected: TreeTable, dest: Target, report: RestoreReport) -> None:
+    """Hard links: every further name of a file, once its first name is written."""
+    for row in selected.rows(f"type = 'file' AND {_LINKED}"):
+        name, first = path_name(row["path"]), path_name(row["link"])
+        if _attempt(report, name, lambda: dest.hard_link(name, first)):
             report.files += 1
 
 
@@ -178,12 +193,12 @@ def _finish_dirs(selected: TreeTable, dest: Target, report: RestoreReport) -> No
 def _volume_tasks(selected: TreeTable, workdir: Path) -> list["_VolumeTask"]:
     conn = selected.conn
     volumes = conn.execute(
-        "SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 ORDER BY obj_key"
-    ).fetchall()
+        f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 "
+        f"AND NOT {_LINKED} ORDER BY obj_key").fetchall()
     tasks = []
     for index, volume in enumerate(volumes):
-        rows = conn.execute("SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0",
-                            (volume["obj_key"],)).fetchall()
+        rows = conn.execute(f"SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0 "
+                            f"AND NOT {_LINKED}", (volume["obj_key"],)).fetchall()
         tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
                                  [dict(r) for r in rows], workdir / f"v{index}"))
     return tasks

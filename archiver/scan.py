@@ -35,6 +35,7 @@ class Entry:
     ino: int
     target: str | None = None
     ctime_ns: int = 0  # compared to notice a rewrite that kept size and mtime (touch -r, rsync -t, ransomware)
+    nlink: int = 1  # a file with more than one name is restored with all of them as hard links
 
     @property
     def name(self) -> str:
@@ -52,7 +53,7 @@ def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) ->
     else:
         return None
     return Entry(path, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
-                 st.st_uid, st.st_gid, st.st_dev, st.st_ino, target, st.st_ctime_ns)
+                 st.st_uid, st.st_gid, st.st_dev, st.st_ino, target, st.st_ctime_ns, st.st_nlink)
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:

@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import secrets
+import stat
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
@@ -243,6 +244,31 @@ class Target:
             temp = _temp_name()
             fd = os.open(temp, _NEW_FILE, 0o600, dir_fd=parent)
         return NewFile(os.dup(parent), name, last, temp, fd)
+
+    def hard_link(self, name: str, existing: str) -> None:
+        """``name`` as another name of the file already restored at ``existing``. Neither path is walked through
+        a link, and a link sitting at ``existing`` is linked itself, never followed (linkat without
+        AT_SYMLINK_FOLLOW), so nothing outside the target is ever reached."""
+        try:
+            source_dir, source = self._parent(existing, create=False)
+            kind = os.stat(source, dir_fd=source_dir, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            raise Refused(name, f"not restored, because its other name {existing} was not") from None
+        if not stat.S_ISREG(kind):
+            raise Refused(name, f"its other name {existing} is not a file in the target")
+        parent, last = self._parent(name)
+        try:
+            os.link(source, last, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
+        except FileExistsError:
+            if not self.overwrite:
+                raise Refused(name, "something of that name is already in the target (--overwrite replaces it)")
+            temp = _temp_name()
+            os.link(source, temp, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
+            try:
+                os.replace(temp, last, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError as exc:
+                os.unlink(temp, dir_fd=parent)
+                raise Refused(name, f"cannot replace what is in the target ({exc.strerror})") from None
 
     def empty_file(self, name: str, row: Mapping[str, Any]) -> None:
         made = self.new_file(name)

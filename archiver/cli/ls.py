@@ -45,12 +45,15 @@ def run(args: argparse.Namespace) -> int:
                 item.update(lossless(target, "target"))
             if row["torn"]:
                 item["changed_while_read"] = True
+            if row["link"] is not None:
+                item.update(lossless(path_name(row["link"]), "hardlink"))  # another name of the same file
             if args.json:
                 rows.append(item)
             else:
                 kind = {"dir": stat_mod.S_IFDIR, "symlink": stat_mod.S_IFLNK}.get(row["type"], stat_mod.S_IFREG)
                 line = f"{stat_mod.filemode(kind | row['mode'])} {row['size']:>12} {item['mtime']} {escape(path)}"
                 say(line + (f" -> {escape(target)}" if target is not None else "")
+                    + (f" => {escape(path_name(row['link']))}" if row["link"] is not None else "")
                     + ("  (changed while read: stored as last read)" if row["torn"] else ""))
     if args.json:
         emit_json({"job": args.job, "generation": name.gseq, "point": name.pseq, "entries": rows})

@@ -123,3 +123,48 @@ def test_a_file_rewritten_in_place_during_the_run_is_stored_as_last_read_and_fla
     assert again.code == EXIT_OK and report_of(again)["changed"] == 1
     entries = {e["path"].rsplit("/", 1)[-1]: e for e in ws.genarc("ls", "data", "--json").json["entries"]}
     assert "changed_while_read" not in entries["db.bin"]
+
+
+def test_hard_links_come_back_as_hard_links_inside_and_across_folders(workspace):
+    ws = workspace
+    (ws.src / "a").mkdir()
+    (ws.src / "b").mkdir()
+    original = ws.src / "a" / "report.txt"
+    original.write_text("the same file under three names\n" * 100)
+    os.link(original, ws.src / "a" / "report-copy.txt")  # inside a folder
+    os.link(original, ws.src / "b" / "report.txt")  # across folders
+    lonely = ws.src / "b" / "single.txt"
+    lonely.write_text("one name only\n")
+    empty = ws.src / "a" / "empty"
+    empty.write_bytes(b"")
+    os.link(empty, ws.src / "b" / "empty-too")  # an empty file with two names
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+
+    def restored_links(day: int) -> dict[str, int]:
+        target = ws.root / f"restored-{day}"
+        result = ws.genarc("restore", "data", "--target", str(target))
+        assert result.code == EXIT_OK, result.err
+        root = restored_root(target, ws.src)
+        assert snapshot(root) == snapshot(ws.src)
+        inodes: dict[int, list[str]] = {}
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                inodes.setdefault(path.stat().st_ino, []).append(str(path.relative_to(root)))
+        return {" ".join(names): root.joinpath(names[0]).stat().st_nlink for names in inodes.values()}
+
+    assert restored_links(0) == {"a/empty b/empty-too": 2, "a/report-copy.txt a/report.txt b/report.txt": 3,
+                                 "b/single.txt": 1}
+    listed = {e["path"].split("/src/", 1)[1]: e for e in ws.genarc("ls", "data", "--json").json["entries"]
+              if "/src/" in e["path"]}
+    assert listed["b/report.txt"]["hardlink"].endswith("/src/a/report-copy.txt") and "hardlink" not in listed["a/report-copy.txt"]
+    # A new name, a name gone, a link broken by rewriting one name as a new file: the next point follows.
+    os.link(lonely, ws.src / "a" / "single-again.txt")
+    (ws.src / "a" / "report-copy.txt").unlink()
+    broken = ws.src / "b" / "report.txt"
+    broken.unlink()
+    broken.write_text("the same file under three names\n" * 100)  # same content, its own file now
+    assert ws.genarc("run", now=DAYS[1]).code == EXIT_OK
+    assert restored_links(1) == {"a/empty b/empty-too": 2, "a/report.txt": 1, "a/single-again.txt b/single.txt": 2,
+                                 "b/report.txt": 1}
