@@ -9,7 +9,9 @@ however large the tree.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -18,17 +20,18 @@ from typing import Any, Iterable, Iterator, Mapping
 from .errors import IntegrityError, LocalIOError
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
-                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link")
+                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link", "xattrs")
 _CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target", "ctime_ns")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
-    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER, link BLOB
+    obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER, link BLOB,
+    xattrs TEXT
 ) WITHOUT ROWID
 """
 # Columns added since the first catalogs; a table without one gets it (NULL: unknown, or not set).
-_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB"}
+_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB", "xattrs": "TEXT"}
 
 
 def path_key(name: str) -> bytes:
@@ -63,8 +66,13 @@ def canonical_line(row: Mapping[str, Any]) -> bytes:
 
     fields = [path_name(row["path"]), row["type"], row["size"], row["xxh3"], row["mode"], row["mtime_ns"],
               row["uid"], row["gid"], link_target(row["target"])]
-    if row["link"] is not None:  # another name of the same file (a hard link); absent before links were kept
-        fields.append({"link": path_name(row["link"])})
+    extra = {}  # absent before hard links and extended attributes were kept, so older digests still hold
+    if row["link"] is not None:  # another name of the same file (a hard link)
+        extra["link"] = path_name(row["link"])
+    if row["xattrs"] is not None:
+        extra["xattrs"] = json.loads(row["xattrs"])
+    if extra:
+        fields.append(extra)
     return (dumps(fields) + "\n").encode()
 
 
@@ -165,6 +173,8 @@ class TreeTable:
             row["path"] = path
             row["torn"] = 1 if entry.get("torn") is True else None
             row["link"] = path_key(entry["link"]) if entry.get("link") is not None else None
+            row["xattrs"] = (json.dumps(entry["xattrs"], sort_keys=True, separators=(",", ":"))
+                             if entry.get("xattrs") is not None else None)
             if "obj" in entry:
                 try:
                     obj = objects[entry["obj"]]
@@ -179,6 +189,14 @@ class TreeTable:
             elif row["type"] == "file" and row["size"] > 0:
                 raise IntegrityError(f"{what} lists {entry['path']} without the object that holds it.")
             self.put(row)
+
+
+def _base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+        return True
+    except ValueError:
+        return False
 
 
 def _encodable(text: str) -> bool:
@@ -202,6 +220,11 @@ def _malformed(entry: Any) -> str | None:
     if link is not None and (entry.get("type") != "file" or not isinstance(link, str) or not link or "\x00" in link
                              or not _encodable(link) or link == entry["path"]):
         return "a hard link that is not another file's path"
+    xattrs = entry.get("xattrs")
+    if xattrs is not None and (entry.get("type") == "symlink" or not isinstance(xattrs, Mapping) or not xattrs or not all(
+            isinstance(k, str) and k and "\x00" not in k and len(k) <= 255 and isinstance(v, str) and _base64(v)
+            for k, v in xattrs.items())):
+        return "extended attributes that are not names with base64 values"
     op = entry.get("op")
     if op not in ("add", "change", "meta", "remove"):
         return f"unknown op {op!r}"

@@ -38,7 +38,7 @@ class Op(str, Enum):
 
 # Rows whose content the previous point already holds (unchanged, or metadata only).
 CARRIED = f"(op IS NULL OR op = '{Op.META.value}')"
-_META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target", "link")
+_META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target", "link", "xattrs")
 _META_SAME = " AND ".join(f"scan.{c} IS t.{c}" for c in _META_COLUMNS)
 _CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn")
 
@@ -47,7 +47,7 @@ def _row_from_entry(entry: Entry) -> dict[str, Any]:
     return {"path": path_key(entry.name), "type": entry.type, "size": entry.size, "mtime_ns": entry.mtime_ns,
             "mode": entry.mode, "uid": entry.uid, "gid": entry.gid, "dev": entry.dev, "ino": entry.ino,
             "target": entry.target, "xxh3": EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None,
-            "ctime_ns": entry.ctime_ns}
+            "ctime_ns": entry.ctime_ns, "xattrs": entry.xattrs}
 
 
 def _meta_differs(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:

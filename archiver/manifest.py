@@ -67,6 +67,8 @@ def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int]) -> dict[st
         entry["torn"] = True  # the file kept changing while it was read: stored as last read
     if row["link"] is not None:
         entry["link"] = path_name(row["link"])  # another name of the file at this path (hard link)
+    if row["xattrs"] is not None:
+        entry["xattrs"] = json.loads(row["xattrs"])  # extended attributes and ACLs: {name: base64 value}
     return entry
 
 

@@ -50,6 +50,11 @@ class RestoreReport:
     errors: list[str] = field(default_factory=list)  # the point's fault: content that fails its check, unsafe entries
     blocked: list[str] = field(default_factory=list)  # the target's: a link or file in the way, a write it refuses
     changed_while_read: list[str] = field(default_factory=list)  # files stored as last read (names escaped)
+    unset: dict[str, int] = field(default_factory=dict)  # extended attributes the target refused, by kind
+
+    def refused_metadata(self, kinds: list[str]) -> None:
+        for kind in kinds:
+            self.unset[kind] = self.unset.get(kind, 0) + 1
 
 
 class _Selection:
@@ -157,7 +162,7 @@ def _restore_entries(selected: TreeTable, dest: Target, report: RestoreReport) -
             report.symlinks += 1
     for row in selected.rows(f"type = 'file' AND NOT size AND NOT {_LINKED}"):
         name = path_name(row["path"])
-        if _attempt(report, name, lambda: dest.empty_file(name, row)):
+        if _attempt(report, name, lambda: report.refused_metadata(dest.empty_file(name, row))):
             report.files += 1
 
 
@@ -180,7 +185,7 @@ def _finish_dirs(selected: TreeTable, dest: Target, report: RestoreReport) -> No
     for row in sorted(selected.rows("type = 'dir'"), key=lambda r: r["path"], reverse=True):
         name = path_name(row["path"])
         try:
-            dest.finish_dir(name, row)
+            report.refused_metadata(dest.finish_dir(name, row))
             report.dirs += 1
         except (Refused, FileNotFoundError):
             pass  # the directory itself was refused or not made: already named
@@ -239,6 +244,7 @@ class _VolumeResult:
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    unset: list[str] = field(default_factory=list)
 
 
 def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _VolumeResult:
@@ -351,7 +357,7 @@ def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink, key: str,
         result.errors.append(f"{name}: content from object {key} fails its xxh3 check")
         return
     try:
-        new.commit(row, is_root)
+        result.unset.extend(new.commit(row, is_root))
     except Refused as refused:
         result.blocked.append(str(refused))
         return
@@ -388,6 +394,7 @@ def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], w
         report.bytes += result.bytes
         report.errors.extend(result.errors)
         report.blocked.extend(result.blocked)
+        report.refused_metadata(result.unset)
         emit("volume", {"key": key, "files_done": report.files, "packed": report.bytes})
 
     if workers <= 1 or len(tasks) <= 1:

@@ -10,7 +10,10 @@ A matching directory is skipped with everything below it.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import errno
+import json
 import os
 import re
 import stat
@@ -36,6 +39,7 @@ class Entry:
     target: str | None = None
     ctime_ns: int = 0  # compared to notice a rewrite that kept size and mtime (touch -r, rsync -t, ransomware)
     nlink: int = 1  # a file with more than one name is restored with all of them as hard links
+    xattrs: str | None = None  # extended attributes (POSIX ACLs among them): canonical JSON {name: base64}
 
     @property
     def name(self) -> str:
@@ -247,4 +251,24 @@ def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher", root: str, 
     entry = entry_from_stat(path, st, target)
     if entry is None:
         report("note", f"skipped special file {path} (device, socket or FIFO)")
+    elif entry.type != "symlink":
+        entry = dataclasses.replace(entry, xattrs=read_xattrs(path, report))
     return entry
+
+
+def read_xattrs(path: str, report: Report) -> str | None:
+    """Every extended attribute this process can read (``trusted.*`` only as root; POSIX ACLs are the
+    ``system.posix_acl_*`` ones), as canonical JSON, or None when there are none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return None  # none, or a file system without them
+    found = {}
+    for name in sorted(names):
+        try:
+            found[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=False)).decode("ascii")
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.ENOENT):
+                report("warning", f"cannot read the extended attribute {name} of {path}: {exc.strerror}; "
+                                  "it is not in this restore point")
+    return json.dumps(found, sort_keys=True, separators=(",", ":")) if found else None

@@ -15,7 +15,9 @@ The target directory itself is the user's choice and may be reached through a li
 
 from __future__ import annotations
 
+import base64
 import errno
+import json
 import os
 import re
 import secrets
@@ -63,10 +65,11 @@ class NewFile:
         self.dir_fd, self.path, self.name, self.temp = dir_fd, path, name, temp
         self.out: BinaryIO = os.fdopen(fd, "wb")
 
-    def commit(self, row: Mapping[str, Any], is_root: bool) -> None:
+    def commit(self, row: Mapping[str, Any], is_root: bool) -> list[str]:
+        """Put the file in place with its metadata; returns the kinds of extended attribute it could not get."""
         try:
             self.out.flush()
-            _set_metadata(self.out.fileno(), row, is_root)
+            unset = _set_metadata(self.out.fileno(), row, is_root)
             self.out.close()
             if self.temp is not None:
                 try:
@@ -78,6 +81,7 @@ class NewFile:
             self.discard()
             raise
         self._close_dir()
+        return unset
 
     def discard(self) -> None:
         if not self.out.closed:
@@ -96,15 +100,36 @@ class NewFile:
             self.dir_fd = -1
 
 
-def _set_metadata(fd: int, row: Mapping[str, Any], is_root: bool) -> None:
-    """Owner (as root), then mode (chown clears set-id bits), then times: all on the descriptor."""
+def _set_metadata(fd: int, row: Mapping[str, Any], is_root: bool) -> list[str]:
+    """Owner (as root), then extended attributes (chown clears security.capability), then mode (chown clears
+    set-id bits; an ACL's mask follows the mode), then times: all on the descriptor. Returns the kinds of
+    extended attribute that could not be set, for the caller to name once per kind."""
     if is_root and row["uid"] is not None:
         try:
             os.fchown(fd, row["uid"], row["gid"])
         except OSError:
             pass
+    unset = set_xattrs(fd, row["xattrs"] if "xattrs" in row.keys() else None)
     os.fchmod(fd, row["mode"])
     os.utime(fd, ns=(row["mtime_ns"], row["mtime_ns"]))
+    return unset
+
+
+def xattr_kind(name: str) -> str:
+    return "POSIX ACLs" if name.startswith("system.posix_acl") else f"{name.split('.', 1)[0]}.* attributes"
+
+
+def set_xattrs(fd: int, stored: str | None) -> list[str]:
+    """Set the extended attributes a row records; the ones refused (not root, not supported) come back by kind."""
+    if not stored:
+        return []
+    unset = []
+    for name, value in json.loads(stored).items():
+        try:
+            os.setxattr(fd, name, base64.b64decode(value))
+        except OSError as exc:
+            unset.append(f"{xattr_kind(name)} ({exc.strerror})")
+    return unset
 
 
 class Target:
@@ -270,11 +295,11 @@ class Target:
                 os.unlink(temp, dir_fd=parent)
                 raise Refused(name, f"cannot replace what is in the target ({exc.strerror})") from None
 
-    def empty_file(self, name: str, row: Mapping[str, Any]) -> None:
+    def empty_file(self, name: str, row: Mapping[str, Any]) -> list[str]:
         made = self.new_file(name)
-        made.commit(row, self.is_root)
+        return made.commit(row, self.is_root)
 
-    def finish_dir(self, name: str, row: Mapping[str, Any]) -> None:
-        """A directory's own mode, owner and times, set once everything inside it is written."""
+    def finish_dir(self, name: str, row: Mapping[str, Any]) -> list[str]:
+        """A directory's own mode, owner, extended attributes and times, set once everything inside it is written."""
         fd = self._open_dir(name, self._parts(name), create=False)
-        _set_metadata(fd, row, self.is_root)
+        return _set_metadata(fd, row, self.is_root)

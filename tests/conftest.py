@@ -103,14 +103,27 @@ class _CapData(ctypes.Structure):
 _DAC_BITS = (1 << 1) | (1 << 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
 
 
-def _set_dac(enabled: bool) -> None:
+def _set_dac(enabled: bool, bits: int = _DAC_BITS) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()
     if libc.capget(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capget failed")
-    data[0].effective = (data[0].effective | _DAC_BITS) if enabled else (data[0].effective & ~_DAC_BITS)
+    data[0].effective = (data[0].effective | bits) if enabled else (data[0].effective & ~bits)
     if libc.capset(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capset failed")
+
+
+@contextmanager
+def without_sys_admin() -> Iterator[None]:
+    """Root without CAP_SYS_ADMIN: it can no longer set trusted.* extended attributes, as an ordinary user cannot."""
+    if os.geteuid() != 0:
+        yield
+        return
+    _set_dac(False, 1 << 21)
+    try:
+        yield
+    finally:
+        _set_dac(True, 1 << 21)
 
 
 @contextmanager

@@ -42,15 +42,24 @@ def run(args: argparse.Namespace) -> int:
         except RestoreFailed as failed:
             for error in failed.report.errors + failed.report.blocked:
                 ctx.log("warning", error)
+            _named_losses(ctx, failed.report)
             if args.json:
                 emit_json({"exit_code": failed.exit_code, "report": failed.report})
             raise
-    for name in report.changed_while_read:
-        ctx.log("warning", f"{name} kept changing while it was backed up; it is restored as it was last read, "
-                           "which may not be a state it was ever in")
+    _named_losses(ctx, report)
     if args.json:
         emit_json({"exit_code": 0, "report": report})
     elif not args.quiet:
         say(f"restored generation {report.generation}, point {report.point} ({report.time}) of {args.job} into {escape(report.target)}: "
             f"{report.files} files ({human_bytes(report.bytes)}), {report.dirs} directories, {report.symlinks} symlinks")
     return 0
+
+
+def _named_losses(ctx, report) -> None:
+    """What the restore could not keep, once per kind; and the files stored as last read."""
+    for kind, count in sorted(report.unset.items()):
+        ctx.log("warning", f"{count} entr{'y' if count == 1 else 'ies'} lost their {kind} in the target: the file "
+                           "system or a restore without root does not take them; everything else was restored")
+    for name in report.changed_while_read:
+        ctx.log("warning", f"{name} kept changing while it was backed up; it is restored as it was last read, "
+                           "which may not be a state it was ever in")

@@ -168,3 +168,67 @@ def test_hard_links_come_back_as_hard_links_inside_and_across_folders(workspace)
     assert ws.genarc("run", now=DAYS[1]).code == EXIT_OK
     assert restored_links(1) == {"a/empty b/empty-too": 2, "a/report.txt": 1, "a/single-again.txt b/single.txt": 2,
                                  "b/report.txt": 1}
+
+
+def acl_blob(user: int) -> bytes:
+    """A POSIX access ACL as the kernel stores it: owner rw-, user ``user`` r--, group r--, mask r--, other ---."""
+    import struct
+
+    entries = [(0x01, 6, 0xFFFFFFFF), (0x02, 4, user), (0x04, 4, 0xFFFFFFFF), (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def xattrs_of(path) -> dict[str, bytes]:
+    return {name: os.getxattr(path, name, follow_symlinks=False) for name in os.listxattr(path, follow_symlinks=False)}
+
+
+def test_extended_attributes_and_acls_are_kept_and_restored_and_a_refusal_is_named_once_per_kind(workspace):
+    import pytest
+
+    from tests.conftest import without_sys_admin
+
+    ws = workspace
+    doc = ws.src / "doc.txt"
+    doc.write_text("with attributes\n")
+    folder = ws.src / "folder"
+    folder.mkdir()
+    other = folder / "other.txt"
+    other.write_text("also\n")
+    try:
+        os.setxattr(doc, "user.comment", b"draft \x00\xff binary")
+        os.setxattr(doc, "system.posix_acl_access", acl_blob(1234))
+        os.setxattr(folder, "user.folder", b"a folder's attribute")
+        os.setxattr(other, "trusted.origin", b"needs root")
+        os.setxattr(doc, "trusted.origin", b"needs root too")
+    except OSError as exc:
+        pytest.skip(f"this file system or user cannot set extended attributes and ACLs: {exc}")
+    os.chmod(doc, 0o640)  # the ACL's mask follows the group bits
+    expected = {p: xattrs_of(p) for p in (doc, folder, other)}
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+
+    target = ws.root / "restored"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    root = restored_root(target, ws.src)
+    for path, attributes in expected.items():
+        assert xattrs_of(root / path.relative_to(ws.src)) == attributes, path
+    assert snapshot(root) == snapshot(ws.src)
+
+    # An attribute changed alone is metadata: recorded, no content uploaded.
+    os.setxattr(doc, "user.comment", b"final")
+    changed = report_of(ws.genarc("run", "--json", now=DAYS[1]))
+    assert changed["metadata_changed"] == 1 and changed["volumes"] == 0
+    listed = ws.genarc("ls", "data", "--json")
+    assert listed.code == EXIT_OK
+
+    # Restored without the right to set trusted.*: named once for the kind, everything else set, exit 0.
+    target = ws.root / "restored-unprivileged"
+    with without_sys_admin():
+        result = ws.genarc("restore", "data", "--target", str(target))
+    assert result.code == EXIT_OK, result.err
+    lost = [line for line in result.err.splitlines() if "trusted.* attributes" in line]
+    assert len(lost) == 1 and "2 entries" in lost[0], result.err
+    root = restored_root(target, ws.src)
+    assert xattrs_of(root / "doc.txt") == {k: v for k, v in xattrs_of(doc).items() if not k.startswith("trusted.")}
+    assert xattrs_of(root / "folder") == expected[folder]
