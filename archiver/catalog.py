@@ -20,18 +20,18 @@ from typing import Any, Iterable, Iterator, Mapping
 from .errors import IntegrityError, LocalIOError
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
-                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link", "xattrs")
+                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link", "xattrs", "sparse")
 _CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target", "ctime_ns")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
     obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER, link BLOB,
-    xattrs TEXT
+    xattrs TEXT, sparse INTEGER
 ) WITHOUT ROWID
 """
 # Columns added since the first catalogs; a table without one gets it (NULL: unknown, or not set).
-_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB", "xattrs": "TEXT"}
+_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB", "xattrs": "TEXT", "sparse": "INTEGER"}
 
 
 def path_key(name: str) -> bytes:
@@ -172,6 +172,7 @@ class TreeTable:
             row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry")}
             row["path"] = path
             row["torn"] = 1 if entry.get("torn") is True else None
+            row["sparse"] = 1 if entry.get("sparse") is True else None
             row["link"] = path_key(entry["link"]) if entry.get("link") is not None else None
             row["xattrs"] = (json.dumps(entry["xattrs"], sort_keys=True, separators=(",", ":"))
                              if entry.get("xattrs") is not None else None)
@@ -185,7 +186,7 @@ class TreeTable:
                 if old is None or old["type"] != "file":
                     raise IntegrityError(f"{what} changes metadata of {entry['path']}, which the chain does not hold.")
                 row.update(obj_key=old["obj_key"], obj_version=old["obj_version"], obj_sha256=old["obj_sha256"],
-                           entry=old["entry"], torn=old["torn"])
+                           entry=old["entry"], torn=old["torn"], sparse=old["sparse"])
             elif row["type"] == "file" and row["size"] > 0:
                 raise IntegrityError(f"{what} lists {entry['path']} without the object that holds it.")
             self.put(row)
@@ -214,8 +215,8 @@ def _malformed(entry: Any) -> str | None:
         return "no path"
     if not _encodable(entry["path"]):
         return "a path no file system can hold"
-    if entry.get("torn", True) is not True:
-        return "a 'changed while read' flag that is not true"
+    if entry.get("torn", True) is not True or entry.get("sparse", True) is not True:
+        return "a 'changed while read' or 'sparse' flag that is not true"
     link = entry.get("link")
     if link is not None and (entry.get("type") != "file" or not isinstance(link, str) or not link or "\x00" in link
                              or not _encodable(link) or link == entry["path"]):

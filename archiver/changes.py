@@ -40,7 +40,7 @@ class Op(str, Enum):
 CARRIED = f"(op IS NULL OR op = '{Op.META.value}')"
 _META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target", "link", "xattrs")
 _META_SAME = " AND ".join(f"scan.{c} IS t.{c}" for c in _META_COLUMNS)
-_CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn")
+_CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn", "sparse")
 
 
 def _row_from_entry(entry: Entry) -> dict[str, Any]:
@@ -99,7 +99,7 @@ class ScanTable(TreeTable):
             return
         conn.execute(f"""
             UPDATE scan SET xxh3 = t.xxh3, obj_key = t.obj_key, obj_version = t.obj_version,
-                   obj_sha256 = t.obj_sha256, entry = t.entry, torn = t.torn,
+                   obj_sha256 = t.obj_sha256, entry = t.entry, torn = t.torn, sparse = t.sparse,
                    op = CASE WHEN {_META_SAME} THEN ? ELSE ? END
             FROM {previous.name} AS t
             WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
@@ -170,6 +170,7 @@ class ScanTable(TreeTable):
         row.update(xxh3=packed.xxh3, size=packed.size, mtime_ns=packed.mtime_ns, mode=packed.mode, uid=packed.uid,
                    gid=packed.gid, dev=packed.dev, ino=packed.ino, ctime_ns=packed.ctime_ns, obj_key=key,
                    obj_version=version_id, torn=1 if packed.status == "torn" else None,
+                   sparse=1 if packed.sparse else None,
                    obj_sha256=sha256, entry=packed.entry, op=(Op.ADD if old is None else Op.CHANGE).value)
         self.put(row)
 

@@ -65,6 +65,8 @@ def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int]) -> dict[st
         entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
     if row["torn"]:
         entry["torn"] = True  # the file kept changing while it was read: stored as last read
+    if row["sparse"]:
+        entry["sparse"] = True  # it has holes: a restore leaves them holes
     if row["link"] is not None:
         entry["link"] = path_name(row["link"])  # another name of the file at this path (hard link)
     if row["xattrs"] is not None:

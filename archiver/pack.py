@@ -69,6 +69,7 @@ class PackedFile:
     ino: int = 0
     message: str = ""
     ctime_ns: int = 0
+    sparse: bool = False  # it has holes: a restore leaves them holes
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,12 @@ class _HashingReader(io.BufferedIOBase):
         return data
 
 
+def has_holes(st: os.stat_result) -> bool:
+    """At least 64 KiB of the file is not allocated on disk: a sparse file (or one a file system compresses,
+    which a restore may leave sparse too: its content is the same)."""
+    return st.st_size - st.st_blocks * 512 >= 64 * 1024
+
+
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ino, b.st_ctime_ns)
 
@@ -278,12 +285,12 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                 # so the next run sees the growth and stores it.
                 return PackedFile(planned.path, "ok", entry, digest, before.st_size, before.st_mtime_ns,
                                   stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev,
-                                  before.st_ino, ctime_ns=before.st_ctime_ns)
+                                  before.st_ino, ctime_ns=before.st_ctime_ns, sparse=has_holes(before))
             if whole:
                 last = PackedFile(planned.path, "torn", entry, digest, before.st_size, before.st_mtime_ns,
                                   stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev,
                                   before.st_ino, message=f"kept changing while being read ({TORN_RETRIES} attempts)",
-                                  ctime_ns=before.st_ctime_ns)
+                                  ctime_ns=before.st_ctime_ns, sparse=has_holes(before))
     # Stored as last read, and flagged: a file that never holds still is never absent from every point.
     # The stat kept is the one before that read, so the next run reads it again.
     return last or PackedFile(planned.path, "unstable",

@@ -307,7 +307,8 @@ def _extract(repo: Repository, dest: Target, task: _VolumeTask, local: Path, res
             done.add(entry)
             return None
         pending[entry] = opened
-        return HashSink([new.out for _, new in opened], on_close=lambda sink: finish(entry, sink),
+        return HashSink([new.sparse() if row["sparse"] else new.out for row, new in opened],
+                        on_close=lambda sink: finish(entry, sink),
                         limit=max(row["size"] for row, _ in opened))
 
     try:

@@ -64,11 +64,19 @@ class NewFile:
     def __init__(self, dir_fd: int, path: str, name: str, temp: str | None, fd: int) -> None:
         self.dir_fd, self.path, self.name, self.temp = dir_fd, path, name, temp
         self.out: BinaryIO = os.fdopen(fd, "wb")
+        self.holes = False
+
+    def sparse(self) -> "SparseWriter":
+        """Where to write the content of a file that had holes: runs of zeros become holes again."""
+        self.holes = True
+        return SparseWriter(self.out)
 
     def commit(self, row: Mapping[str, Any], is_root: bool) -> list[str]:
         """Put the file in place with its metadata; returns the kinds of extended attribute it could not get."""
         try:
             self.out.flush()
+            if self.holes:
+                os.ftruncate(self.out.fileno(), row["size"])  # a hole at the end is not written: it is the length
             unset = _set_metadata(self.out.fileno(), row, is_root)
             self.out.close()
             if self.temp is not None:
@@ -98,6 +106,38 @@ class NewFile:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+
+
+_ZEROS = bytes(64 * 1024)
+
+
+class SparseWriter:
+    """Writes a stream, skipping (seeking over) every aligned 64 KiB block of zeros, so a restored sparse file
+    takes the room its data takes, not its length. The caller sets the length at the end."""
+
+    BLOCK = 64 * 1024
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.pending = out, b""
+
+    def write(self, data: bytes | bytearray) -> int:
+        buffer = self.pending + bytes(data)
+        whole = len(buffer) - len(buffer) % self.BLOCK
+        view = memoryview(buffer)
+        for start in range(0, whole, self.BLOCK):
+            block = view[start:start + self.BLOCK]
+            if block == _ZEROS:
+                self.out.seek(self.BLOCK, os.SEEK_CUR)
+            else:
+                self.out.write(block)
+        self.pending = buffer[whole:]
+        return len(data)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.out.write(self.pending)
+            self.pending = b""
+        self.out.flush()
 
 
 def _set_metadata(fd: int, row: Mapping[str, Any], is_root: bool) -> list[str]:

@@ -232,3 +232,29 @@ def test_extended_attributes_and_acls_are_kept_and_restored_and_a_refusal_is_nam
     root = restored_root(target, ws.src)
     assert xattrs_of(root / "doc.txt") == {k: v for k, v in xattrs_of(doc).items() if not k.startswith("trusted.")}
     assert xattrs_of(root / "folder") == expected[folder]
+
+
+def test_a_sparse_file_is_restored_sparse(workspace):
+    ws = workspace
+    sparse = ws.src / "disk.img"
+    with open(sparse, "wb") as fh:
+        fh.truncate(256 * 1024 * 1024)  # 256 MiB apparent
+        for offset in (0, 100 * 1024 * 1024 + 12345, 256 * 1024 * 1024 - 70_000):  # data, holes between
+            fh.seek(offset)
+            fh.write(os.urandom(70_000))
+    on_disk = sparse.stat().st_blocks * 512
+    if on_disk > 8 * 1024 * 1024:
+        import pytest
+
+        pytest.skip("this file system does not keep holes")
+    ws.write_config(volume_size="64MiB")
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    listed = {e["path"].rsplit("/", 1)[-1]: e for e in ws.genarc("ls", "data", "--json").json["entries"]}
+    assert listed["disk.img"]["size"] == 256 * 1024 * 1024
+    target = ws.root / "restored"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    restored = restored_root(target, ws.src) / "disk.img"
+    assert restored.stat().st_size == sparse.stat().st_size
+    assert restored.read_bytes() == sparse.read_bytes()
+    assert restored.stat().st_blocks * 512 <= on_disk + 2 * 64 * 1024 * 3  # holes stay holes (block rounding)
