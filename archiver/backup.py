@@ -322,7 +322,8 @@ def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
     run.emit("planned", {"files": files, "bytes": size})
     settings = run.config.volumes
     plans = plan_volumes(_planned(run.scan, run.roots), method=settings.compression, level=settings.level,
-                         volume_size=settings.size, max_files=settings.max_files, first_index=first_index)
+                         volume_size=settings.size, max_files=settings.max_files, first_index=first_index,
+                         tag=f"{run.writer.run_id}-")
     password = run.repo.keys.password
     if settings.effective_workers <= 1:
         for plan in plans:

@@ -48,6 +48,7 @@ class VolumePlan:
     level: int
     files: list[PlannedFile] = field(default_factory=list)
     bytes: int = 0
+    tag: str = ""  # the run id and a dash: see entry_name
 
     def add(self, planned: PlannedFile) -> None:
         self.files.append(planned)
@@ -82,17 +83,19 @@ class PackedVolume:
     files: list[PackedFile]
 
 
-def entry_name(path: str, ordinal: int) -> str:
-    """The name inside the volume: the path itself when stock tools can handle it, else a neutral name."""
+def entry_name(path: str, ordinal: int, tag: str = "") -> str:
+    """The name inside the volume: the path itself when stock tools can handle it, else a neutral name.
+    ``tag`` (the run id and a dash) makes neutral names unique across every volume of every point, so
+    volumes extracted into one folder never overwrite one another's."""
     name = path.lstrip("/")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        return f"_genarc/odd/{ordinal:06d}"
+        return f"_genarc/odd/{tag}{ordinal:06d}"
     parts = name.split("/")
     if (not name or "\\" in name or any(ord(c) in _ODD for c in name) or any(p in ("", ".", "..") for p in parts)
             or name.startswith("_genarc/")):
-        return f"_genarc/odd/{ordinal:06d}"
+        return f"_genarc/odd/{tag}{ordinal:06d}"
     return name
 
 
@@ -252,13 +255,13 @@ def _grew_only(before: os.stat_result, after: os.stat_result, fd: int, digest: s
 
 
 def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
-              folders: SourceFolders) -> PackedFile:
-    base = entry_name(planned.path, ordinal)
+              folders: SourceFolders, tag: str = "") -> PackedFile:
+    base = entry_name(planned.path, ordinal, tag)
     last: PackedFile | None = None
     for attempt in range(1, TORN_RETRIES + 1):
-        entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{ordinal:06d}"
+        entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{tag}{ordinal:06d}"
         if entry in used:
-            entry = f"_genarc/odd/{ordinal:06d}-{attempt}"
+            entry = f"_genarc/odd/{tag}{ordinal:06d}-{attempt}"
         try:
             fh, before = folders.open(planned.path, planned.root)
         except FileNotFoundError:
@@ -304,7 +307,7 @@ def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> Packe
     try:
         with sevenzip.open_for_writing(out_path, plan.method, plan.level, password) as archive, SourceFolders() as folders:
             for ordinal, planned in enumerate(plan.files):
-                results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used, folders))
+                results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used, folders, plan.tag))
         digest = hashlib.sha256()
         with open(out_path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -320,7 +323,7 @@ def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> Packe
 
 
 def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volume_size: int, max_files: int,
-                 first_index: int = 1) -> Iterator[VolumePlan]:
+                 first_index: int = 1, tag: str = "") -> Iterator[VolumePlan]:
     """Group files into volumes: compressible ones with ``method``, incompressible ones with COPY.
 
     Each stream fills a volume up to ``volume_size`` bytes or ``max_files`` files; a file larger
@@ -337,7 +340,7 @@ def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volum
                 yield current
                 current = None
             if current is None:
-                current = VolumePlan(index, chosen, level if chosen == method else 0)
+                current = VolumePlan(index, chosen, level if chosen == method else 0, tag=tag)
                 index += 1
                 open_plans[chosen] = current
             current.add(planned)

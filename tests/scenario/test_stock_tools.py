@@ -80,3 +80,100 @@ def test_stock_7zip_needs_the_password_to_even_list_names(workspace):
     done = subprocess.run([SEVEN_ZIP, "l", "-pwrong", str(full_volumes(workspace.repo)[0])],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "readme.txt" not in done.stdout
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "restore-without-genarc.py"
+DAYS = [f"2027-02-{d:02d}T02:00:00Z" for d in range(1, 8)]
+
+
+def awkward_history(ws) -> dict[int, dict]:
+    """Four daily runs, two-day generations (so a synthetic full), odd names, deletions before a
+    rollover, links of both kinds, empty files and folders; returns each point's tree by run."""
+    from tests.conftest import snapshot
+
+    src = ws.src
+    (src / "docs").mkdir()
+    (src / "docs" / "keep.txt").write_text("kept all week\n" * 50)
+    (src / "docs" / "gone-before-rollover.txt").write_text("deleted on day 1\n" * 50)
+    (src / "new\nline.txt").write_bytes(b"a newline in the name\n" * 20)
+    (src / "back\\slash.txt").write_bytes(b"a backslash\n" * 20)
+    (src / os.fsdecode(b"bad-\xff-name.bin")).write_bytes(os.urandom(5000))
+    (src / "empty-dir").mkdir()
+    (src / "empty.txt").write_bytes(b"")
+    (src / "link").symlink_to("docs/keep.txt")
+    os.link(src / "docs" / "keep.txt", src / "hard-keep.txt")
+    states = {}
+    for day, now in enumerate(DAYS[:4]):
+        if day == 1:
+            (src / "docs" / "gone-before-rollover.txt").unlink()
+            (src / "docs" / "day1.txt").write_text("added on day 1\n")
+        if day == 2:
+            (src / "new\nline.txt").write_bytes(b"changed on day 2\n" * 20)
+        if day == 3:
+            (src / "docs" / "day1.txt").unlink()
+        result = ws.genarc("run", "--json", now=now)
+        assert result.code == EXIT_OK, result.err
+        states[day] = snapshot(src)
+    return states
+
+
+def run_script(repo: Path, target: Path, *extra: str) -> subprocess.CompletedProcess:
+    # Isolated (-I): no genarc on the path, no PYTHON* variables; only the standard library and py7zr.
+    return subprocess.run([sys.executable, "-I", str(SCRIPT), "--repo", str(repo), "--job", "data",
+                           "--target", str(target), *extra], capture_output=True, text=True,
+                          env={"GENARC_PASSWORD": PASSWORD, "PATH": os.environ.get("PATH", "")}, cwd="/")
+
+
+def test_the_recovery_script_needs_no_genarc_and_restores_what_genarc_restores(workspace):
+    from tests.conftest import restored_root, snapshot
+
+    text = SCRIPT.read_text()
+    assert "import archiver" not in text and "from archiver" not in text
+    ws = workspace
+    ws.write_config(password=PASSWORD, keep_days=3, generation_days=2, margin_days=1, volume_size="64KiB")
+    assert ws.genarc("init").code == EXIT_OK
+    states = awkward_history(ws)
+    # Generation 2 opens with a synthetic full on day 2, after a deletion on day 1.
+    for generation, point, day in ((1, 1, 0), (1, 2, 1), (2, 1, 2), (2, 2, 3)):
+        mine, theirs = ws.root / f"script-{day}", ws.root / f"genarc-{day}"
+        done = run_script(ws.repo, mine, "--generation", str(generation), "--point", str(point))
+        assert done.returncode == 0, done.stderr
+        assert ws.genarc("restore", "data", "--target", str(theirs), "--generation", str(generation),
+                         "--point", str(point)).code == EXIT_OK
+        assert snapshot(restored_root(mine, ws.src)) == snapshot(restored_root(theirs, ws.src)) == states[day], day
+        assert os.stat(restored_root(mine, ws.src) / "hard-keep.txt").st_ino == \
+            os.stat(restored_root(mine, ws.src) / "docs" / "keep.txt").st_ino
+    # The newest point by default; a wrong password is refused, not guessed around.
+    assert run_script(ws.repo, ws.root / "newest").returncode == 0
+    wrong = subprocess.run([sys.executable, "-I", str(SCRIPT), "--repo", str(ws.repo), "--job", "data",
+                            "--target", str(ws.root / "wrong")], capture_output=True, text=True,
+                           env={"GENARC_PASSWORD": "not it"})
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr and "password" in wrong.stderr, wrong.stderr
+
+
+def test_the_recovery_script_on_objects_copied_from_s3(workspace):
+    from tests.conftest import restored_root, snapshot
+    from tests.servers import MotoServer
+
+    ws = workspace
+    moto = MotoServer()
+    try:
+        bucket = moto.make_bucket()
+        ws.write_config(password=PASSWORD, url=f"s3://{bucket}/backups", endpoint_url=moto.url, keep_days=3,
+                        generation_days=2, margin_days=1, volume_size="64KiB")
+        ws.monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        ws.monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        assert ws.genarc("init").code == EXIT_OK
+        states = awkward_history(ws)
+        # What `aws s3 cp --recursive s3://BUCKET/backups ./copy` does.
+        s3, copy = moto.client(), ws.root / "copy"
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="backups/"):
+            for item in page.get("Contents", []):
+                local = copy / item["Key"].removeprefix("backups/")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+        done = run_script(copy, ws.root / "restored")
+        assert done.returncode == 0, done.stderr
+        assert snapshot(restored_root(ws.root / "restored", ws.src)) == states[3]
+    finally:
+        moto.stop()
