@@ -177,3 +177,32 @@ def test_the_recovery_script_on_objects_copied_from_s3(workspace):
         assert snapshot(restored_root(ws.root / "restored", ws.src)) == states[3]
     finally:
         moto.stop()
+
+
+def doc_commands(containing: str) -> list[str]:
+    """The shell lines of docs/restore-without-genarc.md that contain ``containing``, exactly as printed."""
+    text = (SCRIPT.parents[1] / "docs" / "restore-without-genarc.md").read_text()
+    blocks = text.split("```sh\n")[1:]
+    return [line for block in blocks for line in block.split("```")[0].splitlines() if containing in line]
+
+
+@pytest.mark.skipif(SEVEN_ZIP is None or shutil.which("7zz") is None, reason="Debian's 7zip (7zz) is not installed")
+def test_the_docs_7zip_commands_run_exactly_as_printed(workspace):
+    ws = workspace
+    expected = make_tree(ws.src)
+    (ws.src / "odd\nname.txt").write_bytes(b"an odd name\n")
+    ws.write_config(password=PASSWORD, compression="deflate", volume_size="64KiB")
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now="2027-02-01T02:00:00Z").code == EXIT_OK
+    extract, = doc_commands("7zz x -p\"$PASSWORD\" -orestored")
+    folder = full_volumes(ws.repo)[0].parent
+    env = {**os.environ, "PASSWORD": PASSWORD}
+    done = subprocess.run(["bash", "-c", extract], cwd=folder, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_extracted(folder / "restored", expected)
+    odd = list((folder / "restored" / "_genarc" / "odd").iterdir())
+    assert len(odd) == 1 and odd[0].read_bytes() == b"an odd name\n"
+    mapping, = doc_commands("manifest.jsonl | grep")
+    manifests = next(ws.repo.glob("data/manifests/g000001-*"))
+    done = subprocess.run(["bash", "-c", mapping], cwd=manifests, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and odd[0].name in done.stdout and "odd\\nname.txt" in done.stdout, done.stderr
