@@ -89,6 +89,11 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
         selected = _select(tree, selection, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
         report.changed_while_read = [escape(path_name(row[0])) for row in selected.conn.execute(
             f"SELECT path FROM {selected.name} WHERE torn = 1 ORDER BY path")]
+        if not is_root:  # only root can give a file away: named once, not per file
+            others = selected.conn.execute(f"SELECT count(*) FROM {selected.name} WHERE uid IS NOT NULL AND uid != ?",
+                                           (os.getuid(),)).fetchone()[0]
+            if others:
+                report.unset["owners (only root can set them; the restoring user owns these)"] = others
         if os.path.lexists(target) and not os.path.isdir(target):
             raise UsageError(f"The restore target {target} exists and is not a directory; choose a directory.")
         try:

@@ -199,6 +199,7 @@ def test_extended_attributes_and_acls_are_kept_and_restored_and_a_refusal_is_nam
         os.setxattr(doc, "system.posix_acl_access", acl_blob(1234))
         os.setxattr(folder, "user.folder", b"a folder's attribute")
         os.setxattr(other, "trusted.origin", b"needs root")
+        os.setxattr(other, "security.genarc-test", b"a security attribute")
         os.setxattr(doc, "trusted.origin", b"needs root too")
     except OSError as exc:
         pytest.skip(f"this file system or user cannot set extended attributes and ACLs: {exc}")
