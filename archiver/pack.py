@@ -193,10 +193,11 @@ def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFo
 class _HashingReader(io.BufferedIOBase):
     """Feeds py7zr exactly ``limit`` bytes of an open file, hashing what it reads."""
 
-    def __init__(self, raw: io.BufferedReader, limit: int) -> None:
+    def __init__(self, raw: io.BufferedReader, limit: int, holes: bool = False) -> None:
         self.raw_file, self.remaining, self.limit = raw, limit, limit
         self.hash = xxhash.xxh3_128()
         self.read_bytes = 0
+        self.fd = raw.fileno() if holes else None  # a sparse file: its holes are not read, they are zeros
 
     def readable(self) -> bool:
         return True
@@ -213,11 +214,14 @@ class _HashingReader(io.BufferedIOBase):
             return self.limit + offset
         return offset if whence == os.SEEK_SET else self.read_bytes + offset
 
+    def _sparse_read(self, want: int) -> bytes:
+        return _hole_or_data(self.fd, self.read_bytes, want) if self.fd is not None else b""
+
     def read(self, n: int | None = -1) -> bytes:
         if self.remaining <= 0:
             return b""
         want = self.remaining if n is None or n < 0 else min(n, self.remaining)
-        data = self.raw_file.read(want)
+        data = self.raw_file.read(want) if self.fd is None else self._sparse_read(want)
         self.hash.update(data)
         self.remaining -= len(data)
         self.read_bytes += len(data)
@@ -228,6 +232,21 @@ def has_holes(st: os.stat_result) -> bool:
     """At least 64 KiB of the file is not allocated on disk: a sparse file (or one a file system compresses,
     which a restore may leave sparse too: its content is the same)."""
     return st.st_size - st.st_blocks * 512 >= 64 * 1024
+
+
+def _hole_or_data(fd: int, position: int, want: int) -> bytes:
+    """Up to ``want`` bytes at ``position``: zeros up to the next data (SEEK_DATA), else data up to the next
+    hole (SEEK_HOLE). A file system without them answers as if the whole file were data."""
+    try:
+        start = os.lseek(fd, position, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: only a hole is left
+            return os.pread(fd, want, position)
+        return bytes(want)
+    if start > position:
+        return bytes(min(want, start - position))
+    end = os.lseek(fd, position, os.SEEK_HOLE)
+    return os.pread(fd, max(1, min(want, end - position)), position)
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
@@ -270,7 +289,7 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
             return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}")
         with fh:
             fd = fh.fileno()
-            reader = _HashingReader(fh, before.st_size)
+            reader = _HashingReader(fh, before.st_size, holes=has_holes(before))
             try:
                 sevenzip.write_entry(archive, reader, entry)
             except OSError as exc:

@@ -156,3 +156,25 @@ def test_a_folder_swapped_for_a_link_during_the_scan_is_not_followed(tmp_path):
             (src / "z").symlink_to(outside)
     assert not [p for p in seen if p.startswith(str(src / "z") + "/")]
     assert any(level == "warning" and str(src / "z") in message for level, message in notes)
+
+
+def test_holes_are_read_as_zeros_without_reading_them(tmp_path):
+    from archiver.pack import _hole_or_data
+
+    path = tmp_path / "sparse"
+    with open(path, "wb") as fh:
+        fh.truncate(4 * 1024 * 1024)
+        fh.seek(1024 * 1024)
+        fh.write(b"data" * 1024)
+    expected = path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out, position = bytearray(), 0
+        while position < len(expected):
+            chunk = _hole_or_data(fd, position, 300_000)
+            assert chunk
+            out += chunk
+            position += len(chunk)
+    finally:
+        os.close(fd)
+    assert bytes(out) == expected
