@@ -240,9 +240,9 @@ def _hole_or_data(fd: int, position: int, want: int) -> bytes:
     try:
         start = os.lseek(fd, position, os.SEEK_DATA)
     except OSError as exc:
-        if exc.errno != errno.ENXIO:  # ENXIO: only a hole is left
+        if exc.errno != errno.ENXIO:  # ENXIO: only a hole is left, up to the end of the file
             return os.pread(fd, want, position)
-        return bytes(want)
+        return bytes(max(0, min(want, os.fstat(fd).st_size - position)))
     if start > position:
         return bytes(min(want, start - position))
     end = os.lseek(fd, position, os.SEEK_HOLE)
