@@ -206,3 +206,25 @@ def test_the_docs_7zip_commands_run_exactly_as_printed(workspace):
     manifests = next(ws.repo.glob("data/manifests/g000001-*"))
     done = subprocess.run(["bash", "-c", mapping], cwd=manifests, env=env, capture_output=True, text=True)
     assert done.returncode == 0 and odd[0].name in done.stdout and "odd\\nname.txt" in done.stdout, done.stderr
+
+
+def test_odd_entry_names_never_collide_across_volumes_or_points(workspace):
+    import py7zr
+
+    ws = workspace
+    for i in range(3):
+        (ws.src / f"odd\n{i}.txt").write_bytes(f"day 0, file {i}\n".encode() * 50)
+    ws.write_config(password=PASSWORD, compression="deflate", volume_size="1KiB", max_files=1)
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now="2027-02-01T02:00:00Z").code == EXIT_OK
+    for i in range(3):
+        (ws.src / f"odd\n{i}.txt").write_bytes(f"day 1, file {i}, changed\n".encode() * 50)
+    assert ws.genarc("run", now="2027-02-02T02:00:00Z").code == EXIT_OK
+    volumes = sorted(ws.repo.glob("data/volumes/*/*/v*.7z"))
+    assert len(volumes) == 6  # one file per volume, two points
+    out = ws.root / "all-in-one"
+    for volume in volumes:
+        with py7zr.SevenZipFile(volume, "r", password=PASSWORD) as archive:
+            archive.extractall(out)
+    odd = sorted(p for p in (out / "_genarc" / "odd").iterdir())
+    assert len(odd) == 6 and len({p.read_bytes() for p in odd}) == 6  # six entries, none overwritten
