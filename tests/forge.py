@@ -33,7 +33,8 @@ def row(path: str | bytes, type_: str = "file", *, content: bytes = b"", target:
             "gid": os.getgid(), "dev": 0, "ino": 0,
             "target": (target if isinstance(target, bytes) else os.fsencode(target)) if target is not None else None,
             "xxh3": xxhash.xxh3_128(content).hexdigest() if type_ == "file" else None,
-            "obj_key": None, "obj_version": None, "obj_sha256": None, "entry": None, "content": content}
+            "obj_key": None, "obj_version": None, "obj_sha256": None, "entry": None, "content": content,
+            "torn": None, "sparse": None, "link": None, "xattrs": None, "ctime_ns": None}
 
 
 @dataclass
