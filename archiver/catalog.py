@@ -223,7 +223,8 @@ def _malformed(entry: Any) -> str | None:
         return "a hard link that is not another file's path"
     xattrs = entry.get("xattrs")
     if xattrs is not None and (entry.get("type") == "symlink" or not isinstance(xattrs, Mapping) or not xattrs or not all(
-            isinstance(k, str) and k and "\x00" not in k and len(k) <= 255 and isinstance(v, str) and _base64(v)
+            isinstance(k, str) and k and "\x00" not in k and len(k) <= 255 and _encodable(k) and isinstance(v, str)
+            and _base64(v)
             for k, v in xattrs.items())):
         return "extended attributes that are not names with base64 values"
     op = entry.get("op")

@@ -97,11 +97,19 @@ class Profile:
                 values[name] = [str(v) for v in value[:3]] if isinstance(value, list) else []
             elif name == "density_known":
                 values[name] = value is not False
-            elif type(value) is int and value >= 0:
+            elif type(value) is int and 0 <= value < 2**53:
                 values[name] = value
             elif value is not None:
                 return None
         return cls(**values)
+
+
+def _key_of(path: Any) -> bytes | None:
+    """The catalog key of a path, or None for one no file system can hold (a forged manifest)."""
+    try:
+        return path_key(path) if isinstance(path, str) else None
+    except UnicodeEncodeError:
+        return None
 
 
 def _stem(path: str) -> str:
@@ -150,7 +158,7 @@ class Measurer:
         manifest; replaying it fails anyway) is not measured."""
         p = self.profile
         if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str) or (
-                entry.get("size") is not None and type(entry.get("size")) is not int):
+                entry.get("size") is not None and type(entry.get("size")) is not int) or not _key_of(entry["path"]):
             return
         op = entry.get("op")
         if op == "remove":
@@ -178,7 +186,8 @@ class Measurer:
                 self._example(f"/{escape(entry['path'])} became incompressible")
 
     def removal(self, path: str) -> None:
-        old = self.previous.get(path_key(path)) if self.previous is not None else None
+        key = _key_of(path)
+        old = self.previous.get(key) if self.previous is not None and key else None
         if old is not None and old["type"] == "file":
             self.profile.removed += 1
             self._removed[path] = self._compressible_old(old)

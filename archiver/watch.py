@@ -120,12 +120,16 @@ class _Profiles:
 
 
 def _check_lock(repo: Repository, job: str, newest, header: dict, now: datetime, findings: list[Finding]) -> None:
-    lock = header.get("lock") or {}
+    lock = header.get("lock") if isinstance(header.get("lock"), dict) else {}
     if lock.get("mode", "none") == "none":
         if repo.store.capabilities.lockable:
             findings.append(Finding(job, "lock", f"the newest point of {job} was written without an object lock"))
         return
-    planned = parse_time(lock["until"])
+    try:
+        planned = parse_time(str(lock.get("until")))
+    except GenarcError:
+        findings.append(Finding(job, "lock", f"the newest point of {job} records no lock date genarc writes"))
+        return
     if planned <= now:
         findings.append(Finding(job, "lock", f"the newest point of {job} is locked only until {lock['until']}, "
                                              "which has passed"))
@@ -151,7 +155,8 @@ def _previous_generation_tip(repo: Repository, history: History, newest: Point, 
 
 
 def _check_drift(job: str, before: dict, after: dict, findings: list[Finding]) -> None:
-    old, new = before.get("config", {}), after.get("config", {})
+    old = before.get("config") if isinstance(before.get("config"), dict) else {}
+    new = after.get("config") if isinstance(after.get("config"), dict) else {}
     # The tripwire counts when it is switched off (points from before it existed do not record it).
     changes = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in WATCHED_CONFIG if old.get(key) != new.get(key)
                and (key != "tripwire" or (new.get(key) is False and old.get(key) is not False))]

@@ -275,3 +275,44 @@ def test_a_photo_import_does_not_trip(workspace):
     with ws.capsys.disabled():
         print(f"\nphoto imports: scores {scores}")
     assert max(scores) < 1
+
+
+def test_watch_names_forged_points_and_never_crashes_on_them(workspace, monkeypatch):
+    """Headers and entries a genarc run never writes (the attacker holds the password): findings, not exit 70."""
+    from datetime import datetime, timezone
+
+    import archiver.point as point_mod
+    from archiver import config as config_mod
+    from archiver.repository import Repository
+    from tests.forge import Forger, row
+
+    ws = workspace
+    documents(ws.src, 30)
+    tripwire_config(ws)
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    repo = Repository.open(config_mod.load(ws.config))
+    real = point_mod.build_header
+    tweaks = {
+        "huge": lambda h: h.update(profile={"files_before": 1, "turned_dense": 10**400}),
+        "nolock": lambda h: h.update(lock={"mode": "compliance"}),
+        "noconfig": lambda h: h.update(config=None),
+    }
+    for job, tweak in tweaks.items():
+        def build(**kw):
+            header = real(**kw)
+            tweak(header)
+            return header
+        monkeypatch.setattr(point_mod, "build_header", build)
+        forger = Forger(repo, job, datetime(2027, 3, 1, 2, tzinfo=timezone.utc))
+        rows = [row("a", content=b"a\n")]
+        forger.point(rows)
+        forger.point(rows, listed=[], full=False)
+    monkeypatch.setattr(point_mod, "build_header", real)
+    forger = Forger(repo, "surrogate", datetime(2027, 3, 1, 2, tzinfo=timezone.utc))
+    forger.point([row("a", content=b"a\n")])
+    forger.point([row("a", content=b"a\n")], listed=[({**row("a", content=b"a\n"), "path": b"a"}, "meta")],
+                 full=False)
+    watched = ws.genarc("watch", "--json", now=DAYS[0])
+    assert watched.code == EXIT_UNSAFE, watched.err
+    assert "internal error" not in watched.err and "Traceback" not in watched.err
