@@ -245,7 +245,10 @@ def _hole_or_data(fd: int, position: int, want: int) -> bytes:
         return bytes(max(0, min(want, os.fstat(fd).st_size - position)))
     if start > position:
         return bytes(min(want, start - position))
-    end = os.lseek(fd, position, os.SEEK_HOLE)
+    try:
+        end = os.lseek(fd, position, os.SEEK_HOLE)
+    except OSError:  # the file shrank meanwhile: read what is there (a short read; the stat check names it)
+        return os.pread(fd, want, position)
     return os.pread(fd, max(1, min(want, end - position)), position)
 
 

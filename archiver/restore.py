@@ -100,12 +100,16 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
             with Target(target, overwrite=overwrite, is_root=is_root) as dest:
                 if not overwrite:
                     _refuse_clashes(selected, dest, target)
-                _restore_entries(selected, dest, report)
-                tasks = _volume_tasks(selected, workdir)
+                firsts = {row[0] for row in selected.conn.execute(
+                    "SELECT DISTINCT link FROM selected WHERE link IS NOT NULL")}
+                written: set[bytes] = set()  # first names of hard-linked files this restore wrote
+                _restore_entries(selected, dest, report, firsts, written)
+                tasks = _volume_tasks(selected, workdir, firsts)
                 emit("planned", {"files": sum(len(t.rows) for t in tasks),
                                  "bytes": sum(r["size"] for t in tasks for r in t.rows)})
-                _restore_volumes(repo, dest, tasks, workers, report, emit)
-                _restore_links(selected, dest, report)
+                _restore_volumes(repo, dest, tasks, workers, report, emit, written)
+                alone = _restore_links(selected, dest, report, written)
+                _restore_entries_alone(repo, dest, alone, workdir, workers, report, emit)
                 emit("done", {})
                 _finish_dirs(selected, dest, report)
         except OSError as exc:
@@ -156,7 +160,8 @@ def _attempt(report: RestoreReport, name: str, action: Callable[[], None]) -> bo
     return False
 
 
-def _restore_entries(selected: TreeTable, dest: Target, report: RestoreReport) -> None:
+def _restore_entries(selected: TreeTable, dest: Target, report: RestoreReport, firsts: set[bytes],
+                     written: set[bytes]) -> None:
     """Directories, symlinks and empty files: everything that needs no volume."""
     for row in selected.rows("type = 'dir'"):
         name = path_name(row["path"])
@@ -169,6 +174,8 @@ def _restore_entries(selected: TreeTable, dest: Target, report: RestoreReport) -
         name = path_name(row["path"])
         if _attempt(report, name, lambda: report.refused_metadata(dest.empty_file(name, row))):
             report.files += 1
+            if row["path"] in firsts:
+                written.add(row["path"])
 
 
 # A file restored as another name of a file this restore writes: its first name is selected, is a file with the
@@ -177,12 +184,35 @@ _LINKED = """(link IS NOT NULL AND EXISTS (SELECT 1 FROM selected AS first WHERE
              AND first.type = 'file' AND first.link IS NULL AND first.xxh3 IS selected.xxh3))"""
 
 
-def _restore_links(selected: TreeTable, dest: Target, report: RestoreReport) -> None:
-    """Hard links: every further name of a file, once its first name is written."""
+def _restore_links(selected: TreeTable, dest: Target, report: RestoreReport, written: set[bytes]) -> list[dict]:
+    """Hard links: every further name of a file whose first name this restore wrote. The others (their first
+    name failed or was in the way) are returned, to be restored on their own from their own content: a link
+    is never made to something this restore did not write."""
+    alone = []
     for row in selected.rows(f"type = 'file' AND {_LINKED}"):
+        if row["link"] not in written:
+            alone.append(dict(row))
+            continue
         name, first = path_name(row["path"]), path_name(row["link"])
         if _attempt(report, name, lambda: dest.hard_link(name, first)):
             report.files += 1
+    return alone
+
+
+def _restore_entries_alone(repo: Repository, dest: Target, rows: list[dict], workdir: Path, workers: int,
+                           report: RestoreReport, emit: Progress) -> None:
+    for row in rows:
+        if not row["size"]:
+            name = path_name(row["path"])
+            if _attempt(report, name, lambda: report.refused_metadata(dest.empty_file(name, row))):
+                report.files += 1
+    volumes: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["size"]:
+            volumes.setdefault(row["obj_key"], []).append(row)
+    tasks = [_VolumeTask(key, members[0]["obj_version"], members[0]["obj_sha256"], members, workdir / f"alone{i}")
+             for i, (key, members) in enumerate(sorted(volumes.items()))]
+    _restore_volumes(repo, dest, tasks, workers, report, emit, set())
 
 
 def _finish_dirs(selected: TreeTable, dest: Target, report: RestoreReport) -> None:
@@ -200,7 +230,7 @@ def _finish_dirs(selected: TreeTable, dest: Target, report: RestoreReport) -> No
             report.blocked.append(f"{name}: its mode or times cannot be set in the target ({exc.strerror})")
 
 
-def _volume_tasks(selected: TreeTable, workdir: Path) -> list["_VolumeTask"]:
+def _volume_tasks(selected: TreeTable, workdir: Path, firsts: set[bytes]) -> list["_VolumeTask"]:
     conn = selected.conn
     volumes = conn.execute(
         f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 "
@@ -210,7 +240,7 @@ def _volume_tasks(selected: TreeTable, workdir: Path) -> list["_VolumeTask"]:
         rows = conn.execute(f"SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0 "
                             f"AND NOT {_LINKED}", (volume["obj_key"],)).fetchall()
         tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
-                                 [dict(r) for r in rows], workdir / f"v{index}"))
+                                 [{**dict(r), "first": r["path"] in firsts} for r in rows], workdir / f"v{index}"))
     return tasks
 
 
@@ -250,6 +280,7 @@ class _VolumeResult:
     errors: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     unset: list[str] = field(default_factory=list)
+    written: list[bytes] = field(default_factory=list)  # first names of hard-linked files, once committed
 
 
 def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _VolumeResult:
@@ -375,6 +406,8 @@ def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink, key: str,
         return
     result.files += 1
     result.bytes += row["size"]
+    if row.get("first"):
+        result.written.append(row["path"])
 
 
 _WORKER: tuple[Repository, Target] | None = None  # in a restore worker process only: set by its initializer
@@ -392,7 +425,7 @@ def _restore_in_worker(task: _VolumeTask) -> _VolumeResult:
 
 
 def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], workers: int, report: RestoreReport,
-                     emit: Progress) -> None:
+                     emit: Progress, written: set[bytes]) -> None:
     """Volumes are independent: restore them in parallel processes (py7zr holds the GIL)."""
 
     def tally(result: _VolumeResult, key: str) -> None:
@@ -401,6 +434,7 @@ def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], w
         report.errors.extend(result.errors)
         report.blocked.extend(result.blocked)
         report.refused_metadata(result.unset)
+        written.update(result.written)
         emit("volume", {"key": key, "files_done": report.files, "packed": report.bytes})
 
     if workers <= 1 or len(tasks) <= 1:

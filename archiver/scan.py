@@ -183,6 +183,8 @@ def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
             report("warning", f"cannot read source {root}: {exc.strerror}; it is not in this restore point")
             continue
         root_entry = entry_from_stat(root, root_st)
+        if root_entry is not None and root_entry.type == "dir":
+            root_entry = dataclasses.replace(root_entry, xattrs=read_xattrs(root, report))
         if root_entry is None or root_entry.type != "dir":
             report("warning", f"source {root} is not a directory; skipped")
             continue
@@ -252,23 +254,43 @@ def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher", root: str, 
     if entry is None:
         report("note", f"skipped special file {path} (device, socket or FIFO)")
     elif entry.type != "symlink":
-        entry = dataclasses.replace(entry, xattrs=read_xattrs(path, report))
+        entry = dataclasses.replace(entry, xattrs=_xattrs_at(fd, name, st, path, report))
     return entry
 
 
-def read_xattrs(path: str, report: Report) -> str | None:
+def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Report) -> str | None:
+    """The attributes of the very entry that was stat'ed in its folder: reached through an O_PATH descriptor
+    (no folder above it is resolved again, so one swapped for a link meanwhile cannot lend another file's
+    attributes); by path only where /proc cannot show the descriptor."""
+    try:
+        opened = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        now = os.fstat(opened)
+        if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
+            return None  # replaced since the stat: its attributes are not this entry's
+        proc = f"/proc/self/fd/{opened}"
+        if os.path.exists(proc):
+            return read_xattrs(proc, report, shown=path, follow=True)
+        return read_xattrs(path, report)
+    finally:
+        os.close(opened)
+
+
+def read_xattrs(path: str, report: Report, shown: str | None = None, follow: bool = False) -> str | None:
     """Every extended attribute this process can read (``trusted.*`` only as root; POSIX ACLs are the
     ``system.posix_acl_*`` ones), as canonical JSON, or None when there are none."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, follow_symlinks=follow)
     except OSError:
         return None  # none, or a file system without them
     found = {}
     for name in sorted(names):
         try:
-            found[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=False)).decode("ascii")
+            found[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=follow)).decode("ascii")
         except OSError as exc:
             if exc.errno not in (errno.ENODATA, errno.ENOENT):
-                report("warning", f"cannot read the extended attribute {name} of {path}: {exc.strerror}; "
+                report("warning", f"cannot read the extended attribute {name} of {shown or path}: {exc.strerror}; "
                                   "it is not in this restore point")
     return json.dumps(found, sort_keys=True, separators=(",", ":")) if found else None

@@ -101,30 +101,41 @@ def chain(repo: Path, tip: Path, password: str, key: bytes) -> list[tuple[dict, 
     return out
 
 
-def replay(manifests: list[tuple[dict, list[dict]]]) -> dict[str, dict]:
-    tree: dict[str, dict] = {}
+def replay(manifests: list[tuple[dict, list[dict]]]) -> dict[bytes, dict]:
+    """The tree at the last manifest, keyed by each path's bytes (two spellings of one name are one entry)."""
+    tree: dict[bytes, dict] = {}
     for header, entries in manifests:
         objects = header["objects"]
         for entry in entries:
-            path, op = entry["path"], entry["op"]
-            if op == "remove":
-                tree.pop(path, None)
+            try:
+                key = os.fsencode(entry["path"])
+            except (UnicodeEncodeError, TypeError, KeyError):
+                fail(f"a manifest lists a path no file system can hold: {entry.get('path')!r}")
+            if entry["op"] == "remove":
+                tree.pop(key, None)
                 continue
             row = dict(entry)
             if "obj" in entry:
                 obj = objects[entry["obj"]]
                 row.update(volume=obj["key"], sha256=obj["sha256"])
-            elif op == "meta" and path in tree:
-                row.update({k: tree[path][k] for k in ("volume", "sha256", "entry") if k in tree[path]})
-            tree[path] = row
+            elif entry["op"] == "meta" and key in tree:
+                row.update({k: tree[key][k] for k in ("volume", "sha256", "entry") if k in tree[key]})
+            tree[key] = row
     return tree
+
+
+def plain(name: object) -> bool:
+    """A relative path of ordinary components: nothing absolute, empty, '.' or '..', no NUL."""
+    if not isinstance(name, str) or not name or name.startswith("/") or "\x00" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def safe(target: Path, name: str) -> Path:
     """``name`` under ``target``, refusing anything that could leave it (absolute, .., a link on the way)."""
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in name:
+    if not plain(name):
         raise ValueError(f"unsafe path {name!r}")
+    parts = name.split("/")
     current = target
     for part in parts[:-1]:
         current = current / part
@@ -134,20 +145,37 @@ def safe(target: Path, name: str) -> Path:
     return current / parts[-1]
 
 
+def write_new(path: Path, source: Path) -> None:
+    """Copy ``source`` to a new file at ``path``: never through a link, never over something already there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
 def set_metadata(path: Path, row: dict, link: bool = False) -> None:
     for name, value in (row.get("xattrs") or {}).items():
         try:
             os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
-        except OSError:
+        except (OSError, ValueError, UnicodeEncodeError):
             pass  # a file system or a user that cannot take it; genarc's restore names these
     if not link:
         os.chmod(path, row["mode"])
     os.utime(path, ns=(row["mtime_ns"], row["mtime_ns"]), follow_symlinks=not link)
 
 
-def restore(repo: Path, tree: dict[str, dict], target: Path, password: str) -> list[str]:
+def linked_to(tree: dict[bytes, dict], row: dict) -> dict | None:
+    """The first name of a hard-linked file, when it is one this tree can link to: a file of the same content."""
+    first = tree.get(os.fsencode(row["link"])) if isinstance(row.get("link"), str) and plain(row["link"]) else None
+    if first is None or first["type"] != "file" or first.get("link") or first.get("xxh3") != row.get("xxh3"):
+        return None
+    return first
+
+
+def restore(repo: Path, tree: dict[bytes, dict], target: Path, password: str) -> list[str]:
     problems: list[str] = []
-    rows = sorted(tree.values(), key=lambda r: r["path"])
+    written: set[str] = set()
+    rows = [tree[key] for key in sorted(tree)]
+    links = {row["path"]: first for row in rows if row["type"] == "file" and (first := linked_to(tree, row))}
     for row in rows:  # folders, links and empty files first
         try:
             path = safe(target, row["path"])
@@ -155,40 +183,53 @@ def restore(repo: Path, tree: dict[str, dict], target: Path, password: str) -> l
                 path.mkdir(exist_ok=True)
             elif row["type"] == "symlink":
                 os.symlink(row["target"], path)
-            elif not row.get("size") and not row.get("link"):
-                path.write_bytes(b"")
-        except (OSError, ValueError) as exc:
+            elif not row.get("size"):
+                write_new(path, Path(os.devnull))
+                written.add(row["path"])
+        except (OSError, ValueError, TypeError) as exc:
             problems.append(f"{row['path']}: {exc}")
     volumes: dict[str, list[dict]] = {}
     for row in rows:
-        if row["type"] == "file" and row.get("size") and not row.get("link"):
+        if row["type"] == "file" and row.get("size"):
             volumes.setdefault(row["volume"], []).append(row)
     for volume, members in sorted(volumes.items()):
         local = repo / volume
-        if not local.exists() or hashlib.sha256(local.read_bytes()).hexdigest() != members[0]["sha256"]:
+        if not plain(volume) or not local.exists() or hashlib.sha256(local.read_bytes()).hexdigest() != members[0]["sha256"]:
             problems += [f"{r['path']}: volume {volume} is missing or does not match its SHA-256" for r in members]
             continue
+        wanted = [r for r in members if plain(r.get("entry"))]
+        problems += [f"{r['path']}: an entry name that is not a plain path" for r in members if r not in wanted]
         with tempfile.TemporaryDirectory() as tmp:
             with py7zr.SevenZipFile(local, "r", password=password or None) as archive:
-                archive.extract(path=tmp, targets=sorted({r["entry"] for r in members}))
-            for row in members:
+                archive.extract(path=tmp, targets=sorted({r["entry"] for r in wanted}))
+            for row in wanted:  # every name gets its own copy first: if linking fails, it stays
                 try:
-                    shutil.copyfile(Path(tmp, row["entry"]), safe(target, row["path"]), follow_symlinks=False)
+                    write_new(safe(target, row["path"]), Path(tmp, row["entry"]))
+                    written.add(row["path"])
                 except (OSError, ValueError) as exc:
                     problems.append(f"{row['path']}: {exc}")
-    for row in rows:  # further names of one file
-        if row["type"] == "file" and row.get("link"):
-            try:
-                os.link(safe(target, row["link"]), safe(target, row["path"]), follow_symlinks=False)
-            except (OSError, ValueError) as exc:
-                problems.append(f"{row['path']}: {exc}")
+    linked = set()
+    for name, first in links.items():  # further names of one file become links to a first name written here
+        if first["path"] not in written or name not in written:
+            continue  # it keeps its own copy
+        try:
+            path = safe(target, name)
+            temp = path.with_name(path.name + ".restore-link")
+            os.link(safe(target, first["path"]), temp, follow_symlinks=False)
+            os.replace(temp, path)
+            linked.add(name)
+        except (OSError, ValueError):
+            pass  # it keeps its own copy
     for row in sorted(rows, key=lambda r: r["path"], reverse=True):  # metadata last, deepest first
-        path = target / row["path"]
-        if os.path.lexists(path) and not row.get("link"):
-            try:
-                set_metadata(path, row, link=row["type"] == "symlink")
-            except OSError as exc:
-                problems.append(f"{row['path']}: {exc}")
+        if row["path"] in linked or (row["type"] == "file" and row["path"] not in written):
+            continue
+        try:
+            path = safe(target, row["path"])
+            if os.path.islink(path) != (row["type"] == "symlink"):
+                continue  # not what this restore made there
+            set_metadata(path, row, link=row["type"] == "symlink")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{row['path']}: {exc}")
     return problems
 
 

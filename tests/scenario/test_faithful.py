@@ -200,11 +200,12 @@ def test_extended_attributes_and_acls_are_kept_and_restored_and_a_refusal_is_nam
         os.setxattr(folder, "user.folder", b"a folder's attribute")
         os.setxattr(other, "trusted.origin", b"needs root")
         os.setxattr(other, "security.genarc-test", b"a security attribute")
+        os.setxattr(ws.src, "user.source-root", b"the source folder's own")
         os.setxattr(doc, "trusted.origin", b"needs root too")
     except OSError as exc:
         pytest.skip(f"this file system or user cannot set extended attributes and ACLs: {exc}")
     os.chmod(doc, 0o640)  # the ACL's mask follows the group bits
-    expected = {p: xattrs_of(p) for p in (doc, folder, other)}
+    expected = {p: xattrs_of(p) for p in (doc, folder, other, ws.src)}
     ws.write_config()
     assert ws.genarc("init").code == EXIT_OK
     assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
@@ -214,6 +215,7 @@ def test_extended_attributes_and_acls_are_kept_and_restored_and_a_refusal_is_nam
     root = restored_root(target, ws.src)
     for path, attributes in expected.items():
         assert xattrs_of(root / path.relative_to(ws.src)) == attributes, path
+    assert xattrs_of(root)[("user.source-root")] == b"the source folder's own"
     assert snapshot(root) == snapshot(ws.src)
 
     # An attribute changed alone is metadata: recorded, no content uploaded.
@@ -259,3 +261,25 @@ def test_a_sparse_file_is_restored_sparse(workspace):
     assert restored.stat().st_size == sparse.stat().st_size
     assert restored.read_bytes() == sparse.read_bytes()
     assert restored.stat().st_blocks * 512 <= on_disk + 2 * 64 * 1024 * 3  # holes stay holes (block rounding)
+
+
+def test_a_second_name_is_never_linked_to_a_first_name_this_restore_did_not_write(workspace):
+    ws = workspace
+    first = ws.src / "a.txt"
+    first.write_text("the real content\n" * 100)
+    os.link(first, ws.src / "b.txt")
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    target = ws.root / "restored"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    root = restored_root(target, ws.src)
+    # The target now holds something else at the first name, that a restore cannot replace: a full folder.
+    (root / "a.txt").unlink()
+    (root / "a.txt").mkdir()
+    (root / "a.txt" / "keep").write_text("not the backup's\n")
+    (root / "b.txt").write_text("stale\n")
+    result = ws.genarc("restore", "data", "--target", str(target), "--overwrite")
+    assert result.code == 1 and "a.txt" in result.err  # the first name is named
+    assert (root / "b.txt").read_text() == "the real content\n" * 100  # the second comes back on its own
+    assert (root / "b.txt").stat().st_nlink == 1 and (root / "a.txt" / "keep").read_text() == "not the backup's\n"

@@ -228,3 +228,50 @@ def test_odd_entry_names_never_collide_across_volumes_or_points(workspace):
             archive.extractall(out)
     odd = sorted(p for p in (out / "_genarc" / "odd").iterdir())
     assert len(odd) == 6 and len({p.read_bytes() for p in odd}) == 6  # six entries, none overwritten
+
+
+def test_the_recovery_script_never_writes_outside_its_target_for_a_forged_point(workspace):
+    from datetime import datetime, timezone
+
+    import archiver.manifest as manifest_mod
+    import archiver.point as point_mod
+    from archiver import config as config_mod
+    from archiver.repository import Repository
+    from tests.forge import Forger, row
+
+    ws = workspace
+    ws.write_config(password=PASSWORD)
+    assert ws.genarc("init").code == EXIT_OK
+    outside = ws.root / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("untouched\n")
+    (outside / "secret").write_text("never copied in\n")
+    before = {p.name: (p.read_bytes(), p.stat().st_mode, p.stat().st_mtime_ns) for p in outside.iterdir()}
+    repo = Repository.open(config_mod.load(ws.config))
+    forgeries = {
+        "through-a-link": [row("esc", "symlink", target=str(outside)), row("esc/victim", content=b"", mode=0o4777)],
+        "climbing": [row("../outside/victim", content=b"x", mode=0o4777), row(str(outside / "abs"), content=b"x"),
+                     row("ok", content=b"ok\n")],
+        "two-spellings": [row("x\udcc3\udca9", "symlink", target=str(outside / "victim")),
+                          row("x\u00e9", content=b"written through the alias\n")],
+    }
+    for job, rows in forgeries.items():
+        Forger(repo, job, datetime(2027, 3, 1, 2, tzinfo=timezone.utc)).point(rows)
+    real = manifest_mod.entry_of
+
+    def stolen(r, path, op, index):
+        entry = real(r, path, op, index)
+        entry["entry"] = str(outside / "secret")  # an entry name that is a local path
+        return entry
+    point_mod.entry_of = stolen
+    try:
+        Forger(repo, "stolen", datetime(2027, 3, 1, 2, tzinfo=timezone.utc)).point([row("loot", content=b"decoy\n")])
+    finally:
+        point_mod.entry_of = real
+    for job in (*forgeries, "stolen"):
+        done = subprocess.run([sys.executable, "-I", str(SCRIPT), "--repo", str(ws.repo), "--job", job,
+                               "--target", str(ws.root / f"r-{job}")], capture_output=True, text=True,
+                              env={"GENARC_PASSWORD": PASSWORD})
+        assert "Traceback" not in done.stderr, done.stderr
+    assert {p.name: (p.read_bytes(), p.stat().st_mode, p.stat().st_mtime_ns) for p in outside.iterdir()} == before
+    assert not (ws.root / "r-stolen" / "loot").exists() or (ws.root / "r-stolen" / "loot").read_bytes() != b"never copied in\n"
