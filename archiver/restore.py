@@ -171,11 +171,16 @@ def _restore_entries(selected: TreeTable, dest: Target, report: RestoreReport, f
         if _attempt(report, name, lambda: dest.make_symlink(name, row["target"], row)):
             report.symlinks += 1
     for row in selected.rows(f"type = 'file' AND NOT size AND NOT {_LINKED}"):
-        name = path_name(row["path"])
-        if _attempt(report, name, lambda: report.refused_metadata(dest.empty_file(name, row))):
-            report.files += 1
-            if row["path"] in firsts:
-                written.add(row["path"])
+        if _empty_file(dest, row, report) and row["path"] in firsts:
+            written.add(row["path"])
+
+
+def _empty_file(dest: Target, row: Any, report: RestoreReport) -> bool:
+    name = path_name(row["path"])
+    if _attempt(report, name, lambda: report.refused_metadata(dest.empty_file(name, row))):
+        report.files += 1
+        return True
+    return False
 
 
 # A file restored as another name of a file this restore writes: its first name is selected, is a file with the
@@ -203,9 +208,7 @@ def _restore_entries_alone(repo: Repository, dest: Target, rows: list[dict], wor
                            report: RestoreReport, emit: Progress) -> None:
     for row in rows:
         if not row["size"]:
-            name = path_name(row["path"])
-            if _attempt(report, name, lambda: report.refused_metadata(dest.empty_file(name, row))):
-                report.files += 1
+            _empty_file(dest, row, report)
     volumes: dict[str, list[dict]] = {}
     for row in rows:
         if row["size"]:
