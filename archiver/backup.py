@@ -55,6 +55,7 @@ class RunReport:
     lock_mode: str = "none"
     lock_until: str = ""
     expires_from: str = ""
+    unprotected: str = ""  # why nothing is locked or expired here (a local directory); "" on a store that locks
     files_scanned: int = 0
     bytes_scanned: int = 0
     added: int = 0
@@ -243,6 +244,7 @@ def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, s
     report.generation_start, report.time = format_time(gen.start), format_time(now)
     report.lock_mode, report.lock_until = lock.mode, format_time(lock.until)
     report.expires_from = format_time(expires_from(gen.start, config.retention))
+    report.unprotected = repo.store.capabilities.unprotected
     emit("start", {"job": job.name, "kind": decision.kind, "generation": gen.seq, "point": pseq})
     return _Run(repo, config, job, catalog, spool, report, emit, warn, now, decision, writer, chain_ok, trips,
                 baseline=catalog.tip if chain_ok else None)

@@ -6,6 +6,7 @@ are taken relative to the file's own directory.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import subprocess
@@ -25,6 +26,7 @@ LOCK_MODES = ("compliance", "governance", "none")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 MAX_LOCK_DAYS = 36500  # a lock date a century out is what dates, servers and the planner can all hold
+FLAGS_PATH = Path("--repository")  # the Config.path of a repository named on the command line, without a job file
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -117,11 +119,27 @@ class Config:
     def job(self, name: str) -> JobConfig:
         from .errors import UsageError
 
+        self.require_jobs()
         try:
             return self.jobs[name]
         except KeyError:
             known = ", ".join(sorted(self.jobs)) or "none"
             raise UsageError(f"No job named {name!r} in {self.path} (jobs: {known}).") from None
+
+    def require_jobs(self, command: str = "") -> None:
+        """Commands that back up, plan or check what the jobs ask for need jobs; reading a repository does not."""
+        if self.jobs:
+            return
+        what = f"`genarc {command}`" if command else "this command"
+        if self.from_flags:
+            raise ConfigError(f"{what} needs a job file with jobs; --repository alone serves the read commands "
+                              "(list, ls, restore, verify, watch, audit).")
+        raise ConfigError(f"{self.path}: {what} needs at least one job, e.g. [jobs.home] with sources = [\"/home\"]; "
+                          "a job file without jobs serves only the read commands (list, ls, restore, verify, watch, audit).")
+
+    @property
+    def from_flags(self) -> bool:
+        return self.path == FLAGS_PATH
 
 
 def parse_size(value: Any, where: str) -> int:
@@ -159,7 +177,8 @@ def discover(explicit: str | None, env: Mapping[str, str] | None = None) -> Path
     if xdg.exists():
         return xdg
     raise ConfigError(
-        f"No job file found: pass --config FILE, set GENARC_CONFIG, or create ./genarc.toml or {xdg}."
+        f"No job file found: pass --config FILE, set GENARC_CONFIG, or create ./genarc.toml or {xdg}; to read a "
+        "repository without one, pass --repository URL --password-file FILE."
     )
 
 
@@ -189,7 +208,12 @@ class _Reader:
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.seen)
         if unknown:
-            raise ConfigError(f"{self.where(unknown[0])}: unknown key.")
+            close = difflib.get_close_matches(unknown[0], sorted(self.seen), n=1, cutoff=0.6)
+            if isinstance(self.table[unknown[0]], dict):
+                hint = f"; did you mean [{self.prefix}{close[0]}.…]?" if close else ""
+                raise ConfigError(f"{self.path}: [{self.prefix}{unknown[0]}]: unknown table{hint}")
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"{self.where(unknown[0])}: unknown key{hint}")
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -244,13 +268,51 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     if not options.retention_updates and volumes.size > MAX_SINGLE_PUT:
         raise ConfigError(f"{path}: volumes.size above 5GiB needs a multipart upload, which retention_updates = false "
                           "cannot lock on servers that drop lock headers; choose 5GiB or less.")
-    warnings = []
+    warnings = password_warnings(password, f"{path}: repository.password_file")
     if retention.generation_days > retention.keep_days:
         warnings.append(f"{path}: retention.generation_days ({retention.generation_days}) is longer than keep_days "
                         f"({retention.keep_days}): every point is kept far longer than asked, and storage grows with it; "
                         "`genarc plan` suggests a span")
     return Config(path, url, password, encryption, lock_mode, retention, volumes, jobs, options, longterm, fulls,
                   tripwire, tuple(warnings))
+
+
+def password_warnings(password: PasswordSource, where: str) -> list[str]:
+    """A password file others can read is the repository's key in their hands: say so (it still works)."""
+    if password.kind != "file":
+        return []
+    try:
+        mode = os.stat(password.value).st_mode
+    except OSError:
+        return []  # reading it says what is wrong, when it is needed
+    if mode & 0o077:
+        return [f"{where} {password.value} can be read by other users (mode {mode & 0o777:o}); "
+                f"run `chmod 600 {password.value}`"]
+    return []
+
+
+def from_repository(url: str, *, password_file: str | None = None, password_command: str | None = None,
+                    endpoint_url: str | None = None, region: str | None = None, profile: str | None = None,
+                    env: Mapping[str, str] | None = None) -> Config:
+    """A Config for the read commands from a repository URL and a password alone: no job file, no jobs.
+
+    Without a password the repository must have been created with encryption = "none"."""
+    if "://" not in url:
+        url = str(Path(os.path.expanduser(url)).resolve())
+    given = [(k, v) for k, v in (("file", password_file), ("command", password_command)) if v]
+    if len(given) > 1:
+        raise ConfigError("Give one of --password-file and --password-command, not both.")
+    origin = "--repository"
+    if given:
+        kind, value = given[0]
+        password = PasswordSource(kind, str(Path(os.path.expanduser(value)).resolve()) if kind == "file" else value,
+                                  f"--password-{kind}")
+    else:
+        password = PasswordSource("none", origin=origin)
+    options = StoreOptions(endpoint_url, region, profile)
+    retention = RetentionPolicy(keep_days=30, generation_days=7, margin_days=1, day_seconds=day_seconds_from_env(env))
+    return Config(FLAGS_PATH, url, password, "aes256" if given else "none", "compliance", retention, VolumeSettings(),
+                  {}, options, warnings=tuple(password_warnings(password, "--password-file")))
 
 
 def _repository(repo: _Reader, base: Path, path: Path) -> tuple[str, PasswordSource, str, str, StoreOptions]:
@@ -368,9 +430,7 @@ def _volumes(vol: _Reader) -> VolumeSettings:
 
 
 def _jobs(top: _Reader, path: Path, base: Path) -> dict[str, JobConfig]:
-    jobs_table = top.get("jobs", dict, required=True)
-    if not jobs_table:
-        raise ConfigError(f"{top.where('jobs')}: define at least one job, e.g. [jobs.home].")
+    jobs_table = top.get("jobs", dict, {})  # none: a job file for the read commands (disaster recovery)
     jobs = {}
     for name, table in jobs_table.items():
         if not JOB_NAME.match(name):

@@ -60,8 +60,7 @@ def diagnose(config: Config, store: Store, now: datetime, probe_delete: bool = T
     caps = store.capabilities
     report = DoctorReport(config.repository_url, caps.description)
     if not caps.lockable:
-        report.add("local repository", "fail", "a local directory has no object lock: anyone with this machine's rights "
-                   "can delete it; use S3 with Object Lock or B2 with File Lock for ransomware-proof backups")
+        report.add("local repository", "fail", caps.unprotected or "this store cannot lock objects")
         return report
     rights = inspector.key_rights()
     if rights is not None:

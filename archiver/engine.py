@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .backup import Progress, RunReport, run_job
-from .clock import Clock
+from .clock import Clock, format_time
 from .config import Config, JobConfig
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, EXIT_SUSPICIOUS, GenarcError, IntegrityError, Interrupted
 from .history import History
@@ -29,7 +29,7 @@ from .monitoring import run_hook, write_metrics
 from .repository import Repository
 from .runlock import RunLock
 from .store import RequestCounts
-from .timetable import due
+from .timetable import due, next_due
 
 Log = Callable[..., None]
 """log(level, message, **fields): where the engine reports errors and warnings about a job."""
@@ -52,6 +52,7 @@ class JobOutcome:
 class RunSummary:
     outcomes: list[JobOutcome] = field(default_factory=list)
     not_due: list[str] = field(default_factory=list)
+    next_due: dict[str, str] = field(default_factory=dict)  # a job not due -> when its schedule makes it due
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -102,7 +103,11 @@ class Engine:
             jobs = named or [self.config.jobs[n] for n in sorted(self.config.jobs)]
             if not named:  # from cron: only the jobs whose schedule says they are due
                 now = self.clock.now()
-                summary.not_due = [j.name for j in jobs if not due(j.schedule, self.last_point(repo, j.name), now)]
+                for job in jobs:
+                    last = self.last_point(repo, job.name)
+                    if not due(job.schedule, last, now):
+                        summary.not_due.append(job.name)
+                        summary.next_due[job.name] = format_time(next_due(job.schedule, last))
                 jobs = [j for j in jobs if j.name not in summary.not_due]
             for job in jobs:
                 summary.outcomes.append(self.run_one(repo, job, options, on_outcome))

@@ -69,6 +69,10 @@ class ConfigError(GenarcError):
     exit_code = EXIT_CONFIG
 
 
+class RepositoryExists(ConfigError):
+    """`genarc init` found a repository at the URL already; nothing was changed."""
+
+
 class BusyError(GenarcError):
     """Another genarc run holds the repository lock."""
 

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 
 from .clock import format_time
 from .config import Config
-from .errors import ConfigError, IntegrityError, ObjectExists, ObjectNotFound, RepositoryNotFound, WrongPasswordError
+from .errors import (ConfigError, IntegrityError, ObjectExists, ObjectNotFound, RepositoryExists, RepositoryNotFound,
+                     WrongPasswordError)
 from .layout import REPOSITORY_CONFIG_KEY, parse_manifest_key
 from .store import Capabilities, CountingStore, ObjectInfo, RequestCounts, Store, inspector_for, open_store, sha256_of
 
@@ -114,7 +115,7 @@ class Repository:
         try:
             store.put(REPOSITORY_CONFIG_KEY, body, sha256=sha256_of(body))
         except ObjectExists:
-            raise ConfigError(f"{config.repository_url} is already a genarc repository; nothing was changed.") from None
+            raise RepositoryExists(f"{config.repository_url} is already a genarc repository; nothing was changed.") from None
         return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
 
     @staticmethod
@@ -135,6 +136,11 @@ class Repository:
             raise IntegrityError(f"The repository config {REPOSITORY_CONFIG_KEY} is unreadable; it may be damaged.") from None
         if settings.get("format") != FORMAT:
             raise IntegrityError(f"The repository has format {settings.get('format')}; this genarc reads format {FORMAT}.")
+        if settings.get("encryption") != config.encryption and config.from_flags:
+            raise ConfigError(
+                "The repository is encrypted: give its password with --password-file FILE or --password-command CMD."
+                if config.encryption == "none" else
+                "The repository is not encrypted (encryption = \"none\"): leave out the password option.")
         if settings.get("encryption") != config.encryption:
             raise ConfigError(
                 f"{config.path}: repository.encryption is {config.encryption!r} but the repository was created "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import errno
 import multiprocessing
 import os
 import shutil
@@ -113,11 +114,22 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
                 emit("done", {})
                 _finish_dirs(selected, dest, report)
         except OSError as exc:
-            raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror}; free space or fix "
-                               "permissions, then rerun with --overwrite.") from exc
+            raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror}; "
+                               f"{_target_advice(exc)}.") from exc
     if report.errors or report.blocked:
         raise RestoreFailed(report)
     return report
+
+
+def _target_advice(exc: OSError) -> str:
+    """What to do when the target cannot be written: advice that fits the error, not one answer for all."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space, then rerun with --overwrite to finish what was started"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a target you can write to, or fix its permissions"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.ELOOP):
+        return "a file stands where a directory of the target's path should be; choose another target"
+    return "fix the target, then rerun with --overwrite to finish what was started"
 
 
 def _select(tree: TreeTable, selection: _Selection, what: str, unsafe: set[bytes]) -> TreeTable:

@@ -4,7 +4,8 @@ Exclude patterns are globs:
 - a pattern without ``/`` matches a name at any depth (``*.tmp``, ``.cache``);
 - a pattern starting with ``/`` matches the absolute path (``/home/*/Downloads``);
 - any other pattern matches the path relative to its source (``build/**``);
-- ``**`` spans directories, ``*`` and ``?`` stay within one name, ``[...]`` is a class.
+- ``**`` spans directories, ``*`` and ``?`` stay within one name, ``[...]`` is a class;
+- a backslash makes the character after it literal (``\\*``, ``\\[``, ``\\\\``), as does a class (``[*]``).
 A matching directory is skipped with everything below it.
 """
 
@@ -85,7 +86,10 @@ def _translate(pattern: str) -> str:
             i += 2
             continue
         c = pattern[i]
-        if c == "*":
+        if c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 1
+        elif c == "*":
             out.append("[^/]*")
         elif c == "?":
             out.append("[^/]")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -100,3 +100,9 @@ def local_wall_time(when: datetime) -> datetime:
 
 def due(spec: Schedule | None, last: datetime | None, now: datetime) -> bool:
     return is_due(spec, local_wall_time(last) if last else None, local_wall_time(now))
+
+
+def next_due(spec: Schedule, last: datetime) -> datetime:
+    """When a job last run at ``last`` (aware) is due again, as an aware time."""
+    wall = next_after(spec, local_wall_time(last))
+    return wall.astimezone(timezone.utc) if last.tzinfo else wall

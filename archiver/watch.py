@@ -41,15 +41,20 @@ WATCHED_CONFIG = ("sources", "exclude", "one_file_system", "tripwire")
 @dataclass
 class Finding:
     job: str
-    kind: str  # "stale" | "suspect" | "chain" | "lock" | "drift" | "suspicious"
+    kind: str  # "unprotected" | "stale" | "suspect" | "chain" | "lock" | "drift" | "suspicious"
     message: str
 
 
 def watch(repo: Repository, jobs: list[str], clock: Clock, max_age: timedelta, workdir: Path,
-          trusted_before: datetime | None = None, tripwire: TripwireSettings | None = None) -> list[Finding]:
+          trusted_before: datetime | None = None, tripwire: TripwireSettings | None = None,
+          max_age_text: str | None = None) -> list[Finding]:
+    """What is wrong with ``jobs``; ``max_age_text`` is the age as the user wrote it (``26h``), for the message."""
     findings: list[Finding] = []
     workdir.mkdir(parents=True, exist_ok=True)
     now = clock.now()
+    unprotected = repo.store.capabilities.unprotected
+    if unprotected:  # what `genarc doctor` fails on, said here too
+        findings.append(Finding("", "unprotected", unprotected))
     for job in jobs:
         history = History.read(repo, job, clock)
         history.check(repo, workdir)
@@ -69,7 +74,7 @@ def watch(repo: Repository, jobs: list[str], clock: Clock, max_age: timedelta, w
         when = history.time_of(newest)
         if not longterm and now - when > max_age:
             findings.append(Finding(job, "stale", f"the newest trusted restore point of {job} was stored "
-                                                  f"{format_time(when)}, older than {max_age}"))
+                                                  f"{format_time(when)}, older than {max_age_text or max_age}"))
         headers: list[dict] = []
         profiles = _Profiles(job, tripwire or TripwireSettings(), findings)
         with chain_mod.scratch_tree(workdir, f"watch-{job.replace('~', '_')}.sqlite") as tree:

@@ -7,9 +7,10 @@ import sys
 import traceback
 from typing import Sequence
 
-from .. import interrupt
+from .. import __version__, interrupt
 from . import output
-from ..errors import EXIT_CODES, EXIT_INTERNAL, GenarcError, Interrupted
+from ..errors import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, GenarcError, Interrupted
+from .common import READ_COMMANDS
 from . import acknowledge, audit, catalog, daemon, doctor, hold, init, list as list_cmd, ls, plan, policy, restore, run, verify, watch
 
 COMMANDS = (init, run, daemon, list_cmd, ls, restore, verify, audit, hold, acknowledge, catalog, plan, doctor, policy,
@@ -39,28 +40,62 @@ def build_parser() -> argparse.ArgumentParser:
                f"\nexit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="FILE", help="job file (default: $GENARC_CONFIG, ./genarc.toml, "
-                        "then $XDG_CONFIG_HOME/genarc/genarc.toml)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--log-format", choices=["human", "json"], default="human",
-                        help="how warnings and errors are written to stderr (json: one object per line)")
-    parser.add_argument("--log-file", metavar="PATH", help="also append every log line to this file")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"genarc {__version__}")
+    add_global_options(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+    for name, child in sub.choices.items():  # the same options after the command name: `genarc list --repository U`
+        add_global_options(child, argparse.SUPPRESS, shown=name in READ_COMMANDS)
     return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, default: object, shown: bool = True) -> None:
+    """Options every command takes, before or after its name. On a command's parser they default to SUPPRESS,
+    so a value given before the command name is kept; its help shows them only for the read commands, which
+    --repository serves."""
+    def add(*flags: str, **kwargs: object) -> None:
+        if default is argparse.SUPPRESS:
+            kwargs["default"] = argparse.SUPPRESS
+        if not shown:
+            kwargs["help"] = argparse.SUPPRESS
+        group.add_argument(*flags, **kwargs)  # type: ignore[arg-type]
+
+    group = parser.add_argument_group("options of every command (also before the command name)")
+    add("--config", metavar="FILE", help="job file (default: $GENARC_CONFIG, ./genarc.toml, "
+        "then $XDG_CONFIG_HOME/genarc/genarc.toml)")
+    add("--repository", metavar="URL", help="read this repository without a job file (default: $GENARC_REPOSITORY); "
+        "for list, ls, restore, verify, watch and audit")
+    add("--password-file", metavar="FILE", help="with --repository: the repository password, in this file "
+        "(default: $GENARC_PASSWORD_FILE)")
+    add("--password-command", metavar="CMD", help="with --repository: a command that prints the password")
+    add("--endpoint-url", metavar="URL", help="with --repository: the S3 endpoint (any S3-compatible server)")
+    add("--debug", action="store_true", help="show tracebacks")
+    add("--log-format", choices=["human", "json"], help="how warnings and errors are written to stderr "
+        "(json: one object per line; default human)")
+    add("--log-file", metavar="PATH", help="also append every log line to this file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        late = getattr(args, "late_positional", None)  # `genarc ls JOB --point 2 PATH`: a positional after options
+        if extra and late and len(extra) == 1 and not extra[0].startswith("-") and getattr(args, late) is None:
+            setattr(args, late, extra.pop())
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.command is None:  # bare `genarc`: what it can do, not a usage error
+        parser.print_help()
+        return EXIT_USAGE
     previous = interrupt.install()
-    log = args.log = output.Log(args.log_format, args.log_file)
+    log = args.log = output.Log(args.log_format or "human", args.log_file)
+    stdout = output.GuardedStdout.install()
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        return stdout.verdict(code, log)
     except GenarcError as exc:
         if args.debug:
             traceback.print_exc()
@@ -76,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             exit_code=EXIT_INTERNAL)
         return EXIT_INTERNAL
     finally:
+        stdout.uninstall()
         interrupt.restore(previous)
         log.close()
 

@@ -7,7 +7,7 @@ import argparse
 from ..audit import audit
 from ..errors import EXIT_OK, EXIT_UNSAFE
 from ..longterm import lock_cap_days
-from .common import add_json, add_trusted_before, context, emit_json, escape, parse_time_option, say, workdir
+from .common import jobs_of, add_json, add_trusted_before, context, emit_json, escape, parse_time_option, say, workdir
 
 HELP = "name everything in the repository genarc did not write the way it writes (exit 10 on any finding)"
 EXAMPLE = "genarc audit home --json"
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
-    jobs = [args.job] if args.job else repo.jobs()
+    jobs = jobs_of(ctx, repo, args.job)
     with workdir("genarc-audit-") as tmp:
         report = audit(repo, jobs, clock=ctx.clock, workdir=tmp, state_dir=ctx.state_dir,
                        trusted_before=parse_time_option(args.trusted_before, "--trusted-before"), whole=not args.job,

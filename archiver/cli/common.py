@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from .. import config as config_mod
 from .. import processes
@@ -47,13 +48,39 @@ class Context:
                       progress=progress, debug=self.debug)
 
 
-def context(args: argparse.Namespace) -> Context:
-    path = config_mod.discover(getattr(args, "config", None))
+READ_COMMANDS = ("list", "ls", "restore", "verify", "watch", "audit")
+
+
+def context(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Context:
+    """The job file (or the repository named by --repository), the clock, the state directory and the log.
+
+    The read commands work from a repository URL and a password alone; the others need jobs."""
+    env = os.environ if env is None else env
     log = getattr(args, "log", None) or Log()
-    config = config_mod.load(path)
+    command = getattr(args, "command", None) or ""
+    config = load_config(args, env)
     for warning in config.warnings:
         log("warning", warning)
+    if command not in READ_COMMANDS:
+        config.require_jobs(command)
     return Context(config, clock_from_env(), state_dir(), RequestCounts(), log, bool(getattr(args, "debug", False)))
+
+
+def load_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    explicit = getattr(args, "config", None)
+    url = getattr(args, "repository", None) or (None if explicit else env.get("GENARC_REPOSITORY"))
+    flags = {name: getattr(args, name, None) for name in ("password_file", "password_command", "endpoint_url")}
+    if url:
+        if explicit:
+            raise UsageError("Give --config or --repository, not both: --repository reads a repository without a job "
+                             "file.")
+        if not flags["password_file"] and not flags["password_command"]:
+            flags["password_file"] = env.get("GENARC_PASSWORD_FILE") or None
+        return config_mod.from_repository(url, env=env, **flags)
+    given = [f"--{name.replace('_', '-')}" for name, value in flags.items() if value]
+    if given:
+        raise UsageError(f"{given[0]} goes with --repository URL; with a job file, set it there.")
+    return config_mod.load(config_mod.discover(explicit, env), env)
 
 
 def add_point_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,6 +108,8 @@ def chosen_point(ctx: Context, args: argparse.Namespace, tmp: Path) -> tuple[Rep
     (the newest trusted one by default)."""
     repo = ctx.open_repository()
     found = History.read(repo, args.job, ctx.clock)
+    if not found.points:
+        jobs_of(ctx, repo, args.job)  # an unknown job is a usage error that names the real ones
     try:
         point = found.choose(repo, tmp, generation=args.generation, point=args.point,
                              at=parse_time_option(args.at, "--at"),
@@ -88,6 +117,19 @@ def chosen_point(ctx: Context, args: argparse.Namespace, tmp: Path) -> tuple[Rep
     finally:
         log_history(ctx, found)
     return repo, found, point
+
+
+def jobs_of(ctx: Context, repo: Repository, job: str | None) -> list[str]:
+    """The job asked for, or every job in the repository; a job neither the repository nor the job file knows
+    is a usage error that names the real ones."""
+    found = repo.jobs()
+    if job is None:
+        return found
+    if job not in found and job not in ctx.config.jobs:
+        known = ", ".join(escape(j) for j in found) or "none yet"
+        raise UsageError(f"No job {escape(job)!r} in the repository at {ctx.config.repository_url} (jobs there: "
+                         f"{known}).")
+    return [job]
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

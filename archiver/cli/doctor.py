@@ -34,5 +34,15 @@ def run(args: argparse.Namespace) -> int:
     say(f"repository {report.repository} ({report.store})")
     for check in report.checks:
         say(f"  [{MARK[check.status]}] {check.name}: {check.detail}")
-    say("ransomware-safe: yes" if report.safe else "ransomware-safe: NO (see the FAIL and ?? lines)")
+    say("ransomware-safe: yes" if report.safe else f"ransomware-safe: NO ({_why_not(report)})")
     return code
+
+
+def _why_not(report) -> str:
+    """Point at the lines that made the verdict, and only at lines that are there."""
+    fails = sum(c.status == "fail" for c in report.checks)
+    unknown = sum(c.status == "unknown" for c in report.checks)
+    parts = [f"{fails} FAIL line{'s' * (fails != 1)}"] if fails else []
+    if unknown:
+        parts.append(f"{unknown} check{'s' * (unknown != 1)} that could not be made (??)")
+    return "see the " + " and ".join(parts) + " above" if parts else "nothing could be checked"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import RepositoryExists
 from ..repository import Repository
 from .common import context, say
 
@@ -19,7 +20,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
-    repo = Repository.init(ctx.config, ctx.clock.now(), counts=ctx.counts)
+    try:
+        repo = Repository.init(ctx.config, ctx.clock.now(), counts=ctx.counts)
+    except RepositoryExists:  # a second init (a setup script run twice): fine when this job file opens it
+        repo = ctx.open_repository()
+        say(f"repository {repo.id} at {ctx.config.repository_url} already exists, and this job file's password "
+            "opens it; nothing was changed")
+        return 0
     caps = repo.store.capabilities
     say(f"created repository {repo.id} at {ctx.config.repository_url}")
     say(f"encryption: {ctx.config.encryption}; store: {caps.description}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ..clock import format_time
-from ..errors import ObjectNotFound
-from ..generation import expires_from, lock_until
+from ..config import LOCK_MODES, MAX_LOCK_DAYS
+from ..errors import IntegrityError, ObjectNotFound
+from ..generation import RetentionPolicy, expires_from, lock_until
 from ..longterm import policy_of
 from ..history import History
-from .common import (add_json, add_trusted_before, context, emit_json, escape, log_history, parse_time_option, say,
+from .common import (jobs_of, add_json, add_trusted_before, context, emit_json, escape, log_history, parse_time_option, say,
                      workdir)
 
 HELP = "list generations and restore points, with lock and expiry dates"
@@ -28,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
-    jobs = [args.job] if args.job else repo.jobs()
+    jobs = jobs_of(ctx, repo, args.job)
     before = parse_time_option(args.trusted_before, "--trusted-before")
     out = []
     with workdir("genarc-list-") as tmp:
@@ -40,20 +41,21 @@ def run(args: argparse.Namespace) -> int:
     for item in out:
         say(f"job {escape(item['job'])}" + ("  (long-term points: one self-contained generation each)" if item["longterm"] else ""))
         for g in item["generations"]:
-            say(f"  generation {g['generation']}  started {g['start']}  locked until {g['locked_until']}  "
-                + ("HELD until released" if g["held"] else f"expires from {g['expires_from']}"))
+            lock = f"locked until {g['locked_until']}" if g["locked_until"] else f"not locked ({g['not_locked']})"
+            ends = ("HELD until released" if g["held"] else f"expires from {g['expires_from']}"
+                    if g["expires_from"] else "never expires by itself")
+            say(f"  generation {g['generation']}  started {g['start']}  {lock}  {ends}")
             for p in g["points"]:
                 stored = f"  stored {p['stored']}" if p["stored"] and p["stored"] != p["time"] else ""
                 say(f"    point {p['point']:<4} {p['time']}  {p['kind']}{stored}"
                     + (f"  SUSPECT: {escape('; '.join(p['suspect'].values()))}" if p["suspect"] else ""))
-    if not out:
+    if not any(item["generations"] for item in out):
         say("no restore points yet")
     return 0
 
 
 def _job(ctx, repo, job: str, before, tmp) -> dict:
     """One job's generations and points, in the order the server stored them, suspect points flagged."""
-    policy = policy_of(ctx.config, job)
     history = History.read(repo, job, ctx.clock)
     history.check(repo, tmp)
     log_history(ctx, history)
@@ -61,10 +63,10 @@ def _job(ctx, repo, job: str, before, tmp) -> dict:
     lockable = repo.store.capabilities.object_lock  # a legal hold (`genarc hold`) shows on each point's manifest
     for point in history.stored_before(before):
         name = point.name
-        gen = gens.setdefault((name.gseq, name.gstart), {
-            "generation": name.gseq, "start": format_time(name.gstart),
-            "locked_until": format_time(lock_until(name.gstart, policy)),
-            "expires_from": format_time(expires_from(name.gstart, policy)), "points": []})
+        gen = gens.get((name.gseq, name.gstart))
+        if gen is None:
+            gen = gens[(name.gseq, name.gstart)] = {"generation": name.gseq, "start": format_time(name.gstart),
+                                                    "points": [], **_dates(ctx, repo, history, point, tmp)}
         held = lockable and "unreadable" not in point.flags and _held(repo, point)
         gen["held"] = gen.get("held", False) or held
         gen["points"].append({
@@ -73,6 +75,39 @@ def _job(ctx, repo, job: str, before, tmp) -> dict:
             "kind": "full" if name.pseq == 1 else "incremental", "manifest": name.key, "suspect": dict(point.flags)})
     history.drop(tmp)
     return {"job": job, "longterm": "~" in job, "generations": [gens[k] for k in sorted(gens)]}
+
+
+def _dates(ctx, repo, history: History, point, tmp) -> dict:
+    """A generation's lock and expiry: from the job file's retention for its jobs; for a job it does not name
+    (a repository read with --repository after a disaster), from what the generation's first readable manifest
+    recorded. A store that cannot lock, or lock_mode none, locks nothing."""
+    unprotected = repo.store.capabilities.unprotected
+    job = history.job
+    if job.split("~", 1)[0] in ctx.config.jobs:
+        policy, mode = policy_of(ctx.config, job), ctx.config.lock_mode
+    else:
+        policy, mode = _recorded(repo, history, point, tmp)
+    locked = bool(policy) and not unprotected and mode in LOCK_MODES and mode != "none"
+    why = "local directory" if unprotected else "lock_mode none" if mode == "none" else mode
+    return {"lock_mode": "none" if unprotected else mode, "not_locked": None if locked else why,
+            "locked_until": format_time(lock_until(point.name.gstart, policy)) if locked else None,
+            "expires_from": format_time(expires_from(point.name.gstart, policy)) if policy and not unprotected else None}
+
+
+def _recorded(repo, history: History, point, tmp) -> tuple[RetentionPolicy | None, str]:
+    try:
+        header = history.load(repo, point, tmp).header
+        recorded, lock = header.get("policy"), header.get("lock")
+        policy = RetentionPolicy(**{k: int(recorded[k]) for k in ("keep_days", "generation_days", "margin_days",
+                                                                    "day_seconds")})
+        mode = str(lock.get("mode"))
+        if not all(0 <= getattr(policy, k) <= MAX_LOCK_DAYS for k in ("keep_days", "generation_days", "margin_days")):
+            raise ValueError(policy)
+        if policy.day_seconds <= 0:
+            raise ValueError(policy)
+    except (IntegrityError, AttributeError, KeyError, TypeError, ValueError):
+        return None, "unknown: its manifest cannot be read"
+    return policy, mode
 
 
 def _held(repo, point) -> bool:

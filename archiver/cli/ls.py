@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", nargs="?", metavar="PATH", help="only this path and what is below it")
     add_point_arguments(p)
     add_json(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, late_positional="path")  # PATH may also follow the options
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,10 @@ Logs never go to stdout, which carries results (`--json` documents, listings, su
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -96,3 +99,69 @@ class ProgressLine:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
             self.width = 0
+
+
+class GuardedStdout(io.TextIOBase):
+    """Standard output that cannot stop a command: a reader that went away (`genarc ls | head`) or a full disk
+    is remembered, what follows is dropped, and the command finishes its work. ``verdict`` then says how the
+    output went: a closed pipe keeps the command's exit code (the reader chose to stop); any other write
+    error is exit 9, named."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.error: OSError | None = None
+
+    @classmethod
+    def install(cls) -> "GuardedStdout":
+        guard = cls(sys.stdout)
+        sys.stdout = guard
+        return guard
+
+    def uninstall(self) -> None:
+        self.flush()
+        if sys.stdout is self:
+            sys.stdout = self.inner
+
+    def write(self, text: str) -> int:
+        if self.error is None:
+            try:
+                self.inner.write(text)
+            except OSError as exc:
+                self._failed(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.inner.flush()
+            except OSError as exc:
+                self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = exc
+        try:  # what is still buffered goes nowhere, so the interpreter's last flush cannot fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.inner.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return self.error is None and self.inner.isatty()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "encoding", "utf-8")
+
+    def verdict(self, code: int, log: Log) -> int:
+        self.flush()
+        if self.error is None or isinstance(self.error, BrokenPipeError) or self.error.errno == errno.EPIPE:
+            return code
+        log("error", f"cannot write to standard output: {self.error.strerror or self.error}; the command's own "
+                     "work finished, but its output is incomplete", exit_code=9)
+        return code or 9

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
            "s3_lifecycle": s3_rules, "b2_lifecycle_rules": b2_rules, "forecast": plan_mod.as_dict(result),
            "suggested_generation_days": best, "longterm": longterm,
            "alternatives": [plan_mod.as_dict(a) for a in alternatives],
-           "unlocked_recovery_window_days": {"s3": plan_mod.NONCURRENT_DAYS, "b2": plan_mod.DEFAULT_B2_HIDE_TO_DELETE}}
+           "unlocked_recovery_window_days": {"s3": plan_mod.NONCURRENT_DAYS, "b2": plan_mod.DEFAULT_B2_HIDE_TO_DELETE},
+           "unprotected": _unprotected(scheme)}
     if cfg.tripwire.enabled:
         out["tripwire_protection"] = plan_mod.as_dict(
             plan_mod.protection_cost(policy, sizing, cfg.tripwire.protect_days))
@@ -109,6 +110,15 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if not out.get("simulation", {}).get("broken_points") else EXIT_UNSAFE
 
 
+def _unprotected(scheme: str) -> str | None:
+    """The same sentence doctor and watch say, for a repository that is a local directory."""
+    if scheme != "file":
+        return None
+    from ..store.local import LocalStore
+
+    return LocalStore.capabilities.unprotected
+
+
 def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternatives: list, best: int,
            sizing: plan_mod.Sizing, cfg) -> None:
     import json
@@ -117,6 +127,9 @@ def _print(out: dict, result: plan_mod.Forecast, curve: plan_mod.Curve, alternat
         return human_bytes(n, si=True)
 
     policy = cfg.retention
+    if out["unprotected"]:
+        say(f"this repository: {out['unprotected']}. What follows is what an S3 or B2 bucket with these "
+            "settings would need and cost.\n")
     say(f"retention: every restore point stays restorable {policy.keep_days} days (R); a new generation every "
         f"{policy.generation_days} days (F); margin {policy.margin_days} day(s) (m)")
     say(f"lock: every object of a generation is locked ({cfg.lock_mode}) until its start + F + R + m = "

@@ -45,7 +45,7 @@ def summary(report: RunReport) -> str:
         f"in {report.duration_s:.1f} s",
         "  requests: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.requests.items()
                                    if not k.startswith("bytes") and (v or k == "deletes")),
-        f"  locked until {report.lock_until} (mode {report.lock_mode}); lifecycle may expire it from {report.expires_from}",
+        lock_line(report),
     ]
     if report.synthetic:
         syn = report.synthetic
@@ -61,6 +61,14 @@ def summary(report: RunReport) -> str:
     if report.warnings:
         lines.append(f"  {len(report.warnings)} warning(s): the run is partial")
     return "\n".join(lines)
+
+
+def lock_line(report: RunReport) -> str:
+    if report.unprotected:
+        return f"  not locked: {report.unprotected}"
+    if report.lock_mode == "none":
+        return f"  not locked (lock_mode = \"none\"); lifecycle may expire it from {report.expires_from}"
+    return f"  locked until {report.lock_until} (mode {report.lock_mode}); lifecycle may expire it from {report.expires_from}"
 
 
 def suspicion_lines(report: RunReport) -> list[str]:
@@ -97,9 +105,10 @@ def run(args: argparse.Namespace) -> int:
     result = ctx.engine(progress=lambda job: progress(args, ctx, job)).run(args.jobs, options(args), show)
     if args.json:
         emit_json({"exit_code": result.exit_code, "jobs": [o.as_dict() for o in result.outcomes],
-                   "not_due": result.not_due, "notes": result.notes})
+                   "not_due": result.not_due, "next_due": result.next_due, "notes": result.notes})
     elif result.not_due and not args.quiet:
-        say(f"not due by their schedule: {', '.join(result.not_due)}")
+        for job in result.not_due:
+            say(f"{job}: not due until {result.next_due[job]} by its schedule; `genarc run {job}` runs it now")
     return result.exit_code
 
 

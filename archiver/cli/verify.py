@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import EXIT_INTEGRITY, EXIT_OK
 from ..verify import verify
-from .common import (add_json, add_trusted_before, context, emit_json, escape, human_bytes, parse_time_option, say,
+from .common import (jobs_of, add_json, add_trusted_before, context, emit_json, escape, human_bytes, parse_time_option, say,
                      workdir)
 
 HELP = "check manifests, chains and objects (--deep: decrypt and hash every file too)"
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
-    jobs = [args.job] if args.job else repo.jobs()
+    jobs = jobs_of(ctx, repo, args.job)
     with workdir("genarc-verify-") as tmp:
         report = verify(repo, jobs, deep=args.deep, workdir=tmp, clock=ctx.clock,
                         trusted_before=parse_time_option(args.trusted_before, "--trusted-before"))

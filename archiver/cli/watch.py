@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from ..errors import EXIT_OK, EXIT_UNSAFE, UsageError
 from ..watch import watch
-from .common import add_json, add_trusted_before, context, emit_json, escape, parse_time_option, say, workdir
+from .common import jobs_of, add_json, add_trusted_before, context, emit_json, escape, parse_time_option, say, workdir
 
 HELP = "check every job's freshness, chain, lock and config drift (for a monitoring host with a read-only key)"
 EXAMPLE = "genarc watch --max-age 26h      # from cron on a monitoring host; exit 10 on any finding"
@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     max_age = parse_age(args.max_age)
     repo = ctx.open_repository()
-    jobs = [args.job] if args.job else repo.jobs()
+    jobs = jobs_of(ctx, repo, args.job)
     with workdir("genarc-watch-") as tmp:
         findings = watch(repo, jobs, ctx.clock, max_age, tmp,
                          trusted_before=parse_time_option(args.trusted_before, "--trusted-before"),
-                         tripwire=ctx.config.tripwire)
+                         tripwire=ctx.config.tripwire, max_age_text=args.max_age.strip())
     code = EXIT_UNSAFE if findings else EXIT_OK
     if args.json:
         emit_json({"exit_code": code, "jobs": jobs, "findings": [f.__dict__ for f in findings]})

@@ -29,6 +29,9 @@ class Capabilities:
     lockable: bool = False  # the kind of store can lock objects (if its bucket is set up for it)
     ransomware_safe: bool = False
     description: str = ""
+    # Why nothing this store holds is locked or expired by a lifecycle: one sentence that doctor, watch, list,
+    # run and plan all say the same way ("" for a store that can lock).
+    unprotected: str = ""
 
 
 @dataclass(frozen=True)

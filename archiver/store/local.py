@@ -37,6 +37,9 @@ class LocalStore:
         conditional_put=True,
         ransomware_safe=False,
         description="local directory (no object lock: not ransomware-proof)",
+        unprotected="a local directory has no object lock and no lifecycle: nothing in it is locked or expires by "
+                    "itself, and anyone with this machine's rights can delete it; use S3 with Object Lock or B2 with "
+                    "File Lock for ransomware-proof backups",
     )
 
     def __init__(self, root: Path) -> None:

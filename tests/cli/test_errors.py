@@ -44,8 +44,11 @@ def test_init_warns_that_a_local_repository_is_not_ransomware_proof(workspace):
     workspace.write_config()
     result = workspace.genarc("init")
     assert result.code == EXIT_OK and "not ransomware-proof" in result.err
-    again = workspace.genarc("init")
-    assert again.code == EXIT_CONFIG and "already a genarc repository" in one_line_error(again)
+    again = workspace.genarc("init")  # a setup script run twice: nothing changes, and that is fine
+    assert again.code == EXIT_OK and "already exists" in again.out and "nothing was changed" in again.out
+    (workspace.root / "password").write_text("another password\n")
+    wrong = workspace.genarc("init")
+    assert wrong.code == EXIT_WRONG_PASSWORD and "does not open" in one_line_error(wrong)
 
 
 def test_wrong_password_has_its_own_exit_code(backed_up):

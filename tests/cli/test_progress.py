@@ -72,7 +72,7 @@ def test_progress_updates_in_place_and_leaves_a_clean_summary(workspace):
     summary = [line for line in shown if line.startswith("data: active full into generation 1")]
     assert len(summary) == 1 and summary[0] == summary[0].rstrip() and "packing" not in summary[0]
     assert not any("packing" in line for line in shown)
-    assert any(line.strip().startswith("locked until") for line in shown)
+    assert any(line.strip().startswith("not locked: a local directory") for line in shown)
 
 
 def test_no_progress_when_not_a_terminal(workspace):
