@@ -132,10 +132,10 @@ class Config:
             return
         what = f"`genarc {command}`" if command else "this command"
         if self.from_flags:
-            raise ConfigError(f"{what} needs a job file with jobs; --repository alone serves the read commands "
-                              "(list, ls, restore, verify, watch, audit).")
+            raise ConfigError(f"{what} needs a job file with jobs; --repository alone serves list, ls, restore, "
+                              "verify, watch, audit and hold.")
         raise ConfigError(f"{self.path}: {what} needs at least one job, e.g. [jobs.home] with sources = [\"/home\"]; "
-                          "a job file without jobs serves only the read commands (list, ls, restore, verify, watch, audit).")
+                          "a job file without jobs serves only list, ls, restore, verify, watch, audit and hold.")
 
     @property
     def from_flags(self) -> bool:

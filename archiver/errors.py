@@ -35,7 +35,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INTEGRITY: "integrity: an object or manifest is missing, corrupt or fails its authentication, or a restore "
                     "point holds entries that are unsafe to restore",
     EXIT_STORE_UNAVAILABLE: "store unavailable: the repository cannot be reached or is not initialised",
-    EXIT_LOCAL_IO: "local I/O: the local disk is full or a local file cannot be written",
+    EXIT_LOCAL_IO: "local I/O: the local disk is full or a local file (or standard output) cannot be written",
     EXIT_UNSAFE: "unsafe: `genarc doctor`, `genarc watch` or `genarc audit` found the repository not ransomware-safe, not healthy or written to by someone else",
     EXIT_SUSPICIOUS: "suspicious: the run committed, but its changes look like ransomware (the tripwire); the last "
                      "clean point was protected. Check the source, then `genarc acknowledge JOB`",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install genarc into ./.venv from nothing. With --test, also what the test suite needs:
-# the Python test packages and Debian's 7zip (stock-extraction tests).
+# the Python test packages and Debian's 7zip (stock-extraction tests). With --demo, moto's S3
+# server for scripts/demo.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v 7zz >/dev/null 2>&1 || echo "note: 7zz is not installed; the stock 7-Zip tests will be skipped." >&2
     command -v radosgw >/dev/null 2>&1 || echo "note: radosgw is not installed; the Ceph tests will be skipped." >&2
   fi
+elif [ "${1:-}" = "--demo" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'  # moto's S3 server
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 fi

@@ -55,6 +55,7 @@ class Workspace:
         pw = self.root / "password"
         if password is not None:
             pw.write_text(password + "\n")
+            pw.chmod(0o600)  # as the example job file asks; a file others can read is warned about
         repo_lines = [f'url = "{url or self.repo}"']
         if endpoint_url:
             repo_lines += [f'endpoint_url = "{endpoint_url}"', 'region = "us-east-1"']
@@ -72,11 +73,12 @@ class Workspace:
         )
         return self.config
 
-    def genarc(self, *argv: str, now: str | None = None) -> Result:
+    def genarc(self, *argv: str, now: str | None = None, job_file: bool = True) -> Result:
+        """genarc with this workspace's job file (``job_file=False``: the command line as given, nothing added)."""
         self.capsys.readouterr()
         if now is not None:
             self.monkeypatch.setenv("GENARC_NOW", now)
-        code = main(["--config", str(self.config), *argv])
+        code = main(["--config", str(self.config), *argv] if job_file else list(argv))
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -146,6 +146,28 @@ def add_moto_copy_checksum_header(client: Any) -> None:
     client.meta.events.register("before-call.s3.CopyObject", add_header)
 
 
+def fix_moto_copy_lock_check_in_server() -> None:
+    """The same moto gap as above, fixed on the server's side, for a server that other processes (the
+    genarc CLI in scripts/demo.py) talk to: a CopyObject that sets a lock is taken without
+    x-amz-sdk-checksum-algorithm, as AWS and Ceph take it. A PutObject still needs its checksum."""
+    from moto.s3.responses import S3Response
+    from werkzeug.datastructures import Headers
+
+    if getattr(S3Response, "_genarc_copy_fix", False):
+        return
+    original = S3Response._key_response_put
+
+    def key_response_put(self: Any, query: dict, key_name: str) -> Any:
+        if "x-amz-copy-source" in self.headers and not self.headers.get("x-amz-sdk-checksum-algorithm"):
+            headers = Headers(self.headers)
+            headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
+            self.headers = headers
+        return original(self, query, key_name)
+
+    S3Response._key_response_put = key_response_put
+    S3Response._genarc_copy_fix = True
+
+
 def fixed_b2_simulator_class():
     from b2sdk.v2 import RawSimulator
 

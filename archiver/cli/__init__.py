@@ -65,7 +65,7 @@ def add_global_options(parser: argparse.ArgumentParser, default: object, shown: 
     add("--config", metavar="FILE", help="job file (default: $GENARC_CONFIG, ./genarc.toml, "
         "then $XDG_CONFIG_HOME/genarc/genarc.toml)")
     add("--repository", metavar="URL", help="read this repository without a job file (default: $GENARC_REPOSITORY); "
-        "for list, ls, restore, verify, watch and audit")
+        "for list, ls, restore, verify, watch, audit and hold")
     add("--password-file", metavar="FILE", help="with --repository: the repository password, in this file "
         "(default: $GENARC_PASSWORD_FILE)")
     add("--password-command", metavar="CMD", help="with --repository: a command that prints the password")

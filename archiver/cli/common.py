@@ -18,10 +18,11 @@ from .. import processes
 from ..backup import Progress
 from ..catalog import state_dir
 from ..clock import Clock, clock_from_env, parse_time
-from ..config import Config
+from ..config import JOB_NAME, Config
 from ..engine import Engine
 from ..errors import LocalIOError, UsageError
 from ..history import History, Point
+from ..layout import manifests_prefix
 from ..repository import Repository
 from ..store import RequestCounts
 from ..names import escape, valid_text
@@ -48,7 +49,7 @@ class Context:
                       progress=progress, debug=self.debug)
 
 
-READ_COMMANDS = ("list", "ls", "restore", "verify", "watch", "audit")
+READ_COMMANDS = ("list", "ls", "restore", "verify", "watch", "audit", "hold")  # a repository alone serves them
 
 
 def context(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Context:
@@ -68,7 +69,9 @@ def context(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
 
 def load_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     explicit = getattr(args, "config", None)
-    url = getattr(args, "repository", None) or (None if explicit else env.get("GENARC_REPOSITORY"))
+    url = getattr(args, "repository", None)
+    if not url and not explicit and getattr(args, "command", None) in READ_COMMANDS:
+        url = env.get("GENARC_REPOSITORY")  # never for `run`: a variable left set for a recovery stops no backup
     flags = {name: getattr(args, name, None) for name in ("password_file", "password_command", "endpoint_url")}
     if url:
         if explicit:
@@ -122,14 +125,14 @@ def chosen_point(ctx: Context, args: argparse.Namespace, tmp: Path) -> tuple[Rep
 def jobs_of(ctx: Context, repo: Repository, job: str | None) -> list[str]:
     """The job asked for, or every job in the repository; a job neither the repository nor the job file knows
     is a usage error that names the real ones."""
-    found = repo.jobs()
     if job is None:
-        return found
-    if job not in found and job not in ctx.config.jobs:
-        known = ", ".join(escape(j) for j in found) or "none yet"
-        raise UsageError(f"No job {escape(job)!r} in the repository at {ctx.config.repository_url} (jobs there: "
-                         f"{known}).")
-    return [job]
+        return repo.jobs()
+    if JOB_NAME.match(job.split("~", 1)[0]) and job.count("~") <= 1:
+        if job in ctx.config.jobs or next(iter(repo.store.list_versions(manifests_prefix(job))), None):
+            return [job]  # known without listing the whole repository
+    known = ", ".join(escape(j) for j in repo.jobs()) or "none yet"
+    raise UsageError(f"No job {escape(job)!r} in the repository at {ctx.config.repository_url} (jobs there: "
+                     f"{known}).")
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

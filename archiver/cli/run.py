@@ -56,7 +56,9 @@ def summary(report: RunReport) -> str:
         lines.append(f"  note: {escape(note)}")
     for promotion in report.longterm:
         lines.append(f"  kept as the {promotion['tier']} long-term point: {promotion['objects']} volume(s) copied "
-                     f"server-side ({human_bytes(promotion['copied_bytes'])}), locked until {promotion['locked_until']}")
+                     f"server-side ({human_bytes(promotion['copied_bytes'])}), "
+                     + ("not locked (local directory)" if report.unprotected else
+                        f"locked until {promotion['locked_until']}"))
     lines += suspicion_lines(report)
     if report.warnings:
         lines.append(f"  {len(report.warnings)} warning(s): the run is partial")

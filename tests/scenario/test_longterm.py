@@ -51,9 +51,8 @@ def test_first_point_of_each_month_is_kept_apart_and_restores(workspace):
     assert monthly["longterm"] and [len(g["points"]) for g in monthly["generations"]] == [1, 1]
     cfg = config_mod.load(ws.config)
     policy = tier_policy(cfg.retention, "monthly", 3)
-    for generation, now in zip(monthly["generations"], (DAYS[0], DAYS[2])):
-        assert generation["locked_until"] == (parse_time(now) + timedelta(days=3 * 31 + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        assert parse_time(generation["locked_until"]) == lock_until(parse_time(now), policy)
+    for generation in monthly["generations"]:  # a local folder locks nothing, and list says so
+        assert generation["locked_until"] is None and generation["not_locked"] == "local directory"
     for now in (DAYS[0], DAYS[2]):
         target = ws.root / f"lt-{now[:10]}"
         assert ws.genarc("restore", "data~monthly", "--target", str(target), "--at", now).code == EXIT_OK
@@ -62,8 +61,11 @@ def test_first_point_of_each_month_is_kept_apart_and_restores(workspace):
     repo = Repository.open(cfg)
     from archiver import manifest
 
-    for name in [p.name for p in history_of(repo, "data~monthly").points]:
+    for name, now in zip([p.name for p in history_of(repo, "data~monthly").points], (DAYS[0], DAYS[2])):
         loaded = manifest.load(repo, name, ws.root / "m")
+        asked = loaded.header["lock"]["until"]  # what a locking store would be asked for: the tier's lock
+        assert asked == (parse_time(now) + timedelta(days=3 * 31 + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert parse_time(asked) == lock_until(parse_time(now), policy)
         assert all(o["key"].startswith("data~monthly/volumes/") and o["copied_from"].startswith("data/volumes/")
                    for o in loaded.objects)
     assert ws.genarc("verify", "--deep").code == EXIT_OK
