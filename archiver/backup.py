@@ -242,9 +242,10 @@ def _begin(repo: Repository, config: Config, job: JobConfig, catalog: Catalog, s
     catalog.record_run(writer.run_id, format_time(now))
     report.kind, report.reason, report.generation, report.point = decision.kind, decision.reason, gen.seq, pseq
     report.generation_start, report.time = format_time(gen.start), format_time(now)
-    report.lock_mode, report.lock_until = lock.mode, format_time(lock.until)
-    report.expires_from = format_time(expires_from(gen.start, config.retention))
     report.unprotected = repo.store.capabilities.unprotected
+    report.lock_mode = lock.mode
+    report.lock_until = format_time(lock.until) if lock.mode != "none" else ""  # "": nothing is locked
+    report.expires_from = "" if report.unprotected else format_time(expires_from(gen.start, config.retention))
     emit("start", {"job": job.name, "kind": decision.kind, "generation": gen.seq, "point": pseq})
     return _Run(repo, config, job, catalog, spool, report, emit, warn, now, decision, writer, chain_ok, trips,
                 baseline=catalog.tip if chain_ok else None)

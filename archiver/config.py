@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import subprocess
 import tomllib
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, 
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 MAX_LOCK_DAYS = 36500  # a lock date a century out is what dates, servers and the planner can all hold
 FLAGS_PATH = Path("--repository")  # the Config.path of a repository named on the command line, without a job file
+MAX_PASSWORD_FILE = 64 * 1024
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -48,9 +50,17 @@ class PasswordSource:
             return secret
         if self.kind == "file":
             try:
-                text = Path(self.value).read_text(encoding="utf-8")
+                with open(self.value, "rb") as fh:
+                    raw = fh.read(MAX_PASSWORD_FILE + 1)
             except OSError as exc:
                 raise ConfigError(f"{self.origin}: cannot read password_file {self.value}: {exc.strerror}.") from None
+            if len(raw) > MAX_PASSWORD_FILE:
+                raise ConfigError(f"{self.origin}: password_file {self.value} holds more than 64 KiB; it is not a "
+                                  "password file.")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{self.origin}: password_file {self.value} is not UTF-8 text.") from None
             secret = text.rstrip("\r\n")
         else:
             try:
@@ -132,8 +142,10 @@ class Config:
             return
         what = f"`genarc {command}`" if command else "this command"
         if self.from_flags:
-            raise ConfigError(f"{what} needs a job file with jobs; --repository alone serves list, ls, restore, "
-                              "verify, watch, audit and hold.")
+            from .errors import UsageError
+
+            raise UsageError(f"{what} needs a job file with jobs; --repository alone serves list, ls, restore, "
+                             "verify, watch, audit and hold.")
         raise ConfigError(f"{self.path}: {what} needs at least one job, e.g. [jobs.home] with sources = [\"/home\"]; "
                           "a job file without jobs serves only list, ls, restore, verify, watch, audit and hold.")
 
@@ -195,7 +207,9 @@ class _Reader:
         self.seen.add(key)
         if key not in self.table:
             if required:
-                raise ConfigError(f"{self.where(key)} is required.")
+                near = difflib.get_close_matches(key, [str(k) for k in self.table], n=1, cutoff=0.6)
+                hint = f" ({self.prefix}{near[0]} is there: a misspelling?)" if near else ""
+                raise ConfigError(f"{self.where(key)} is required{hint}.")
             return default
         value = self.table[key]
         if isinstance(value, bool) and kind is int:
@@ -209,8 +223,10 @@ class _Reader:
         unknown = sorted(set(self.table) - self.seen)
         if unknown:
             close = difflib.get_close_matches(unknown[0], sorted(self.seen), n=1, cutoff=0.6)
-            if isinstance(self.table[unknown[0]], dict):
-                hint = f"; did you mean [{self.prefix}{close[0]}.…]?" if close else ""
+            value = self.table[unknown[0]]
+            if isinstance(value, dict):
+                child = next(iter(value), "") if value and all(isinstance(v, dict) for v in value.values()) else ""
+                hint = f"; did you mean [{self.prefix}{close[0]}{'.' + child if child else ''}]?" if close else ""
                 raise ConfigError(f"{self.path}: [{self.prefix}{unknown[0]}]: unknown table{hint}")
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"{self.where(unknown[0])}: unknown key{hint}")
@@ -285,8 +301,8 @@ def password_warnings(password: PasswordSource, where: str) -> list[str]:
         mode = os.stat(password.value).st_mode
     except OSError:
         return []  # reading it says what is wrong, when it is needed
-    if mode & 0o077:
-        return [f"{where} {password.value} can be read by other users (mode {mode & 0o777:o}); "
+    if stat.S_ISREG(mode) and mode & 0o077:  # a pipe or /dev/stdin has no say in it
+        return [f"{where} {password.value} is open to users other than its owner (mode {mode & 0o777:o}); "
                 f"run `chmod 600 {password.value}`"]
     return []
 
@@ -298,14 +314,16 @@ def from_repository(url: str, *, password_file: str | None = None, password_comm
 
     Without a password the repository must have been created with encryption = "none"."""
     if "://" not in url:
-        url = str(Path(os.path.expanduser(url)).resolve())
+        url = os.path.abspath(os.path.expanduser(url))
     given = [(k, v) for k, v in (("file", password_file), ("command", password_command)) if v]
     if len(given) > 1:
-        raise ConfigError("Give one of --password-file and --password-command, not both.")
+        from .errors import UsageError
+
+        raise UsageError("Give one of --password-file and --password-command, not both.")
     origin = "--repository"
     if given:
         kind, value = given[0]
-        password = PasswordSource(kind, str(Path(os.path.expanduser(value)).resolve()) if kind == "file" else value,
+        password = PasswordSource(kind, os.path.abspath(os.path.expanduser(value)) if kind == "file" else value,
                                   f"--password-{kind}")
     else:
         password = PasswordSource("none", origin=origin)
@@ -433,7 +451,7 @@ def _jobs(top: _Reader, path: Path, base: Path) -> dict[str, JobConfig]:
     jobs_table = top.get("jobs", dict, {})  # none: a job file for the read commands (disaster recovery)
     jobs = {}
     for name, table in jobs_table.items():
-        if not JOB_NAME.match(name):
+        if not JOB_NAME.fullmatch(name):
             raise ConfigError(f"{path}: jobs.{name}: a job name uses letters, digits, '.', '_' or '-'.")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: jobs.{name}: expected a table.")

@@ -27,7 +27,7 @@ METRICS = {
     "genarc_last_run_volumes": "Volumes uploaded by the last run.",
     "genarc_last_run_deletes": "Delete requests the backup client sent (always 0).",
     "genarc_generation_age_seconds": "Age of the newest generation at the last run.",
-    "genarc_lock_until_timestamp_seconds": "Retain-until date of the newest restore point's objects (Unix time).",
+    "genarc_lock_until_timestamp_seconds": "Retain-until date of the newest restore point's objects (Unix time; absent where nothing is locked).",
     "genarc_suspicion_score": "The tripwire's score of the last run (1 or more trips it).",
     "genarc_suspicious": "1 while a tripwire trip is unacknowledged (the run exits 11), else 0.",
     "genarc_protected_until_timestamp_seconds": "Until when the tripwire keeps the last clean point locked (Unix time).",

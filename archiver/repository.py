@@ -126,6 +126,8 @@ class Repository:
             raw = store.get(REPOSITORY_CONFIG_KEY, version_id=pinned)
         except ObjectNotFound:
             raise RepositoryNotFound(
+                f"No genarc repository at {config.repository_url}; check the URL (and --endpoint-url), the bucket "
+                "and the prefix." if config.from_flags else
                 f"No genarc repository at {config.repository_url}; run `genarc init` first."
             ) from None
         try:
@@ -151,7 +153,8 @@ class Repository:
         keys = Keys.derive(config.password.read(), salt, kdf)
         if not hmac.compare_digest(keys.key_check(), str(settings.get("key_check"))):
             raise WrongPasswordError(
-                f"The password does not open the repository at {config.repository_url}; check the job's password source."
+                f"The password does not open the repository at {config.repository_url}; check "
+                + ("the password file or command given." if config.from_flags else "the job's password source.")
             )
         return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
 

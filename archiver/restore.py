@@ -129,7 +129,7 @@ def _target_advice(exc: OSError) -> str:
         return "choose a target you can write to, or fix its permissions"
     if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.ELOOP):
         return "a file stands where a directory of the target's path should be; choose another target"
-    return "fix the target, then rerun with --overwrite to finish what was started"
+    return "fix the target or choose another (with --overwrite to finish a restore that wrote part of it)"
 
 
 def _select(tree: TreeTable, selection: _Selection, what: str, unsafe: set[bytes]) -> TreeTable:

@@ -128,6 +128,7 @@ def local(home: Path, env: dict[str, str]) -> None:
     demo.genarc("init")
     run_days(demo, data, days(datetime.now(timezone.utc).replace(microsecond=0)))
     demo.genarc("list")
+    note("the days are simulated (GENARC_NOW); \"stored\" is when the files were really written")
     restore_and_compare(demo, data)
     demo.genarc("verify", "--deep")
     demo.genarc("doctor", check=False)
@@ -200,6 +201,7 @@ def _s3(home: Path, env: dict[str, str], server, without_retention_cap) -> None:
             raise SystemExit(f"demo: the server let {who} delete a locked version")
     restore_and_compare(demo, data)
     demo.genarc("verify", "--deep")
+    print("\nThe S3 server stops with the demo, and its bucket with it; the job file, policy and restored files stay.")
 
 
 def _actions(statement: dict) -> list[str]:

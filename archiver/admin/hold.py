@@ -28,7 +28,7 @@ def set_holds(url: str, options: Any, admin_profile: str | None, env: Mapping[st
         from ..store.s3 import translate
         from .lifecycle import _s3_admin_client
 
-        client = _s3_admin_client(options, admin_profile, env)
+        client = _s3_admin_client(options, admin_profile, env, "genarc hold")
         for key, version_id in targets:
             try:
                 client.put_object_legal_hold(Bucket=bucket, Key=base + key, LegalHold={"Status": "ON" if on else "OFF"},

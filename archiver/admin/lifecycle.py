@@ -223,14 +223,15 @@ def apply_rules(url: str, options: Any, admin_profile: str | None, env: Mapping[
     return f"wrote {len(b2_rules)} lifecycle rule(s) to b2://{bucket}"
 
 
-def _s3_admin_client(options: Any, admin_profile: str | None, env: Mapping[str, str]) -> Any:
+def _s3_admin_client(options: Any, admin_profile: str | None, env: Mapping[str, str],
+                     what: str = "--apply") -> Any:
     from ..store.s3 import make_client
 
     if admin_profile:
         return make_client(options.endpoint_url, options.region, admin_profile)
     key_id, secret = env.get("GENARC_ADMIN_AWS_ACCESS_KEY_ID"), env.get("GENARC_ADMIN_AWS_SECRET_ACCESS_KEY")
     if not key_id or not secret:
-        raise ConfigError("--apply needs admin credentials: --admin-profile, or GENARC_ADMIN_AWS_ACCESS_KEY_ID "
+        raise ConfigError(f"{what} needs admin credentials: --admin-profile, or GENARC_ADMIN_AWS_ACCESS_KEY_ID "
                           "and GENARC_ADMIN_AWS_SECRET_ACCESS_KEY. The backup key must not be able to do this.")
     import boto3
 

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
 def add_global_options(parser: argparse.ArgumentParser, default: object, shown: bool = True) -> None:
     """Options every command takes, before or after its name. On a command's parser they default to SUPPRESS,
     so a value given before the command name is kept; its help shows them only for the read commands, which
@@ -81,10 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, extra = parser.parse_known_args(argv)
         late = getattr(args, "late_positional", None)  # `genarc ls JOB --point 2 PATH`: a positional after options
-        if extra and late and len(extra) == 1 and not extra[0].startswith("-") and getattr(args, late) is None:
-            setattr(args, late, extra.pop())
+        if late and getattr(args, late) is None and (len(extra) == 1 and not extra[0].startswith("-")
+                                                     or len(extra) == 2 and extra[0] == "--"):
+            setattr(args, late, extra[-1])
+            extra = []
         if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            own = _subparsers(parser).choices.get(getattr(args, "command", None) or "", parser)
+            own.error(f"unrecognized arguments: {' '.join(extra)}")  # with the command's own usage line
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.command is None:  # bare `genarc`: what it can do, not a usage error

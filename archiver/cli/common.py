@@ -20,7 +20,7 @@ from ..catalog import state_dir
 from ..clock import Clock, clock_from_env, parse_time
 from ..config import JOB_NAME, Config
 from ..engine import Engine
-from ..errors import LocalIOError, UsageError
+from ..errors import ConfigError, LocalIOError, UsageError
 from ..history import History, Point
 from ..layout import manifests_prefix
 from ..repository import Repository
@@ -70,10 +70,17 @@ def context(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
 def load_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     explicit = getattr(args, "config", None)
     url = getattr(args, "repository", None)
-    if not url and not explicit and getattr(args, "command", None) in READ_COMMANDS:
-        url = env.get("GENARC_REPOSITORY")  # never for `run`: a variable left set for a recovery stops no backup
     flags = {name: getattr(args, name, None) for name in ("password_file", "password_command", "endpoint_url")}
-    if url:
+    if url is None and not explicit and env.get("GENARC_REPOSITORY") and getattr(args, "command", "") in READ_COMMANDS:
+        try:  # a job file that is found wins: a variable left set after a recovery never redirects a reader
+            return config_mod.load(config_mod.discover(None, env), env)
+        except ConfigError as exc:
+            if not str(exc).startswith("No job file found"):
+                raise
+        url = env["GENARC_REPOSITORY"]
+    if url is not None:
+        if not url.strip():
+            raise UsageError("--repository needs a URL: a path, s3://BUCKET/PREFIX or b2://BUCKET/PREFIX.")
         if explicit:
             raise UsageError("Give --config or --repository, not both: --repository reads a repository without a job "
                              "file.")
@@ -110,9 +117,8 @@ def chosen_point(ctx: Context, args: argparse.Namespace, tmp: Path) -> tuple[Rep
     """The repository, the job's history, and the point --generation/--point/--at/--trusted-before choose
     (the newest trusted one by default)."""
     repo = ctx.open_repository()
+    jobs_of(ctx, repo, args.job)  # an unknown or impossible job is a usage error that names the real ones
     found = History.read(repo, args.job, ctx.clock)
-    if not found.points:
-        jobs_of(ctx, repo, args.job)  # an unknown job is a usage error that names the real ones
     try:
         point = found.choose(repo, tmp, generation=args.generation, point=args.point,
                              at=parse_time_option(args.at, "--at"),
@@ -127,12 +133,18 @@ def jobs_of(ctx: Context, repo: Repository, job: str | None) -> list[str]:
     is a usage error that names the real ones."""
     if job is None:
         return repo.jobs()
-    if JOB_NAME.match(job.split("~", 1)[0]) and job.count("~") <= 1:
+    if valid_job_name(job):
         if job in ctx.config.jobs or next(iter(repo.store.list_versions(manifests_prefix(job))), None):
             return [job]  # known without listing the whole repository
-    known = ", ".join(escape(j) for j in repo.jobs()) or "none yet"
-    raise UsageError(f"No job {escape(job)!r} in the repository at {ctx.config.repository_url} (jobs there: "
-                     f"{known}).")
+    known = ", ".join(repo.jobs()) or "none yet"  # the log escapes the whole message once
+    raise UsageError(f"No job '{job}' in the repository at {ctx.config.repository_url} (jobs there: {known}).")
+
+
+def valid_job_name(job: str) -> bool:
+    """A name a job file can define, or such a name with a long-term tier (``home~monthly``); anything else
+    (``..``, a path, a control character, 300 letters) is never used to build a key."""
+    base, _, tier = job.partition("~")
+    return bool(JOB_NAME.fullmatch(base)) and (not tier or tier.isalpha() and tier.islower() and len(tier) <= 16)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

@@ -36,9 +36,8 @@ def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
     with workdir("genarc-hold-") as tmp:
+        jobs_of(ctx, repo, args.job)  # an unknown or impossible job names the real ones
         history = History.read(repo, args.job, ctx.clock)
-        if not history.points:
-            jobs_of(ctx, repo, args.job)  # an unknown job names the real ones
         scope = [p for p in history.points if args.generation in (None, p.name.gseq)
                  and args.point in (None, p.name.pseq) and history.readable(repo, p, tmp)]
         log_history(ctx, history)

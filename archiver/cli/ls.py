@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from .. import chain as chain_mod
 from ..catalog import path_name
 from ..catalog import link_target
+from ..errors import UsageError
 from ..names import lossless
 from .common import add_json, add_point_arguments, chosen_point, context, emit_json, escape, say, workdir
 
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     prefix = (args.path or "").strip("/")
-    rows = []
+    rows, matched = [], 0
     with workdir("genarc-ls-") as tmp, chain_mod.scratch_tree(tmp, "ls.sqlite") as tree:
         repo, history, point = chosen_point(ctx, args, tmp)
         chain_mod.replay(repo, history, point, tree, tmp)
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
             path = path_name(row["path"])
             if prefix and path != prefix and not path.startswith(prefix + "/"):
                 continue
+            matched += 1
             target = link_target(row["target"])
             item = {**lossless(path), "type": row["type"], "size": row["size"], "mode": oct(row["mode"]),
                     "mtime": datetime.fromtimestamp(row["mtime_ns"] / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -55,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
                 say(line + (f" -> {escape(target)}" if target is not None else "")
                     + (f" => {escape(path_name(row['link']))}" if row["link"] is not None else "")
                     + ("  (changed while read: stored as last read)" if row["torn"] else ""))
+    if prefix and not matched:
+        raise UsageError(f"Nothing at {prefix} in point {name.gseq}.{name.pseq} of job '{args.job}'; stored paths are "
+                         f"absolute without the leading slash (`genarc ls {args.job}` lists them all).")
     if args.json:
         emit_json({"job": args.job, "generation": name.gseq, "point": name.pseq, "entries": rows})
     return 0

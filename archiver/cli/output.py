@@ -22,7 +22,7 @@ from ..units import human_bytes
 class Log:
     def __init__(self, fmt: str = "human", path: str | None = None, stream: TextIO | None = None) -> None:
         self.fmt = fmt
-        self.stream = stream or sys.stderr
+        self.stream = stream or sys.stderr or io.StringIO()
         self.file = open(path, "a", encoding="utf-8") if path else None
         self.progress: "ProgressLine | None" = None
 
@@ -35,8 +35,11 @@ class Log:
         else:  # one line per message, whatever names it holds
             job = f"job {escape(fields['job'])}: " if fields.get("job") else ""
             line = f"genarc: {level}: {job}{escape(message)}"
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, AttributeError, ValueError):  # stderr full, closed or gone: the file below may still take it
+            _to_devnull(self.stream)
         if self.file is not None:
             self.file.write(line + "\n")
             self.file.flush()
@@ -107,8 +110,8 @@ class GuardedStdout(io.TextIOBase):
     output went: a closed pipe keeps the command's exit code (the reader chose to stop); any other write
     error is exit 9, named."""
 
-    def __init__(self, inner: TextIO) -> None:
-        self.inner = inner
+    def __init__(self, inner: TextIO | None) -> None:
+        self.inner = inner  # None: standard output was closed before genarc started (`>&-`); all is dropped
         self.error: OSError | None = None
 
     @classmethod
@@ -123,7 +126,7 @@ class GuardedStdout(io.TextIOBase):
             sys.stdout = self.inner
 
     def write(self, text: str) -> int:
-        if self.error is None:
+        if self.error is None and self.inner is not None:
             try:
                 self.inner.write(text)
             except OSError as exc:
@@ -131,7 +134,7 @@ class GuardedStdout(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        if self.error is None:
+        if self.error is None and self.inner is not None:
             try:
                 self.inner.flush()
             except OSError as exc:
@@ -139,19 +142,14 @@ class GuardedStdout(io.TextIOBase):
 
     def _failed(self, exc: OSError) -> None:
         self.error = exc
-        try:  # what is still buffered goes nowhere, so the interpreter's last flush cannot fail again
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, self.inner.fileno())
-            finally:
-                os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        _to_devnull(self.inner)
 
     def isatty(self) -> bool:
-        return self.error is None and self.inner.isatty()
+        return self.error is None and self.inner is not None and self.inner.isatty()
 
     def fileno(self) -> int:
+        if self.inner is None:
+            raise io.UnsupportedOperation("standard output is closed")
         return self.inner.fileno()
 
     @property
@@ -165,3 +163,16 @@ class GuardedStdout(io.TextIOBase):
         log("error", f"cannot write to standard output: {self.error.strerror or self.error}; the command's own "
                      "work finished, but its output is incomplete", exit_code=9)
         return code or 9
+
+
+def _to_devnull(stream: TextIO | None) -> None:
+    """Point a stream that failed at /dev/null: what is still buffered goes nowhere, so the interpreter's last
+    flush at exit cannot fail again (and turn the exit code into 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())  # type: ignore[union-attr]
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -49,7 +49,8 @@ def summary(report: RunReport) -> str:
     ]
     if report.synthetic:
         syn = report.synthetic
-        lines.append(f"  synthetic: {syn['copied_volumes']} volume(s) copied server-side "
+        where = "within the repository" if report.unprotected else "server-side"
+        lines.append(f"  synthetic: {syn['copied_volumes']} volume(s) copied {where} "
                      f"({human_bytes(syn['copied_bytes'])}), {syn['repacked_volumes']} repacked "
                      f"({human_bytes(syn['repacked_bytes'])} of live files re-read)")
     for note in report.notes:

@@ -30,7 +30,10 @@ def parse_age(text: str) -> timedelta:
     if not match:
         raise UsageError(f"--max-age {text!r} is not a duration such as 26h, 2d or 90m.")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
-    return timedelta(**{unit: float(match[1])})
+    try:
+        return timedelta(**{unit: float(match[1])})
+    except OverflowError:
+        raise UsageError(f"--max-age {text!r} is longer than any date can reach; give e.g. 26h or 400d.") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -98,6 +98,7 @@ def test_the_docs_clean_machine_commands_work_from_the_url_and_the_password(work
     assert [p["point"] for p in generation["points"]] == [1, 2]
     # Without the job file, the lock and expiry dates come from what the manifests recorded.
     assert generation["locked_until"] == "2027-03-07T02:00:00Z" and generation["lock_mode"] == "compliance"
+    assert generation["dates_from"] == "recorded"  # a claim of the manifest; audit checks the server's locks
     assert "docs/a.txt" in results["ls"].out and "b.bin" in results["ls"].out
     assert snapshot(restored_root(clean / "restored", ws.src)) == source
     assert (restored_root(clean / "restored", ws.src) / "docs" / "a.txt").read_text() == "second\n"
@@ -128,12 +129,21 @@ def test_a_repository_read_from_flags_says_what_is_missing(workspace, monkeypatc
     repo = str(ws.repo)
     no_password = ws.genarc("--repository", repo, "list", job_file=False)
     assert no_password.code == EXIT_CONFIG and "--password-file" in no_password.err
+    typo = ws.genarc("--repository", repo + "x", "--password-file", str(ws.root / "password"), "list", job_file=False)
+    assert typo.code == 8 and "check the URL" in typo.err and "genarc init" not in typo.err
+    empty = ws.genarc("--repository", "", "list", job_file=False)
+    assert empty.code == EXIT_USAGE and "--repository needs a URL" in empty.err
+    # A GENARC_REPOSITORY left set after a recovery never redirects a machine whose job file is found.
+    monkeypatch.setenv("GENARC_REPOSITORY", str(ws.root / "elsewhere"))
+    monkeypatch.setenv("GENARC_CONFIG", str(ws.config))
+    assert ws.genarc("list", job_file=False).code == EXIT_OK
+    monkeypatch.delenv("GENARC_REPOSITORY")
     both = ws.genarc("--repository", repo, "--config", str(ws.config), "list", job_file=False)
     assert both.code == EXIT_USAGE and "not both" in both.err
     stray = ws.genarc("list", "--password-file", str(ws.root / "password"))
     assert stray.code == EXIT_USAGE and "goes with --repository" in stray.err
     run = ws.genarc("run", "--repository", repo, "--password-file", str(ws.root / "password"), job_file=False)
-    assert run.code == EXIT_CONFIG and "needs a job file" in run.err
+    assert run.code == EXIT_USAGE and "needs a job file" in run.err
     after = ws.genarc("list", "--repository", repo, "--password-file", str(ws.root / "password"), "--json",
                       job_file=False)  # the options also follow the command's name
     assert after.code == EXIT_OK and after.json[0]["job"] == "data"

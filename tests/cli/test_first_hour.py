@@ -47,8 +47,12 @@ def test_ls_takes_the_path_after_the_options_as_docs_cli_shows(backed_up):
     before = backed_up.genarc("ls", "data", prefix, "--generation", "1", "--point", "1")
     assert after.code == before.code == EXIT_OK
     assert after.out == before.out and "some/path/a.txt" in after.out and "file01" not in after.out
+    dashed = backed_up.genarc("ls", "data", "--point", "1", "--", prefix)
+    assert dashed.code == EXIT_OK and dashed.out == after.out
     extra = backed_up.genarc("ls", "data", prefix, "--point", "1", "another/path")
-    assert extra.code == EXIT_USAGE and "unrecognized arguments: another/path" in extra.err
+    assert extra.code == EXIT_USAGE and "genarc ls: error: unrecognized arguments: another/path" in extra.err
+    nothing = backed_up.genarc("ls", "data", "some/path")  # the absolute prefix left out
+    assert nothing.code == EXIT_USAGE and "stored paths are absolute without the leading slash" in nothing.err
 
 
 def test_a_reader_that_stops_early_is_not_an_error_and_a_full_disk_is_exit_9(backed_up):
@@ -67,6 +71,15 @@ def test_a_reader_that_stops_early_is_not_an_error_and_a_full_disk_is_exit_9(bac
         ran = cli(backed_up, "run", "data", stdout=full, stderr=subprocess.PIPE)
     assert ran.returncode == EXIT_LOCAL_IO
     assert "new.txt" in backed_up.genarc("ls", "data").out
+    # Standard output closed before the start, or standard error full: the command still does its work.
+    closed = subprocess.run(f"{sys.executable} -m archiver --config {backed_up.config} list >&-; echo $?",
+                            shell=True, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "GENARC_NOW": NOW})
+    assert closed.stdout == "0\n" and "Traceback" not in closed.stderr
+    (backed_up.root / "password").chmod(0o644)  # a warning to write
+    with open("/dev/full", "w") as full:
+        warned = cli(backed_up, "list", stderr=full)
+    assert warned.returncode == EXIT_OK and "job data" in warned.stdout
 
 
 def test_a_job_not_due_says_when_it_is_and_how_to_run_it_now(backed_up, monkeypatch):
@@ -87,13 +100,16 @@ def test_a_job_not_due_says_when_it_is_and_how_to_run_it_now(backed_up, monkeypa
         time.tzset()
 
 
-@pytest.mark.parametrize("argv", [("list", "hmoe"), ("ls", "hmoe"), ("restore", "hmoe", "--target", "T"),
-                                  ("verify", "hmoe"), ("watch", "hmoe"), ("audit", "hmoe"),
-                                  ("hold", "hmoe", "--admin-profile", "x")])
-def test_an_unknown_job_is_a_usage_error_naming_the_real_ones(backed_up, argv):
-    result = backed_up.genarc(*argv)
+@pytest.mark.parametrize("command", [("list",), ("ls",), ("restore", "--target", "T"), ("verify",), ("watch",),
+                                     ("audit",), ("hold", "--admin-profile", "x")])
+@pytest.mark.parametrize("job", ["hmoe", "..", "../data", "a" * 300, "da\nta", "data~x~y"])
+def test_an_unknown_job_is_a_usage_error_naming_the_real_ones(backed_up, command, job):
+    """Also names no job file could define: none is used to build a key (no walk outside the repository)."""
+    (backed_up.root / "manifests").mkdir()  # what `..` would reach next to the repository
+    result = backed_up.genarc(command[0], job, *command[1:])
     assert result.code == EXIT_USAGE, (result.out, result.err)
-    assert "No job 'hmoe'" in result.err and "(jobs there: data)" in result.err
+    shown = job.replace("\n", "\\n")  # escaped once, as every name in a message
+    assert f"No job '{shown}' in the repository" in result.err and "(jobs there: data)" in result.err
     assert result.out == ""
 
 
@@ -101,6 +117,8 @@ def test_a_local_repository_is_called_unlocked_everywhere(backed_up):
     (backed_up.src / "more.txt").write_text("more\n")
     run = backed_up.genarc("run", now="2027-03-02T02:00:00Z")
     assert "locked until" not in run.out and f"not locked: {UNPROTECTED}" in run.out
+    report = backed_up.genarc("run", "--json", now="2027-03-03T02:00:00Z").json["jobs"][0]["report"]
+    assert report["lock_until"] == report["expires_from"] == "" and report["unprotected"] == UNPROTECTED
     listed = backed_up.genarc("list")
     assert "locked until" not in listed.out and "not locked (local directory)  never expires by itself" in listed.out
     plan = backed_up.genarc("plan")
@@ -138,7 +156,20 @@ def test_a_password_file_others_can_read_is_named(backed_up):
     password.chmod(0o644)
     warned = backed_up.genarc("list")
     assert warned.code == EXIT_OK
-    assert f"can be read by other users (mode 644); run `chmod 600 {password}`" in warned.err
+    assert f"is open to users other than its owner (mode 644); run `chmod 600 {password}`" in warned.err
+    # A pipe or /dev/stdin is nobody's to chmod; a binary, huge or looping "password file" is a config error.
+    piped = subprocess.run(f"{sys.executable} -m archiver --repository {backed_up.repo} "
+                           f"--password-file <(cat {password}) list", shell=True, executable="/bin/bash",
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert piped.returncode == EXIT_OK and "chmod" not in piped.stderr, piped.stderr
+    (backed_up.root / "binary").write_bytes(b"\xff\xfe\n")
+    (backed_up.root / "loop1").symlink_to("loop2")
+    (backed_up.root / "loop2").symlink_to("loop1")
+    for bad, said in (("binary", "is not UTF-8 text"), ("loop1", "cannot read password_file"),
+                      ("/dev/zero", "holds more than 64 KiB")):
+        result = backed_up.genarc("--repository", str(backed_up.repo), "--password-file",
+                                  str(backed_up.root / bad), "list", job_file=False)
+        assert result.code == EXIT_CONFIG and said in result.err and "internal error" not in result.err, bad
 
 
 def test_an_unknown_table_is_named_with_the_one_that_was_meant(workspace):
@@ -147,10 +178,13 @@ def test_an_unknown_table_is_named_with_the_one_that_was_meant(workspace):
     workspace.config.write_text(text)
     result = workspace.genarc("list")
     assert result.code == EXIT_CONFIG
-    assert "[job]: unknown table; did you mean [jobs.…]?" in result.err and "jobs is required" not in result.err
+    assert "[job]: unknown table; did you mean [jobs.data]?" in result.err and "jobs is required" not in result.err
     typo = workspace.config.read_text().replace("[job.data]", "[jobs.data]").replace("keep_days", "keep_dayz")
     workspace.config.write_text(typo)
     assert "retention.keep_dayz: unknown key; did you mean keep_days?" in workspace.genarc("list").err
+    plain = typo.replace("keep_dayz", "keep_days").replace("[repository]", "[repositori]")
+    workspace.config.write_text(plain)
+    assert "repository is required (repositori is there: a misspelling?)" in workspace.genarc("list").err
 
 
 def test_include_matches_literal_stars_and_brackets_without_a_python_warning(workspace):
@@ -177,6 +211,8 @@ def test_watch_names_the_age_as_it_was_written(backed_up):
     stale = backed_up.genarc("watch", "--max-age", "26h", "--json", now="2027-03-03T02:00:00Z")
     message, = [f["message"] for f in stale.json["findings"] if f["kind"] == "stale"]
     assert message.endswith("older than 26h")
+    huge = backed_up.genarc("watch", "--max-age", "99999999999d")
+    assert huge.code == EXIT_USAGE and "longer than any date can reach" in huge.err
 
 
 def test_the_readme_plan_example_is_the_programs_output():
