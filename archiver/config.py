@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .clock import day_seconds_from_env
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .generation import RetentionPolicy
 from .store import MAX_SINGLE_PUT, StoreOptions
 from .tripwire import MEASURES, TripwireSettings
@@ -127,8 +127,6 @@ class Config:
     warnings: tuple[str, ...] = ()  # settings that work but are probably not what was meant
 
     def job(self, name: str) -> JobConfig:
-        from .errors import UsageError
-
         self.require_jobs()
         try:
             return self.jobs[name]
@@ -142,9 +140,7 @@ class Config:
             return
         what = f"`genarc {command}`" if command else "this command"
         if self.from_flags:
-            from .errors import UsageError
-
-            raise UsageError(f"{what} needs a job file with jobs; --repository alone serves list, ls, restore, "
+                raise UsageError(f"{what} needs a job file with jobs; --repository alone serves list, ls, restore, "
                              "verify, watch, audit and hold.")
         raise ConfigError(f"{self.path}: {what} needs at least one job, e.g. [jobs.home] with sources = [\"/home\"]; "
                           "a job file without jobs serves only list, ls, restore, verify, watch, audit and hold.")
@@ -317,8 +313,6 @@ def from_repository(url: str, *, password_file: str | None = None, password_comm
         url = os.path.abspath(os.path.expanduser(url))
     given = [(k, v) for k, v in (("file", password_file), ("command", password_command)) if v]
     if len(given) > 1:
-        from .errors import UsageError
-
         raise UsageError("Give one of --password-file and --password-command, not both.")
     origin = "--repository"
     if given:

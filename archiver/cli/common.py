@@ -73,11 +73,9 @@ def load_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     flags = {name: getattr(args, name, None) for name in ("password_file", "password_command", "endpoint_url")}
     if url is None and not explicit and env.get("GENARC_REPOSITORY") and getattr(args, "command", "") in READ_COMMANDS:
         try:  # a job file that is found wins: a variable left set after a recovery never redirects a reader
-            return config_mod.load(config_mod.discover(None, env), env)
-        except ConfigError as exc:
-            if not str(exc).startswith("No job file found"):
-                raise
-        url = env["GENARC_REPOSITORY"]
+            config_mod.discover(None, env)
+        except ConfigError:  # none found: the variable names the repository
+            url = env["GENARC_REPOSITORY"]
     if url is not None:
         if not url.strip():
             raise UsageError("--repository needs a URL: a path, s3://BUCKET/PREFIX or b2://BUCKET/PREFIX.")
@@ -117,8 +115,7 @@ def chosen_point(ctx: Context, args: argparse.Namespace, tmp: Path) -> tuple[Rep
     """The repository, the job's history, and the point --generation/--point/--at/--trusted-before choose
     (the newest trusted one by default)."""
     repo = ctx.open_repository()
-    jobs_of(ctx, repo, args.job)  # an unknown or impossible job is a usage error that names the real ones
-    found = History.read(repo, args.job, ctx.clock)
+    found = history_of(ctx, repo, args.job)
     try:
         point = found.choose(repo, tmp, generation=args.generation, point=args.point,
                              at=parse_time_option(args.at, "--at"),
@@ -128,14 +125,27 @@ def chosen_point(ctx: Context, args: argparse.Namespace, tmp: Path) -> tuple[Rep
     return repo, found, point
 
 
-def jobs_of(ctx: Context, repo: Repository, job: str | None) -> list[str]:
+def history_of(ctx: Context, repo: Repository, job: str) -> History:
+    """The history of a job named on the command line: its name is checked before any key is built from it,
+    and a job with nothing stored that the job file does not name either is a usage error."""
+    if not valid_job_name(job):
+        jobs_of(ctx, repo, job)
+    found = History.read(repo, job, ctx.clock)
+    if not found.versions:
+        jobs_of(ctx, repo, job, found)
+    return found
+
+
+def jobs_of(ctx: Context, repo: Repository, job: str | None, history: History | None = None) -> list[str]:
     """The job asked for, or every job in the repository; a job neither the repository nor the job file knows
-    is a usage error that names the real ones."""
+    is a usage error that names the real ones. ``history``: the job's history, already read."""
     if job is None:
         return repo.jobs()
     if valid_job_name(job):
-        if job in ctx.config.jobs or next(iter(repo.store.list_versions(manifests_prefix(job))), None):
-            return [job]  # known without listing the whole repository
+        stored = history.versions if history is not None else next(
+            iter(repo.store.list_versions(manifests_prefix(job))), None)  # known without listing everything
+        if job in ctx.config.jobs or stored:
+            return [job]
     known = ", ".join(repo.jobs()) or "none yet"  # the log escapes the whole message once
     raise UsageError(f"No job '{job}' in the repository at {ctx.config.repository_url} (jobs there: {known}).")
 

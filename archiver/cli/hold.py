@@ -6,8 +6,7 @@ import argparse
 import os
 
 from ..errors import UsageError
-from ..history import History
-from .common import jobs_of, add_json, context, emit_json, log_history, say, workdir
+from .common import history_of, add_json, context, emit_json, log_history, say, workdir
 
 HELP = "keep a job, generation or point past its lock and lifecycle with a legal hold (admin credentials)"
 EXAMPLE = ("genarc hold home --generation 12 --admin-profile admin   # after an attack: keep the clean generation\n"
@@ -36,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
     with workdir("genarc-hold-") as tmp:
-        jobs_of(ctx, repo, args.job)  # an unknown or impossible job names the real ones
-        history = History.read(repo, args.job, ctx.clock)
+        history = history_of(ctx, repo, args.job)  # an unknown or impossible job names the real ones
         scope = [p for p in history.points if args.generation in (None, p.name.gseq)
                  and args.point in (None, p.name.pseq) and history.readable(repo, p, tmp)]
         log_history(ctx, history)

@@ -10,7 +10,7 @@ from ..errors import IntegrityError, ObjectNotFound
 from ..generation import RetentionPolicy, expires_from, lock_until
 from ..longterm import policy_of
 from ..history import History
-from .common import (jobs_of, add_json, add_trusted_before, context, emit_json, escape, log_history, parse_time_option, say,
+from .common import (history_of, add_json, add_trusted_before, context, emit_json, escape, log_history, parse_time_option, say,
                      workdir)
 
 HELP = "list generations and restore points, with lock and expiry dates"
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     repo = ctx.open_repository()
-    jobs = jobs_of(ctx, repo, args.job)
+    jobs = [args.job] if args.job else repo.jobs()  # a job named here is checked when its history is read
     before = parse_time_option(args.trusted_before, "--trusted-before")
     out = []
     with workdir("genarc-list-") as tmp:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _job(ctx, repo, job: str, before, tmp) -> dict:
     """One job's generations and points, in the order the server stored them, suspect points flagged."""
-    history = History.read(repo, job, ctx.clock)
+    history = history_of(ctx, repo, job)
     history.check(repo, tmp)
     log_history(ctx, history)
     gens: dict[tuple, dict] = {}
