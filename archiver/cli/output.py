@@ -6,7 +6,6 @@ Logs never go to stdout, which carries results (`--json` documents, listings, su
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -158,7 +157,7 @@ class GuardedStdout(io.TextIOBase):
 
     def verdict(self, code: int, log: Log) -> int:
         self.flush()
-        if self.error is None or isinstance(self.error, BrokenPipeError) or self.error.errno == errno.EPIPE:
+        if self.error is None or isinstance(self.error, BrokenPipeError):
             return code
         log("error", f"cannot write to standard output: {self.error.strerror or self.error}; the command's own "
                      "work finished, but its output is incomplete", exit_code=9)
