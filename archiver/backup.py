@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from . import chain as chain_mod
 from . import interrupt, processes, tripwire
 from .catalog import Catalog, TreeTable, path_key, path_name
-from .changes import Op, ScanTable
+from .changes import Op, ScanTable, Sharing
 from .clock import Clock, format_time
 from .config import Config, JobConfig
 from .errors import IntegrityError, LocalIOError, StoreError
@@ -64,6 +64,8 @@ class RunReport:
     removed: int = 0
     bytes_packed: int = 0
     bytes_uploaded: int = 0
+    shared_files: int = 0  # moved, renamed or copied: referred to content the generation stores, not uploaded
+    shared_bytes: int = 0
     volumes: int = 0
     duration_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -280,9 +282,14 @@ def _classify(run: _Run, full_mode: str) -> bool:
     assert run.scan is not None
     run.previous = run.catalog.tree if not run.full else None
     synthetic = run.full and _synthetic_allowed(run, full_mode)
+    # An incremental refers to content its generation already stores (a moved, renamed or copied file); a full
+    # opens a generation, which shares nothing with the one before.
+    sharing = None if run.full else Sharing(run.writer.volume_prefix,
+                                            lambda key: run.catalog.object_record(key) is not None)
     run.catalog.conn.execute("BEGIN")
-    run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn, run.roots)
+    run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn, run.roots, sharing)
     run.catalog.conn.execute("COMMIT")
+    run.report.shared_files, run.report.shared_bytes = run.scan.shared_files, run.scan.shared_bytes
     if run.full:
         run.report.kind_detail = "synthetic full" if synthetic else "active full"
     run.emit("scanned", {"files": run.report.files_scanned, "bytes": run.report.bytes_scanned})
@@ -307,7 +314,7 @@ def _synthesize(run: _Run) -> None:
     assert run.scan is not None
     run.catalog.conn.execute("BEGIN")
     result = synthesize(run.writer, run.scan, run.catalog.content_bytes(), run.config.fulls.copy_threshold,
-                        run.report.notes.append, run.catalog.methods())
+                        run.report.notes.append, run.catalog.packing())
     run.catalog.conn.execute("COMMIT")
     run.report.synthetic = dataclasses.asdict(result)
 
@@ -375,7 +382,7 @@ def _upload(run: _Run, volume: PackedVolume) -> None:
         interrupt.check()
         if ok:
             version_id = run.writer.put_volume(key, Path(volume.path), volume.sha256, method=volume.method,
-                                               content_bytes=sum(f.size for f in ok)).version_id
+                                               content_bytes=sum(f.size for f in ok), dense=volume.dense).version_id
             report.volumes += 1
             report.bytes_uploaded += volume.size
     finally:
@@ -402,7 +409,7 @@ def _commit(run: _Run) -> CommittedPoint:
     assert run.scan is not None
     report, writer, catalog = run.report, run.writer, run.catalog
     # The tripwire measures this point against the one it follows (for a full: the previous generation's tip).
-    measurer = Measurer(catalog.tree if run.baseline else None, catalog.methods(),
+    measurer = Measurer(catalog.tree if run.baseline else None, {k: d for k, (_, d) in catalog.packing().items()},
                         [o.record() for o in writer.objects], run.config.volumes.compression)
     if run.previous is not None:
         for path in run.scan.removed_since(run.previous):
@@ -413,6 +420,8 @@ def _commit(run: _Run) -> CommittedPoint:
         for path in run.scan.removed_since(catalog.tree):
             measurer.removal(path_name(path))
     for row, op in run.scan.listed(full=run.full):
+        if op in (Op.ADD, Op.CHANGE) and row["obj_key"] is not None and not writer.holds(row["obj_key"]):
+            writer.refer(_shared_record(catalog, row["obj_key"]))  # content an earlier point of the generation stored
         measurer.entry(writer.add_row(row, op.value))
         if not run.full:
             report.added += op == Op.ADD
@@ -438,6 +447,13 @@ def _commit(run: _Run) -> CommittedPoint:
     report.manifest_key = committed.key
     report.bytes_uploaded += committed.size
     return committed
+
+
+def _shared_record(catalog: Catalog, key: str) -> dict[str, Any]:
+    record = catalog.object_record(key)
+    if record is None:  # classify only shares content of objects the catalog records
+        raise IntegrityError(f"internal: the catalog no longer records {key}, which this point refers to")
+    return record
 
 
 def _adopt(run: _Run, committed: CommittedPoint) -> None:

@@ -266,8 +266,11 @@ class Catalog:
         # The objects of the newest generation, as its manifests list them (a synthetic full copies from these).
         self.conn.execute("CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, version_id TEXT, sha256 TEXT, "
                           "size INTEGER, content_bytes INTEGER, method TEXT)")
-        if "method" not in {row[1] for row in self.conn.execute("PRAGMA table_info(objects)")}:
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(objects)")}
+        if "method" not in columns:
             self.conn.execute("ALTER TABLE objects ADD COLUMN method TEXT")  # a catalog from before the tripwire
+        if "dense" not in columns:
+            self.conn.execute("ALTER TABLE objects ADD COLUMN dense INTEGER")  # before incompressible content was zstd
         # Every run this machine started: a point whose run id is not here was written by someone else.
         self.conn.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, started TEXT)")
         self.tree = TreeTable(self.conn, "tree")
@@ -288,9 +291,10 @@ class Catalog:
         if replace:
             self.conn.execute("DELETE FROM objects")
         for obj in objects:
-            self.conn.execute("INSERT OR REPLACE INTO objects (key, version_id, sha256, size, content_bytes, method) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (obj["key"], obj.get("version_id"), obj["sha256"],
-                                                            obj["size"], obj.get("content_bytes"), obj.get("method")))
+            self.conn.execute("INSERT OR REPLACE INTO objects (key, version_id, sha256, size, content_bytes, method, "
+                              "dense) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (obj["key"], obj.get("version_id"), obj["sha256"], obj["size"], obj.get("content_bytes"),
+                               obj.get("method"), 1 if obj.get("dense") is True else None))
 
     def adopt(self, scan: TreeTable, objects: Iterable[Mapping[str, Any]], *, replace: bool,
               tip: Mapping[str, str | None]) -> None:
@@ -316,9 +320,24 @@ class Catalog:
     def content_bytes(self) -> dict[str, int | None]:
         return {row[0]: row[1] for row in self.conn.execute("SELECT key, content_bytes FROM objects")}
 
-    def methods(self) -> dict[str, str]:
-        """How the content of each object of the newest generation was packed (``copy``: incompressible)."""
-        return {row[0]: row[1] for row in self.conn.execute("SELECT key, method FROM objects WHERE method IS NOT NULL")}
+    def packing(self) -> dict[str, tuple[str, bool]]:
+        """How each object of the newest generation was packed: its method, and whether its content is dense
+        (:func:`dense_object`)."""
+        return {row[0]: (row[1], dense_object({"method": row[1], "dense": row[2] == 1}))
+                for row in self.conn.execute("SELECT key, method, dense FROM objects WHERE method IS NOT NULL")}
+
+    def object_record(self, key: str) -> dict[str, Any] | None:
+        """An object of the newest generation as its manifest recorded it."""
+        row = self.conn.execute("SELECT key, version_id, sha256, size, content_bytes, method, dense FROM objects "
+                                "WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        record = {"key": row[0], "size": row[3], "sha256": row[2], "version_id": row[1], "method": row[5]}
+        if row[4] is not None:
+            record["content_bytes"] = row[4]
+        if row[6] == 1:
+            record["dense"] = True
+        return record
 
     @property
     def tip(self) -> str | None:
@@ -326,6 +345,12 @@ class Catalog:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def dense_object(record: Mapping[str, Any]) -> bool:
+    """Whether an object, as a manifest records it, holds only content the packer's probe found incompressible:
+    marked ``dense``, or packed with COPY (how such content was stored before zstd took it too)."""
+    return record.get("dense") is True or record.get("method") == "copy"
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:

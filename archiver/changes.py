@@ -3,7 +3,9 @@
 A run scans the sources into a :class:`ScanTable` beside the catalog's tree (the previous
 point). Each scanned row carries an :class:`Op`; this module owns every transition of it:
 
-    classify          new or changed content -> PACK; known content -> ADD/CHANGE/META or unchanged
+    classify          new or changed content -> PACK; known content -> ADD/CHANGE/META or unchanged;
+                      in an incremental, content the generation already stores under another path
+                      (a move, a rename, a copy) -> ADD/CHANGE referring to that stored entry
     synthetic full    unchanged content whose volume is not copied -> PACK (repack)
     packing           PACK -> ADD/CHANGE once stored; a file that could not be read keeps its
                       previous row (unchanged) or leaves the point
@@ -15,6 +17,8 @@ becomes the catalog's tree, its ops cleared (:meth:`archiver.catalog.Catalog.ado
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Iterator, Mapping
 
@@ -22,7 +26,7 @@ import xxhash
 
 from . import interrupt
 from .catalog import TreeTable, path_key, path_name, storable
-from .pack import PackedFile, source_root, xxh3_file
+from .pack import PackedFile, has_holes, open_source, source_root, xxh3_file
 from .scan import Entry
 
 EMPTY_XXH3 = xxhash.xxh3_128(b"").hexdigest()
@@ -50,6 +54,34 @@ def _row_from_entry(entry: Entry) -> dict[str, Any]:
             "ctime_ns": entry.ctime_ns, "xattrs": entry.xattrs}
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """What an incremental may refer to instead of packing again: content the previous point stores in a
+    volume whose key starts with ``prefix`` (its own generation's) and whose object ``known`` recognises."""
+
+    prefix: str
+    known: Callable[[str], bool]
+
+
+def _hash_unchanged(path: str, root: str, size: int, mtime_ns: int) -> tuple[str, bool] | None:
+    """The xxh3-128 of a file and whether it has holes, when it still has the scanned size and mtime and
+    holds still while it is read; else None (it is packed, and the packer deals with the change)."""
+    try:
+        fh, before = open_source(path, root)
+    except OSError:
+        return None
+    with fh:
+        if (before.st_size, before.st_mtime_ns) != (size, mtime_ns):
+            return None
+        h = xxhash.xxh3_128()
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+        after = os.fstat(fh.fileno())
+    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
+        return None
+    return h.hexdigest(), has_holes(before)
+
+
 def _meta_differs(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     return any(new[c] != old[c] for c in _META_COLUMNS)
 
@@ -60,6 +92,7 @@ class ScanTable(TreeTable):
     def __init__(self, conn: Any) -> None:
         conn.execute("DROP TABLE IF EXISTS scan")
         super().__init__(conn, "scan")
+        self.shared_files = self.shared_bytes = 0  # content referred to, not packed again (:meth:`share`)
 
     def add(self, entry: Entry, warn: Callable[[str], None]) -> None:
         row = _row_from_entry(entry)
@@ -85,12 +118,15 @@ class ScanTable(TreeTable):
         return int(count), int(size)
 
     # -- classification ----------------------------------------------------------------------------
-    def classify(self, previous: TreeTable | None, warn: Callable[[str], None], roots: tuple[str, ...] = ()) -> None:
+    def classify(self, previous: TreeTable | None, warn: Callable[[str], None], roots: tuple[str, ...] = (),
+                 sharing: Sharing | None = None) -> None:
         """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
 
         The common cases are settled in SQL in one pass; only rows that need a decision per file
         (new, changed size, or same size with another mtime, ctime, inode or device) come back to Python.
         A ctime the previous point does not know (a catalog from before it was kept) is not compared.
+        With ``sharing`` (an incremental), content to pack that ``previous`` already stores is referred to
+        instead (:meth:`share`).
         """
         conn = self.conn
         if previous is None:
@@ -110,6 +146,50 @@ class ScanTable(TreeTable):
             interrupt.check()
             self.put(self._decide(dict(row), previous.get(row["path"]), warn, roots))
         conn.execute("UPDATE scan SET op = NULL WHERE op = ?", (Op.SETTLED.value,))
+        if sharing is not None:
+            self.shared_files, self.shared_bytes = self.share(previous, sharing, roots)
+
+    def share(self, previous: TreeTable, sharing: Sharing, roots: tuple[str, ...]) -> tuple[int, int]:
+        """Moves, renames and copies: a file to pack whose size and xxh3 equal content ``previous`` stores
+        (whole, not torn) is not packed again; its row refers to the stored entry (ADD, or CHANGE where the
+        path held other content). Only files whose size some stored entry has are read for their hash.
+
+        The lookups are joins, so sqlite indexes the previous tree once rather than scanning it per file.
+        Returns the files (and bytes) that now refer to stored content.
+        """
+        conn = self.conn
+        stored = (f"SELECT size, xxh3, obj_key, obj_version, obj_sha256, entry FROM {previous.name} "
+                  "WHERE type = 'file' AND size > 0 AND xxh3 IS NOT NULL AND obj_key IS NOT NULL AND entry IS NOT NULL "
+                  "AND torn IS NULL AND substr(obj_key, 1, ?) = ?")
+        window = (len(sharing.prefix), sharing.prefix)
+        candidates = conn.execute(
+            f"SELECT scan.path, scan.size, scan.mtime_ns FROM scan JOIN (SELECT DISTINCT size FROM ({stored})) AS s "
+            f"ON s.size = scan.size WHERE scan.op = ? ORDER BY scan.path", (*window, Op.PACK.value)).fetchall()
+        if not candidates:
+            return 0, 0
+        conn.execute("DROP TABLE IF EXISTS temp.share")
+        conn.execute("CREATE TEMP TABLE share (path BLOB PRIMARY KEY, size INTEGER, xxh3 TEXT, sparse INTEGER)")
+        for path, size, mtime_ns in candidates:
+            interrupt.check()
+            absolute = "/" + path_name(path)
+            read = _hash_unchanged(absolute, source_root(absolute, roots), size, mtime_ns)
+            if read is not None:
+                conn.execute("INSERT INTO temp.share VALUES (?, ?, ?, ?)", (path, size, read[0], 1 if read[1] else None))
+        matches = conn.execute(
+            f"SELECT c.path, c.sparse, t.xxh3, t.obj_key, t.obj_version, t.obj_sha256, t.entry FROM temp.share AS c "
+            f"JOIN ({stored}) AS t ON t.size = c.size AND t.xxh3 = c.xxh3 GROUP BY c.path", window).fetchall()
+        files = size = 0
+        for path, sparse, digest, key, version, sha256, entry in matches:
+            if not sharing.known(key):
+                continue
+            files += 1
+            size += self.get(path)["size"]
+            conn.execute("UPDATE scan SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ?, torn = NULL, "
+                         "sparse = ?, op = ? WHERE path = ?",
+                         (digest, key, version, sha256, entry, sparse,
+                          (Op.CHANGE if previous.get(path) is not None else Op.ADD).value, path))
+        conn.execute("DROP TABLE temp.share")
+        return files, size
 
     @staticmethod
     def _decide(new: dict[str, Any], old: Mapping[str, Any] | None, warn: Callable[[str], None],

@@ -30,7 +30,12 @@ _VOLUME = re.compile(r"^p\d{6}-[0-9a-f]{16}/v\d{6}\.7z$")
 
 def is_volume_of(key: str, name: "ManifestName") -> bool:
     """Whether ``key`` is a volume key of ``name``'s own generation (invariant 3), in genarc's layout."""
-    prefix = volume_generation_prefix(name.job, name.gseq, name.gstart)
+    return is_generation_volume(key, name.job, name.gseq, name.gstart)
+
+
+def is_generation_volume(key: str, job: str, gseq: int, gstart: datetime) -> bool:
+    """Whether ``key`` is a volume key of generation ``gseq`` (started at ``gstart``) of ``job``."""
+    prefix = volume_generation_prefix(job, gseq, gstart)
     return key.startswith(prefix) and _VOLUME.match(key[len(prefix):]) is not None
 
 

@@ -31,6 +31,10 @@ TORN_RETRIES = 3
 PROBE_BYTES = 64 * 1024
 PROBE_MIN = 512  # smaller files are packed with the job's method (and count as compressible to the tripwire)
 INCOMPRESSIBLE_RATIO = 0.95
+# Methods that decide per block: zstd stores a block it cannot shrink as it is, at about the speed of COPY, so a
+# file the probe calls incompressible is still packed with them (the parts of it that compress, do). Slower
+# methods (LZMA2 spends seconds a megabyte on random bytes, deflate a good share) send such files to COPY.
+PER_BLOCK_METHODS = ("zstd",)
 _ODD = set(range(0x00, 0x20)) | {0x7F}
 
 
@@ -49,6 +53,7 @@ class VolumePlan:
     files: list[PlannedFile] = field(default_factory=list)
     bytes: int = 0
     tag: str = ""  # the run id and a dash: see entry_name
+    dense: bool = False  # holds only files the probe found incompressible (the tripwire counts on it)
 
     def add(self, planned: PlannedFile) -> None:
         self.files.append(planned)
@@ -81,6 +86,7 @@ class PackedVolume:
     sha256: str
     method: str
     files: list[PackedFile]
+    dense: bool = False
 
 
 def entry_name(path: str, ordinal: int, tag: str = "") -> str:
@@ -341,34 +347,38 @@ def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> Packe
                 "(or point TMPDIR elsewhere) and rerun."
             ) from None
         raise
-    return PackedVolume(plan.index, out_path, os.path.getsize(out_path), digest.hexdigest(), plan.method, results)
+    return PackedVolume(plan.index, out_path, os.path.getsize(out_path), digest.hexdigest(), plan.method, results,
+                        plan.dense)
 
 
 def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volume_size: int, max_files: int,
                  first_index: int = 1, tag: str = "") -> Iterator[VolumePlan]:
-    """Group files into volumes: compressible ones with ``method``, incompressible ones with COPY.
+    """Group files into volumes of two streams: files the probe finds incompressible (``dense``), and the rest.
 
-    Each stream fills a volume up to ``volume_size`` bytes or ``max_files`` files; a file larger
-    than the volume size gets a volume of its own.
+    Both streams are packed with ``method`` when it decides per block (zstd); otherwise the dense stream
+    is packed with COPY. Keeping the streams apart tells the tripwire which content is incompressible.
+    Each stream fills a volume up to ``volume_size`` bytes or ``max_files`` files; a file larger than the
+    volume size gets a volume of its own.
     """
     index = first_index
-    open_plans: dict[str, VolumePlan] = {}
+    open_plans: dict[bool, VolumePlan] = {}
+    dense_method, dense_level = (method, level) if method in PER_BLOCK_METHODS else ("copy", 0)
     with SourceFolders() as folders:
         for planned in files:
-            probe = method != "copy" and looks_incompressible(planned.path, planned.size, planned.root, folders)
-            chosen = "copy" if probe else method
-            current = open_plans.get(chosen)
+            dense = method != "copy" and looks_incompressible(planned.path, planned.size, planned.root, folders)
+            current = open_plans.get(dense)
             if current is not None and (current.bytes + planned.size > volume_size or len(current.files) >= max_files):
                 yield current
                 current = None
             if current is None:
-                current = VolumePlan(index, chosen, level if chosen == method else 0, tag=tag)
+                current = (VolumePlan(index, dense_method, dense_level, tag=tag, dense=True) if dense
+                           else VolumePlan(index, method, level, tag=tag))
                 index += 1
-                open_plans[chosen] = current
+                open_plans[dense] = current
             current.add(planned)
             if current.bytes >= volume_size:
                 yield current
-                del open_plans[chosen]
+                del open_plans[dense]
         for leftover in sorted(open_plans.values(), key=lambda p: p.index):
             if leftover.files:
                 yield leftover

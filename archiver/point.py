@@ -19,7 +19,7 @@ from .clock import format_time
 from .config import Config
 from .errors import IntegrityError
 from .generation import GenerationRef, RetentionPolicy, lock_until
-from .layout import manifest_key, volume_key
+from .layout import is_generation_volume, manifest_key, volume_generation_prefix, volume_key
 from .manifest import ManifestWriter, build_header, entry_of
 from .repository import Repository, effective_lock_mode
 from .store import Retention, sha256_of
@@ -36,6 +36,8 @@ class StoredObject:
     method: str
     content_bytes: int | None = None  # bytes of file content inside (a synthetic full's copy threshold uses it)
     copied_from: str | None = None  # the object a server-side copy was made from
+    dense: bool = False  # it holds only content the packer's probe found incompressible
+    shared: bool = False  # an earlier point of the generation stored it; this point refers to it, uploads nothing
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "size": self.size, "sha256": self.sha256,
@@ -44,6 +46,10 @@ class StoredObject:
             out["content_bytes"] = self.content_bytes
         if self.copied_from is not None:
             out["copied_from"] = self.copied_from
+        if self.dense:
+            out["dense"] = True
+        if self.shared:
+            out["shared"] = True
         return out
 
 
@@ -85,6 +91,11 @@ class PointWriter:
         self._manifest = ManifestWriter(spool)
 
     # -- objects ---------------------------------------------------------------------------------
+    @property
+    def volume_prefix(self) -> str:
+        """The key prefix of every volume of this point's generation."""
+        return volume_generation_prefix(self.job, self.generation.seq, self.generation.start)
+
     def volume_key(self, index: int) -> str:
         return volume_key(self.job, self.generation.seq, self.generation.start, self.point_seq, self.run_id, index)
 
@@ -96,19 +107,35 @@ class PointWriter:
         self.objects.append(obj)
         return obj
 
-    def put_volume(self, key: str, path: Path, sha256: str, *, method: str, content_bytes: int) -> StoredObject:
+    def holds(self, key: str) -> bool:
+        return key in self._index
+
+    def refer(self, record: Mapping[str, Any]) -> StoredObject:
+        """List an object an earlier point of this generation stored (as its manifest recorded it), so this
+        point's entries can refer to content it holds: a moved, renamed or copied file. Nothing is uploaded."""
+        if not is_generation_volume(record["key"], self.job, self.generation.seq, self.generation.start):
+            raise IntegrityError(f"internal: {record['key']} is not a volume of this point's generation")
+        return self.add_object(StoredObject(record["key"], record["size"], record["sha256"], record.get("version_id"),
+                                            record.get("method") or "copy", record.get("content_bytes"),
+                                            dense=record.get("dense") is True, shared=True))
+
+    def put_volume(self, key: str, path: Path, sha256: str, *, method: str, content_bytes: int,
+                   dense: bool = False) -> StoredObject:
         """Upload a packed volume under ``key`` with the point's lock."""
         info = self.repo.store.put(key, path, sha256=sha256, retention=self.lock.retention)
-        return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method, content_bytes))
+        return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method, content_bytes,
+                                            dense=dense))
 
     def copy_volume(self, src_key: str, src_version_id: str | None, sha256: str, key: str, *,
-                    content_bytes: int | None = None, method: str | None = None) -> StoredObject:
+                    content_bytes: int | None = None, packing: tuple[str, bool] | None = None) -> StoredObject:
         """Copy ``src_key`` server-side to ``key`` with the point's lock (the copy's SHA-256 must match).
-        ``method``: how the source was packed, which a copy keeps (unknown: recorded as ``copy``)."""
+        ``packing``: how the source was packed and whether it is dense, which a copy keeps (unknown: recorded
+        as ``copy``, which the tripwire reads as incompressible)."""
+        method, dense = packing or ("copy", False)
         info = self.repo.store.copy(src_key, key, src_version_id=src_version_id, sha256=sha256,
                                     retention=self.lock.retention)
-        return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method or "copy", content_bytes,
-                                            copied_from=src_key))
+        return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method, content_bytes,
+                                            copied_from=src_key, dense=dense))
 
     def reupload_volume(self, src_key: str, src_version_id: str | None, sha256: str, key: str,
                         workdir: Path) -> StoredObject:

@@ -40,7 +40,7 @@ def choose(live: dict[str, int], content: dict[str, int | None], threshold: floa
 
 
 def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | None], threshold: float,
-               note: Callable[[str], None], methods: dict[str, str] | None = None) -> SyntheticReport:
+               note: Callable[[str], None], packing: dict[str, tuple[str, bool]] | None = None) -> SyntheticReport:
     """Copy the live volumes into the writer's generation and mark the rest of the carried content for repacking.
 
     Carried rows of the scan (unchanged or metadata-only) end up either pointing at a copy in
@@ -54,7 +54,7 @@ def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | No
         version_id, sha256 = sources[old]
         try:
             copy = writer.copy_volume(old, version_id, sha256, writer.volume_key(index), content_bytes=content.get(old),
-                                     method=(methods or {}).get(old))
+                                     packing=(packing or {}).get(old))
         except GenarcError as exc:
             # Nothing will point at a failed or mismatching copy: its files are repacked from the source.
             note(f"server-side copy of {old} failed ({exc.message}); its files are repacked")

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .catalog import TreeTable, path_key
+from .catalog import TreeTable, dense_object, path_key
 from .clock import format_time, parse_time
 from .names import escape
 
@@ -125,15 +125,15 @@ def _stem(path: str) -> str:
 class Measurer:
     """Builds a :class:`Profile` from a point's entries as its manifest lists them, against the tree before it.
 
-    ``methods`` maps each object key of the previous tree to the method its content was packed
-    with; ``objects`` are the point's own objects (as its manifest lists them). Content in a COPY
-    volume is incompressible: the packer puts there exactly what its probe found incompressible,
-    unless the job packs everything with COPY, in which case density is not measured.
+    ``dense`` maps each object key of the previous tree to whether its content is incompressible;
+    ``objects`` are the point's own objects (as its manifest lists them). The packer puts exactly what
+    its probe found incompressible into dense volumes (:func:`archiver.catalog.dense_object`), unless
+    the job packs everything with COPY, in which case density is not measured.
     """
 
-    def __init__(self, previous: TreeTable | None, methods: Mapping[str, str], objects: list[Mapping[str, Any]],
+    def __init__(self, previous: TreeTable | None, dense: Mapping[str, bool], objects: list[Mapping[str, Any]],
                  job_method: str) -> None:
-        self.previous, self.methods, self.objects = previous, methods, objects
+        self.previous, self.dense, self.objects = previous, dense, objects
         self.profile = Profile(density_known=job_method != "copy")
         if previous is not None:
             self.profile.files_before = int(previous.conn.execute(
@@ -145,13 +145,12 @@ class Measurer:
         index = entry.get("obj")
         if not self.profile.density_known or type(index) is not int or not 0 <= index < len(self.objects):
             return False
-        return self.objects[index].get("method") == "copy"
+        return dense_object(self.objects[index])
 
     def _compressible_old(self, row: Mapping[str, Any]) -> bool:
         if not self.profile.density_known or not row["size"]:
             return False
-        method = self.methods.get(row["obj_key"])
-        return method is not None and method != "copy"
+        return self.dense.get(row["obj_key"]) is False
 
     def entry(self, entry: Mapping[str, Any]) -> None:
         """One entry of the point (any op; a full lists everything as ``add``). A malformed entry (a forged

@@ -32,7 +32,7 @@ from .history import History, Point, describe
 from .errors import GenarcError
 from .manifest import Manifest
 from .repository import Repository
-from .catalog import TreeTable
+from .catalog import TreeTable, dense_object
 from .tripwire import Measurer, Profile, TripwireSettings, judge
 
 WATCHED_CONFIG = ("sources", "exclude", "one_file_system", "tripwire")
@@ -98,7 +98,7 @@ class _Profiles:
     def __init__(self, job: str, settings: TripwireSettings, findings: list[Finding]) -> None:
         self.job, self.settings, self.findings = job, settings, findings
         self.history: list[Profile] = []
-        self.methods: dict[str, str] = {}
+        self.dense: dict[str, bool] = {}
 
     def measure(self, manifest: Manifest, before: TreeTable) -> None:
         header = manifest.header
@@ -107,11 +107,11 @@ class _Profiles:
             profile = Profile.from_dict(header.get("profile"))  # measured by the client against the last generation
             claimed = " (as the client measured it)"
         else:
-            measurer = Measurer(before, self.methods, objects, str((header.get("config") or {}).get("compression")))
+            measurer = Measurer(before, self.dense, objects, str((header.get("config") or {}).get("compression")))
             for entry in manifest.entries():
                 measurer.entry(entry)
             profile, claimed = measurer.finish(), ""
-        self.methods.update({o["key"]: o.get("method") for o in objects if isinstance(o.get("method"), str)})
+        self.dense.update({o["key"]: dense_object(o) for o in objects if isinstance(o.get("method"), str)})
         if profile is None or not profile.files_before:
             return
         verdict = judge(profile, self.history, self.settings)

@@ -47,6 +47,9 @@ def summary(report: RunReport) -> str:
                                    if not k.startswith("bytes") and (v or k == "deletes")),
         lock_line(report),
     ]
+    if report.shared_files:
+        lines.insert(3, f"  {report.shared_files} moved, renamed or copied file(s) ({human_bytes(report.shared_bytes)}) "
+                        "refer to what this generation already stores: not uploaded again")
     if report.synthetic:
         syn = report.synthetic
         where = "within the repository" if report.unprotected else "server-side"

@@ -50,7 +50,13 @@ def test_probe_and_plan_split_incompressible_files(tmp_path):
     assert looks_incompressible(str(noise), noise.stat().st_size)
     files = [PlannedFile(str(text), text.stat().st_size), PlannedFile(str(noise), noise.stat().st_size)]
     plans = list(plan_volumes(files, method="zstd", level=3, volume_size=10**9, max_files=100))
-    assert sorted((p.method, len(p.files)) for p in plans) == [("copy", 1), ("zstd", 1)]
+    # zstd decides per block, so it packs both streams; the incompressible one is marked dense.
+    assert sorted((p.method, p.dense, [f.path for f in p.files]) for p in plans) == [
+        ("zstd", False, [str(text)]), ("zstd", True, [str(noise)])]
+    # LZMA2 would spend seconds a megabyte on random bytes: its dense stream is COPY.
+    plans = list(plan_volumes(files, method="lzma2", level=1, volume_size=10**9, max_files=100))
+    assert sorted((p.method, p.dense, [f.path for f in p.files]) for p in plans) == [
+        ("copy", True, [str(noise)]), ("lzma2", False, [str(text)])]
 
 
 def test_plan_caps_bytes_and_file_count(tmp_path):

@@ -17,22 +17,27 @@ def tree_of(files: dict[str, tuple[int, str, str]]) -> TreeTable:
     return tree
 
 
-METHODS = {"z": "zstd", "c": "copy"}
-OBJECTS = [{"key": "new-z", "method": "zstd"}, {"key": "new-c", "method": "copy"}]
+DENSE = {"z": False, "c": True}
+# One new object of each kind: compressible, incompressible as packed now (zstd, marked dense) and as packed
+# before incompressible content went to zstd (COPY).
+OBJECTS = [{"key": "new-z", "method": "zstd"}, {"key": "new-d", "method": "zstd", "dense": True},
+           {"key": "new-c", "method": "copy"}]
 
 
-def change(path: str, size: int, digest: str, dense: bool, op: str = "change") -> dict:
-    return {"op": op, "path": path, "type": "file", "size": size, "xxh3": digest, "obj": 1 if dense else 0}
+def change(path: str, size: int, digest: str, dense: bool, op: str = "change", legacy: bool = False) -> dict:
+    """An entry whose content went to a compressible or a dense volume (``legacy``: a COPY volume)."""
+    return {"op": op, "path": path, "type": "file", "size": size, "xxh3": digest,
+            "obj": (2 if legacy else 1) if dense else 0}
 
 
 def test_encrypting_in_place_and_renaming_is_measured_as_such():
     before = tree_of({f"home/doc{i}.txt": (5000, f"h{i}", "z") for i in range(100)})
-    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    m = Measurer(before, DENSE, OBJECTS, "zstd")
     for i in range(60):  # encrypted in place
         m.entry(change(f"home/doc{i}.txt", 5000, f"x{i}", dense=True))
     for i in range(60, 80):  # encrypted and renamed
         m.entry({"op": "remove", "path": f"home/doc{i}.txt"})
-        m.entry(change(f"home/doc{i}.txt.locked", 5016, f"y{i}", dense=True, op="add"))
+        m.entry(change(f"home/doc{i}.txt.locked", 5016, f"y{i}", dense=True, op="add", legacy=i % 2 == 0))
     p = m.finish()
     assert (p.files_before, p.changed, p.added, p.removed, p.renamed) == (100, 60, 20, 20, 20)
     assert p.turned_dense == 80 and p.dense_rewrites == 80 and p.same_size == 60
@@ -43,7 +48,7 @@ def test_encrypting_in_place_and_renaming_is_measured_as_such():
 def test_ordinary_changes_do_not_trip():
     before = tree_of({**{f"src/m{i}.c": (3000, f"h{i}", "z") for i in range(200)},
                       **{f"photos/p{i}.jpg": (90000, f"j{i}", "c") for i in range(50)}})
-    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    m = Measurer(before, DENSE, OBJECTS, "zstd")
     for i in range(80):  # a branch switch: many sources change, still compressible
         m.entry(change(f"src/m{i}.c", 3100, f"n{i}", dense=False))
     for i in range(10):  # renamed, compressible: a .c to .cpp migration is no rename the tripwire counts
@@ -60,7 +65,7 @@ def test_ordinary_changes_do_not_trip():
 
 def test_version_bumps_are_not_renames():
     before = tree_of({"lib/libz.so.1.2.13": (90000, "a", "z")})
-    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    m = Measurer(before, DENSE, OBJECTS, "zstd")
     m.entry({"op": "remove", "path": "lib/libz.so.1.2.13"})
     m.entry(change("lib/libz.so.1.2.14", 90000, "b", dense=True, op="add"))
     assert m.finish().renamed == 0
@@ -68,7 +73,7 @@ def test_version_bumps_are_not_renames():
 
 def test_a_full_lists_everything_and_only_changed_content_counts():
     before = tree_of({f"d/f{i}": (1000, f"h{i}", "z") for i in range(50)})
-    m = Measurer(before, METHODS, OBJECTS, "zstd")
+    m = Measurer(before, DENSE, OBJECTS, "zstd")
     for i in range(50):
         same = i >= 30
         m.entry(change(f"d/f{i}", 1000, f"h{i}" if same else f"e{i}", dense=not same, op="add"))

@@ -1,0 +1,162 @@
+"""Pay once: content the generation already stores is not uploaded again when it moves, is renamed or copied,
+and files that mix incompressible and compressible blocks are compressed where they can be."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+
+from archiver.errors import EXIT_OK
+from tests.conftest import restored_root, snapshot
+from tests.scenario.test_roundtrip import assert_self_contained
+from tests.scenario.test_stock_tools import PASSWORD, run_script
+
+DAYS = [f"2027-03-{d:02d}T02:00:00Z" for d in range(1, 8)]
+
+
+def text(rng: random.Random, size: int) -> bytes:
+    words = [b"archive", b"volume", b"restore", b"generation", b"lock", b"bucket", b"manifest", b"\n"]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words) + b" "
+    return bytes(out[:size])
+
+
+def photos(folder, rng: random.Random, count: int) -> int:
+    folder.mkdir(parents=True)
+    total = 0
+    for i in range(count):
+        size = 20_000 + (i % 40) * 1000  # many files share a size: the hash, not the size, decides
+        (folder / f"img{i:04d}.jpg").write_bytes(rng.randbytes(size))
+        total += size
+    return total
+
+
+def manifest_entries(ws, generation: int, point: int) -> list[dict]:
+    """The point's entries, as `genarc ls --json` cannot show them: from the catalog's view of the repository."""
+    from archiver import config as config_mod, manifest
+    from archiver.layout import parse_manifest_key
+    from archiver.repository import Repository
+
+    repo = Repository.open(config_mod.load(ws.config))
+    keys = [k for k in (info.key for info in repo.store.list("data/manifests/"))
+            if (n := parse_manifest_key(k)) and (n.gseq, n.pseq) == (generation, point)]
+    assert len(keys) == 1
+    loaded = manifest.load(repo, parse_manifest_key(keys[0]), ws.root / "m")
+    return [loaded.header, *loaded.entries()]
+
+
+def test_a_moved_renamed_or_copied_file_refers_to_what_the_generation_stores(workspace):
+    ws = workspace
+    rng = random.Random(7)
+    ws.write_config(password=PASSWORD, generation_days=3, keep_days=6, volume_size="1MiB", workers=2)
+    assert ws.genarc("init").code == EXIT_OK
+    folder_bytes = photos(ws.src / "photos", rng, 300)
+    (ws.src / "notes.txt").write_bytes(text(rng, 50_000))
+    full = ws.genarc("run", "--json", now=DAYS[0])
+    assert full.code == EXIT_OK, full.err
+    states = {(1, 1): snapshot(ws.src)}
+
+    # Day 2: the folder is renamed, one photo is copied, notes.txt is moved, and a new photo has the size of
+    # stored ones but its own content (it must be packed).
+    (ws.src / "photos").rename(ws.src / "pictures")
+    shutil.copyfile(ws.src / "pictures" / "img0001.jpg", ws.src / "copy-of-img0001.jpg")
+    (ws.src / "archive").mkdir()
+    (ws.src / "notes.txt").rename(ws.src / "archive" / "notes.txt")
+    (ws.src / "pictures" / "new.jpg").write_bytes(rng.randbytes(20_000))
+    result = ws.genarc("run", "--json", now=DAYS[1])
+    assert result.code == EXIT_OK, result.err
+    report = result.json["jobs"][0]["report"]
+    states[(1, 2)] = snapshot(ws.src)
+    assert (report["kind"], report["added"], report["removed"]) == ("incremental", 305, 302)  # with the folders
+    assert (report["shared_files"], report["shared_bytes"]) == (302, folder_bytes + 50_000 + 21_000)
+    assert report["bytes_packed"] == 20_000 and report["volumes"] == 1
+    volume = report["bytes_uploaded"] - ws.repo.joinpath(report["manifest_key"]).stat().st_size
+    assert volume < 0.01 * folder_bytes, volume  # one new photo, not the 300 that moved
+
+    # The manifest lists the stored volumes it refers to, marked shared, and every object is of its generation.
+    header, *entries = manifest_entries(ws, 1, 2)
+    shared = [o for o in header["objects"] if o.get("shared")]
+    assert shared and all(o["key"].split("/p")[0] == header["objects"][0]["key"].split("/p")[0] for o in shared)
+    moved = next(e for e in entries if e["path"].endswith("pictures/img0001.jpg"))
+    copied = next(e for e in entries if e["path"].endswith("copy-of-img0001.jpg"))
+    assert header["objects"][moved["obj"]] == header["objects"][copied["obj"]] and moved["entry"] == copied["entry"]
+    assert "photos/img0001.jpg" in moved["entry"]  # the name it was first stored under
+
+    # Day 3: a moved file is edited; day 4 opens generation 2 with a synthetic full over shared content.
+    with open(ws.src / "pictures" / "img0002.jpg", "ab") as fh:
+        fh.write(b"edited")
+    shutil.copyfile(ws.src / "pictures" / "img0003.jpg", ws.src / "archive" / "img0003.jpg")
+    day3 = ws.genarc("run", now=DAYS[2])
+    assert day3.code == EXIT_OK, day3.err
+    assert "1 moved, renamed or copied file(s) (22.5 KiB) refer to what this generation already stores" in day3.out
+    states[(1, 3)] = snapshot(ws.src)
+    synthetic = ws.genarc("run", "--json", now=DAYS[3])
+    assert synthetic.code == EXIT_OK, synthetic.err
+    assert synthetic.json["jobs"][0]["report"]["kind_detail"] == "synthetic full"
+    states[(2, 1)] = snapshot(ws.src)
+
+    for (gseq, pseq), state in states.items():
+        target = ws.root / f"restore-{gseq}-{pseq}"
+        done = ws.genarc("restore", "data", "--target", str(target), "--generation", str(gseq), "--point", str(pseq))
+        assert done.code == EXIT_OK, done.err
+        assert snapshot(restored_root(target, ws.src)) == state, (gseq, pseq)
+        mine = ws.root / f"script-{gseq}-{pseq}"
+        by_script = run_script(ws.repo, mine, "--generation", str(gseq), "--point", str(pseq))
+        assert by_script.returncode == 0, by_script.stderr
+        assert snapshot(restored_root(mine, ws.src)) == state, (gseq, pseq)
+    assert assert_self_contained(ws.config) > 300
+    deep = ws.genarc("verify", "--deep", "--json")
+    assert deep.code == EXIT_OK, deep.out + deep.err
+
+
+def test_a_file_that_changes_after_the_scan_is_packed_not_shared(workspace, monkeypatch):
+    """Sharing rests on a hash read after the scan: a file that no longer matches its scan is packed as read."""
+    from archiver import changes
+
+    ws = workspace
+    rng = random.Random(8)
+    ws.write_config(password=PASSWORD, volume_size="1MiB")
+    assert ws.genarc("init").code == EXIT_OK
+    original = rng.randbytes(30_000)
+    (ws.src / "a.bin").write_bytes(original)
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    (ws.src / "a.bin").rename(ws.src / "b.bin")
+    real = changes._hash_unchanged
+
+    def rewritten_meanwhile(path, root, size, mtime_ns):
+        with open(path, "r+b") as fh:  # same size, new bytes, after the scan saw it
+            fh.write(b"X" * 100)
+        os.utime(path, ns=(mtime_ns + 10**9, mtime_ns + 10**9))
+        return real(path, root, size, mtime_ns)
+
+    monkeypatch.setattr(changes, "_hash_unchanged", rewritten_meanwhile)
+    report = ws.genarc("run", "--json", now=DAYS[1]).json["jobs"][0]["report"]
+    assert report["shared_files"] == 0 and report["bytes_packed"] == 30_000
+    target = ws.root / "r"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    assert (restored_root(target, ws.src) / "b.bin").read_bytes() == b"X" * 100 + original[100:]
+
+
+def test_mixed_content_is_compressed_where_it_can_be_and_still_counts_as_dense(workspace):
+    """A file whose start and middle are random (the probe's samples) but half of whose blocks are text is
+    compressed block by block; the tripwire still knows the probe found it incompressible."""
+    ws = workspace
+    rng = random.Random(9)
+    ws.write_config(password=PASSWORD, volume_size="64MiB")
+    assert ws.genarc("init").code == EXIT_OK
+    blocks = [rng.randbytes(65536) if i % 2 == 0 else text(rng, 65536) for i in range(40)]
+    (ws.src / "disk.img").write_bytes(b"".join(blocks))
+    (ws.src / "readme.txt").write_bytes(text(rng, 200_000))
+    result = ws.genarc("run", "--json", now=DAYS[0])
+    assert result.code == EXIT_OK, result.err
+    header = manifest_entries(ws, 1, 1)[0]
+    by_dense = {bool(o.get("dense")): o for o in header["objects"]}
+    assert sorted(by_dense) == [False, True] and {o["method"] for o in header["objects"]} == {"zstd"}
+    assert by_dense[True]["size"] < 0.75 * 40 * 65536, by_dense[True]  # the text half compressed
+    target = ws.root / "r"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    assert (restored_root(target, ws.src) / "disk.img").read_bytes() == b"".join(blocks)
+    assert json.loads(json.dumps(header["objects"]))  # plain JSON, as the recovery script reads it
