@@ -139,7 +139,9 @@ class Measurer:
             self.profile.files_before = int(previous.conn.execute(
                 f"SELECT count(*) FROM {previous.name} WHERE type = 'file'").fetchone()[0])
         self._added: dict[str, bool] = {}  # stem of an added file -> its content is incompressible
+        self._added_content: dict[str, set[str]] = {}  # stem of an added file -> the xxh3 of its content
         self._removed: dict[str, bool] = {}  # removed file -> its content was compressible
+        self._removed_content: dict[str, str] = {}  # removed file -> the xxh3 of its content
 
     def _dense_new(self, entry: Mapping[str, Any]) -> bool:
         index = entry.get("obj")
@@ -174,7 +176,10 @@ class Measurer:
         p.dense_bytes += size if dense else 0
         if old is None or old["type"] != "file":
             p.added += 1
-            self._added[_stem(entry["path"])] = self._added.get(_stem(entry["path"]), False) or dense
+            stem = _stem(entry["path"])
+            self._added[stem] = self._added.get(stem, False) or dense
+            if isinstance(entry.get("xxh3"), str):
+                self._added_content.setdefault(stem, set()).add(entry["xxh3"])
             return
         p.changed += 1
         p.same_size += size == old["size"]
@@ -190,6 +195,8 @@ class Measurer:
         if old is not None and old["type"] == "file":
             self.profile.removed += 1
             self._removed[path] = self._compressible_old(old)
+            if old["xxh3"] is not None:
+                self._removed_content[path] = old["xxh3"]
 
     def _example(self, text: str) -> None:
         if len(self.profile.examples) < 3:
@@ -198,12 +205,15 @@ class Measurer:
     def finish(self) -> Profile:
         """Pair removed files with added ones of the same stem: renamed to another extension. Only a rename to
         incompressible content counts (ransomware encrypts what it renames; a branch that renames .c to .cpp
-        does not), unless density cannot be told."""
+        does not), unless density cannot be told. The same bytes under a new name (``IMG.JPG`` to ``IMG.jpg``)
+        are no rename that counts: encryption changes the content."""
         p = self.profile
         for path, was_compressible in self._removed.items():
             stem = _stem(path)
             for candidate in (path, stem) if stem != path else (path,):
                 if candidate in self._added:
+                    if self._removed_content.get(path) in self._added_content.get(candidate, ()):
+                        break
                     dense = self._added[candidate]
                     if dense or not p.density_known:
                         p.renamed += 1
@@ -212,8 +222,8 @@ class Measurer:
                         p.dense_rewrites += 1
                         p.turned_dense += was_compressible
                     break
-        self._added.clear()
-        self._removed.clear()
+        for kept in (self._added, self._added_content, self._removed, self._removed_content):
+            kept.clear()
         return p
 
 

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark genarc on a local repository, side by side with its peers on the same corpus.
 
-    python scripts/bench_local.py [--size-gib 1.0] [--repeat 1] [--workdir DIR] [--json FILE]
+    python scripts/bench_local.py [--size-gib 1.0] [--corpus classic|mixed] [--repeat 1] [--workdir DIR] [--json FILE]
 
-Steps, each for genarc and for every peer that is installed (7zz, restic, duplicity):
-an active full, an incremental after changing 1 % of the files, a run over the
-unchanged tree, and a full restore. It prints MB/s, wall-time ratios against each
-peer, output size and peak RSS, and writes JSON. It never fails on a timing.
+Steps, each for genarc and for every peer (7zz, restic, borg, duplicity; missing ones are
+installed from Debian's packages when run as root): an active full, an incremental after
+changing 1 % of the files, a run over the unchanged tree, a full restore, and an incremental
+after renaming the folder of small files (bytes each tool adds to its repository). It prints
+MB/s, wall-time ratios against each peer, stored bytes and peak RSS, and writes JSON. It never
+fails on a timing.
+
+Corpora: ``classic`` (half the bytes compressible text, half random, each file one or the
+other) and ``mixed`` (files that mix random and compressible blocks, about a third random;
+benchlib.build_mixed_corpus), where stored bytes are the measure.
 
 Targets (reported, not asserted): full >= 1.0x restic's initial throughput and >= 3x
 duplicity's; incremental <= 1.0x restic's second-run time; restore >= 1.0x
@@ -28,7 +34,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Timing, build_corpus, change_share, dir_bytes, fresh, median, table, timed, write_json  # noqa: E402
+from benchlib import (Timing, build_corpus, build_mixed_corpus, change_share, dir_bytes, fresh,  # noqa: E402
+                      install_peers, median, table, timed, write_json)
 
 PASSWORD = "benchmark password"
 NOW = ["2027-01-04T02:00:00Z", "2027-01-05T02:00:00Z"]
@@ -130,6 +137,7 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--corpus", choices=["classic", "mixed"], default="classic")
     parser.add_argument("--repeat", type=int, default=1, help="runs per step; the median is reported")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_local.json"))
@@ -141,12 +149,13 @@ def main() -> int:
     corpus_dir, state_a = work / "corpus", work / "corpus-state-a"
     print(f"building a {args.size_gib} GiB corpus in {corpus_dir} ...", flush=True)
     fresh(corpus_dir)
-    corpus = build_corpus(corpus_dir, int(args.size_gib * 1024**3))
+    corpus = (build_mixed_corpus if args.corpus == "mixed" else build_corpus)(corpus_dir, int(args.size_gib * 1024**3))
     # Keep the pristine tree so every repetition of a full starts from the same state.
     shutil.copytree(corpus_dir, state_a, symlinks=True) if not state_a.exists() else None
     size = corpus["bytes"]
     bench = Bench(work, args.repeat)
-    env_pw = {"RESTIC_PASSWORD": PASSWORD, "PASSPHRASE": PASSWORD}
+    env_pw = {"RESTIC_PASSWORD": PASSWORD, "PASSPHRASE": PASSWORD, "BORG_PASSPHRASE": PASSWORD,
+              "BORG_BASE_DIR": str(work / "b-home"), "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
 
     # genarc
     cfg = work / "genarc.toml"
@@ -160,9 +169,10 @@ def main() -> int:
         shutil.rmtree(work / "g-state", ignore_errors=True)
         timed(genarc_cmd(cfg, "init"), env={**genv, "GENARC_NOW": NOW[0]})
 
-    peers = {name: shutil.which(name) for name in ("7zz", "restic", "duplicity")}
-    if args.no_peers:
-        peers = {k: None for k in peers}
+    names = ("7zz", "restic", "borg", "duplicity")
+    if not args.no_peers:
+        install_peers(list(names))
+    peers = {name: None if args.no_peers else shutil.which(name) for name in names}
     targets = s3_targets(work, [t for t in args.s3.split(",") if t])
     s3_runs: dict[str, list[dict]] = {t.name: [] for t in targets}
 
@@ -195,6 +205,17 @@ def main() -> int:
         bench.measure("restic", "full", size, restic_fresh,
                       lambda: [peers["restic"], "-r", str(work / "r-repo"), "backup", "-q", str(corpus_dir)],
                       output=work / "r-repo", env=env_pw)
+    borg_repo = work / "b-repo"
+    borg_serial = iter(range(1_000_000))
+    borg_create = (lambda: [peers["borg"], "create", f"{borg_repo}::a{next(borg_serial)}", str(corpus_dir)]) \
+        if peers["borg"] else None
+    if peers["borg"]:
+        def borg_fresh():
+            shutil.rmtree(borg_repo, ignore_errors=True)
+            shutil.rmtree(work / "b-home", ignore_errors=True)
+            timed([peers["borg"], "init", "-e", "repokey", str(borg_repo)], env=env_pw)
+        # borg's default compression (lz4), as a user who types `borg create` gets.
+        bench.measure("borg", "full", size, borg_fresh, borg_create, output=borg_repo, env=env_pw)
     if peers["duplicity"]:
         def dup_fresh():
             fresh(work / "d-repo")
@@ -219,6 +240,8 @@ def main() -> int:
             s3_run(target, "incremental", changed["bytes"], f"2027-01-0{4 + args.repeat}T{3 + rep:02d}:00:00Z")
         if restic_backup:
             bench.once("restic", "incremental", changed["bytes"], restic_backup, env=env_pw)
+        if borg_create:
+            bench.once("borg", "incremental", changed["bytes"], borg_create(), env=env_pw)
         if dup_incr:
             bench.once("duplicity", "incremental", changed["bytes"], dup_incr, env=env_pw)
     print("unchanged tree:", flush=True)
@@ -226,6 +249,8 @@ def main() -> int:
         bench.once("genarc", "unchanged", 0, genarc_cmd(cfg, "run"), env={**genv, "GENARC_NOW": f"2027-01-04T{12 + rep:02d}:00:00Z"})
         if restic_backup:
             bench.once("restic", "unchanged", 0, restic_backup, env=env_pw)
+        if borg_create:
+            bench.once("borg", "unchanged", 0, borg_create(), env=env_pw)
     metadata_reads = statistics.median(extended_metadata_seconds(corpus_dir) for _ in range(max(3, args.repeat)))
 
     print("restores:", flush=True)
@@ -239,14 +264,41 @@ def main() -> int:
         bench.measure("restic", "restore", size, lambda: fresh(target),
                       lambda: [peers["restic"], "-r", str(work / "r-repo"), "restore", "latest", "-q", "--target", str(target)],
                       env=env_pw)
+    if peers["borg"]:
+        last_archive = f"{borg_repo}::a{next(borg_serial) - 1}"
+        bench.measure("borg", "restore", size, lambda: fresh(target),
+                      lambda: [peers["borg"], "extract", last_archive], env=env_pw, cwd=str(target))
     if peers["duplicity"]:
         bench.measure("duplicity", "restore", size, lambda: shutil.rmtree(target, ignore_errors=True),
                       lambda: [peers["duplicity"], "restore", "--archive-dir", str(work / "d-cache"), f"file://{work / 'd-repo'}",
                                str(target)], env=env_pw)
 
+    # A reorganisation: the folder of small files is renamed. What each tool adds to its repository is
+    # what it uploads; a tool that recognises moved content adds little more than its metadata.
+    renamed_from = corpus_dir / "small"
+    moved_bytes = dir_bytes(renamed_from)
+    moved_files = sum(1 for p in renamed_from.rglob("*") if p.is_file())
+    renamed_from.rename(corpus_dir / "small-renamed")
+    print(f"renamed a folder of {moved_files} files ({moved_bytes / 1e6:.0f} MB); incrementals:", flush=True)
+    renamed = {}
+
+    def after_rename(tool: str, repo: Path, cmd: list[str], **kw) -> None:
+        before = dir_bytes(repo)
+        timing = bench.once(tool, "renamed", moved_bytes, cmd, **kw)
+        renamed[tool] = {"seconds": timing.seconds, "uploaded_bytes": dir_bytes(repo) - before,
+                         "share_of_folder": round((dir_bytes(repo) - before) / moved_bytes, 5)}
+
+    after_rename("genarc", work / "g-repo", genarc_cmd(cfg, "run"), env={**genv, "GENARC_NOW": "2027-01-05T04:00:00Z"})
+    if restic_backup:
+        after_rename("restic", work / "r-repo", restic_backup, env=env_pw)
+    if borg_create:
+        after_rename("borg", borg_repo, borg_create(), env=env_pw)
+    if dup_incr:
+        after_rename("duplicity", work / "d-repo", dup_incr, env=env_pw)
+
     for target in targets:
         target.stop()
-    report(bench, corpus, changes, peers, args.json, work, s3_runs, metadata_reads)
+    report(bench, corpus, changes, peers, args.json, work, s3_runs, metadata_reads, renamed)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -266,7 +318,7 @@ def extended_metadata_seconds(root: Path) -> float:
 
 
 def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, work: Path,
-           s3_runs: dict | None = None, metadata_reads: float | None = None) -> None:
+           s3_runs: dict | None = None, metadata_reads: float | None = None, renamed: dict | None = None) -> None:
     by = {(t.tool, t.step): t for t in bench.results}
     rows = []
     for t in bench.results:
@@ -276,7 +328,7 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
     print(table(rows, ["tool", "step", "seconds (median)", "MB/s", "output", "peak RSS MB"]))
     g = {step: by.get(("genarc", step)) for step in ("full", "incremental", "unchanged", "restore")}
     ratios = {}
-    for peer in ("7zz", "restic", "duplicity"):
+    for peer in ("7zz", "restic", "borg", "duplicity"):
         for step in ("full", "incremental", "unchanged", "restore"):
             other = by.get((peer, step))
             if other and g[step]:
@@ -291,6 +343,11 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
     if g["restore"] and by.get(("duplicity", "restore")):
         targets["restore >= 1.0x duplicity speed"] = round(by[("duplicity", "restore")].seconds / g["restore"].seconds, 3)
     targets["peak RSS MB < 200"] = round(max(t.peak_rss_mb for t in bench.results if t.tool == "genarc"), 1)
+    stored = {t.tool: t.output_bytes for t in bench.results if t.step == "full" and t.output_bytes}
+    if stored.get("genarc") and stored.get("restic"):
+        targets["stored bytes <= restic's (genarc/restic)"] = round(stored["genarc"] / stored["restic"], 3)
+    if renamed and "genarc" in renamed:
+        targets["renamed folder uploads < 1% of it"] = renamed["genarc"]["share_of_folder"]
     if metadata_reads is not None and g["unchanged"]:
         targets["xattr reads <= 10% of the unchanged run"] = round(metadata_reads / g["unchanged"].seconds, 4)
     print("\nratios (genarc time / peer time; below 1 means genarc is faster):")
@@ -299,6 +356,15 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
     print("\ntargets (value shown; speed targets as a speed-up factor):")
     for k, v in targets.items():
         print(f"  {k:<48} {v}")
+    if stored:
+        print(f"\nstored bytes after the full ({corpus.get('kind')} corpus, {corpus['bytes'] / 1e6:.0f} MB"
+              + (f", {corpus['incompressible_share']:.0%} incompressible" if "incompressible_share" in corpus else "") + "):")
+        for tool, size in sorted(stored.items(), key=lambda kv: kv[1]):
+            print(f"  {tool:<10} {size / 1e6:8.1f} MB  {size / corpus['bytes']:.3f} of the source")
+    if renamed:
+        print("\nafter renaming a folder (bytes added to the repository):")
+        for tool, r in renamed.items():
+            print(f"  {tool:<10} {r['uploaded_bytes']:>12} B  {r['share_of_folder']:.4%} of the folder  {r['seconds']:.2f} s")
     for name, runs in (s3_runs or {}).items():
         print(f"\nS3 on {name}: requests per run against volumes (target: requests <= volumes + 5, deletes = 0):")
         for run in runs:
@@ -309,7 +375,8 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
         "benchmark": "bench_local", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                 "platform": platform.platform()},
         "corpus": corpus, "change": changed, "peers": {k: bool(v) for k, v in peers.items()},
-        "results": bench.results, "ratios": ratios, "targets": targets,
+        "results": bench.results, "ratios": ratios, "targets": targets, "stored_bytes": stored,
+        "renamed_folder": renamed or {},
     })
     print(f"\nwrote {out}")
 

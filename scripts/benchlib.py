@@ -101,7 +101,63 @@ def build_corpus(root: Path, total_bytes: int, seed: int = 20261126) -> dict:
         written += size
         counts["large"] += 1
         k += 1
-    return {"bytes": written, "files": sum(counts.values()), **counts, "seed": seed}
+    return {"bytes": written, "files": sum(counts.values()), **counts, "seed": seed, "kind": "classic"}
+
+
+def build_mixed_corpus(root: Path, total_bytes: int, seed: int = 20261203) -> dict:
+    """Content that mixes incompressible and compressible blocks inside files, about a third incompressible:
+    many small text files (25 % of the bytes); medium files of alternating 64 KiB random and text blocks,
+    random first, as office documents with images or databases with blobs (40 %); large images of
+    alternating multi-MiB random and repetitive chunks (35 %, a third of it random)."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    counts = {"small": 0, "medium": 0, "large": 0}
+    written = random_bytes = 0
+    i = 0
+    while written < total_bytes * 0.25:
+        d = root / "small" / f"d{i % 200:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(200, 16000)
+        (d / f"f{i:06d}.txt").write_bytes(text_bytes(rng, size))
+        written += size
+        counts["small"] += 1
+        i += 1
+    j = 0
+    while written < total_bytes * 0.65:
+        d = root / "medium" / f"d{j % 20:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        blocks = rng.randint(8, 64)
+        with open(d / f"m{j:05d}.doc", "wb") as fh:
+            for b in range(blocks):
+                if b % 2 == 0:
+                    fh.write(rng.randbytes(65536))
+                    random_bytes += 65536
+                else:
+                    fh.write(text_bytes(rng, 65536))
+        written += blocks * 65536
+        counts["medium"] += 1
+        j += 1
+    k = 0
+    (root / "large").mkdir(exist_ok=True)
+    while written < total_bytes:
+        size = min(max(int(total_bytes * 0.35 / 4), 1 << 20), total_bytes - written)
+        with open(root / "large" / f"L{k:02d}.img", "wb") as fh:
+            left, turn = size, 0
+            while left > 0:
+                chunk = min(left, rng.randint(2, 6) * 1024 * 1024)
+                if turn % 3 == 0:
+                    fh.write(rng.randbytes(chunk))
+                    random_bytes += chunk
+                else:  # repetitive: a short pattern over and over, as blank or uniform regions of an image
+                    pattern = rng.randbytes(64) * 16
+                    fh.write((pattern * (chunk // len(pattern) + 1))[:chunk])
+                left -= chunk
+                turn += 1
+        written += size
+        counts["large"] += 1
+        k += 1
+    return {"bytes": written, "files": sum(counts.values()), **counts, "seed": seed, "kind": "mixed",
+            "incompressible_share": round(random_bytes / written, 3)}
 
 
 def change_share(root: Path, share: float, seed: int) -> dict:
@@ -150,6 +206,19 @@ def timed(cmd: list[str], **kwargs) -> tuple[float, float, str]:
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return seconds or elapsed, rss, proc.stdout
+
+
+PEER_PACKAGES = {"restic": "restic", "borg": "borgbackup", "duplicity": "duplicity", "7zz": "7zip"}
+
+
+def install_peers(names: list[str]) -> None:
+    """Install the peers that are missing from Debian's packages (as root, where apt-get is there)."""
+    missing = [PEER_PACKAGES[n] for n in names if shutil.which(n) is None]
+    if not missing or shutil.which("apt-get") is None or os.geteuid() != 0:
+        return
+    print(f"installing {', '.join(missing)} from Debian's packages ...", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
 def dir_bytes(path: Path) -> int:

@@ -71,6 +71,25 @@ def test_version_bumps_are_not_renames():
     assert m.finish().renamed == 0
 
 
+def test_renaming_extensions_of_the_same_bytes_is_no_rename():
+    """A photo library renamed from .JPG to .jpg keeps every byte (and, within a generation, refers to what is
+    stored): nothing was encrypted. The same renames with new incompressible content still count."""
+    before = tree_of({f"photos/IMG{i}.JPG": (90000, f"j{i}", "c") for i in range(100)})
+    m = Measurer(before, DENSE, OBJECTS, "zstd")
+    for i in range(100):
+        m.entry({"op": "remove", "path": f"photos/IMG{i}.JPG"})
+        m.entry(change(f"photos/IMG{i}.jpg", 90000, f"j{i}", dense=True, op="add"))
+    p = m.finish()
+    assert (p.removed, p.added, p.renamed, p.dense_rewrites) == (100, 100, 0, 0)
+    assert not judge(p, [], SETTINGS).suspicious
+    m = Measurer(before, DENSE, OBJECTS, "zstd")
+    for i in range(100):
+        m.entry({"op": "remove", "path": f"photos/IMG{i}.JPG"})
+        m.entry(change(f"photos/IMG{i}.jpg", 90000, f"enc{i}", dense=True, op="add"))
+    p = m.finish()
+    assert p.renamed == 100 and judge(p, [], SETTINGS).suspicious
+
+
 def test_a_full_lists_everything_and_only_changed_content_counts():
     before = tree_of({f"d/f{i}": (1000, f"h{i}", "z") for i in range(50)})
     m = Measurer(before, DENSE, OBJECTS, "zstd")
