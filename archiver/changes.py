@@ -26,7 +26,7 @@ import xxhash
 
 from . import interrupt
 from .catalog import TreeTable, path_key, path_name, storable
-from .pack import PackedFile, has_holes, open_source, source_root, xxh3_file
+from .pack import PackedFile, SourceFolders, has_holes, open_source, source_root, xxh3_file
 from .scan import Entry
 
 EMPTY_XXH3 = xxhash.xxh3_128(b"").hexdigest()
@@ -63,11 +63,12 @@ class Sharing:
     known: Callable[[str], bool]
 
 
-def _hash_unchanged(path: str, root: str, size: int, mtime_ns: int) -> tuple[str, bool] | None:
+def _hash_unchanged(path: str, root: str, size: int, mtime_ns: int,
+                    folders: SourceFolders | None = None) -> tuple[str, bool] | None:
     """The xxh3-128 of a file and whether it has holes, when it still has the scanned size and mtime and
     holds still while it is read; else None (it is packed, and the packer deals with the change)."""
     try:
-        fh, before = open_source(path, root)
+        fh, before = folders.open(path, root) if folders is not None else open_source(path, root)
     except OSError:
         return None
     with fh:
@@ -169,27 +170,26 @@ class ScanTable(TreeTable):
             return 0, 0
         conn.execute("DROP TABLE IF EXISTS temp.share")
         conn.execute("CREATE TEMP TABLE share (path BLOB PRIMARY KEY, size INTEGER, xxh3 TEXT, sparse INTEGER)")
-        for path, size, mtime_ns in candidates:
-            interrupt.check()
-            absolute = "/" + path_name(path)
-            read = _hash_unchanged(absolute, source_root(absolute, roots), size, mtime_ns)
-            if read is not None:
-                conn.execute("INSERT INTO temp.share VALUES (?, ?, ?, ?)", (path, size, read[0], 1 if read[1] else None))
+        with SourceFolders() as folders:
+            for path, size, mtime_ns in candidates:
+                interrupt.check()
+                absolute = "/" + path_name(path)
+                read = _hash_unchanged(absolute, source_root(absolute, roots), size, mtime_ns, folders)
+                if read is not None:
+                    conn.execute("INSERT INTO temp.share VALUES (?, ?, ?, ?)",
+                                 (path, size, read[0], 1 if read[1] else None))
         matches = conn.execute(
-            f"SELECT c.path, c.sparse, t.xxh3, t.obj_key, t.obj_version, t.obj_sha256, t.entry FROM temp.share AS c "
+            f"SELECT c.path, c.size, c.sparse, t.xxh3, t.obj_key, t.obj_version, t.obj_sha256, t.entry, "
+            f"EXISTS (SELECT 1 FROM {previous.name} AS p WHERE p.path = c.path) FROM temp.share AS c "
             f"JOIN ({stored}) AS t ON t.size = c.size AND t.xxh3 = c.xxh3 GROUP BY c.path", window).fetchall()
-        files = size = 0
-        for path, sparse, digest, key, version, sha256, entry in matches:
-            if not sharing.known(key):
-                continue
-            files += 1
-            size += self.get(path)["size"]
-            conn.execute("UPDATE scan SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ?, torn = NULL, "
-                         "sparse = ?, op = ? WHERE path = ?",
-                         (digest, key, version, sha256, entry, sparse,
-                          (Op.CHANGE if previous.get(path) is not None else Op.ADD).value, path))
+        known: dict[str, bool] = {}
+        updates = [(digest, key, version, sha256, entry, sparse, (Op.CHANGE if existed else Op.ADD).value, path)
+                   for path, _, sparse, digest, key, version, sha256, entry, existed in matches
+                   if known.setdefault(key, sharing.known(key))]
+        conn.executemany("UPDATE scan SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ?, "
+                         "torn = NULL, sparse = ?, op = ? WHERE path = ?", updates)
         conn.execute("DROP TABLE temp.share")
-        return files, size
+        return len(updates), sum(size for _, size, *rest in matches if known[rest[2]])
 
     @staticmethod
     def _decide(new: dict[str, Any], old: Mapping[str, Any] | None, warn: Callable[[str], None],

@@ -128,14 +128,16 @@ def test_a_file_that_changes_after_the_scan_is_packed_not_shared(workspace, monk
     (ws.src / "a.bin").rename(ws.src / "b.bin")
     real = changes._hash_unchanged
 
-    def rewritten_meanwhile(path, root, size, mtime_ns):
+    def rewritten_meanwhile(path, root, size, mtime_ns, *rest):
         with open(path, "r+b") as fh:  # same size, new bytes, after the scan saw it
             fh.write(b"X" * 100)
         os.utime(path, ns=(mtime_ns + 10**9, mtime_ns + 10**9))
-        return real(path, root, size, mtime_ns)
+        return real(path, root, size, mtime_ns, *rest)
 
     monkeypatch.setattr(changes, "_hash_unchanged", rewritten_meanwhile)
-    report = ws.genarc("run", "--json", now=DAYS[1]).json["jobs"][0]["report"]
+    result = ws.genarc("run", "--json", now=DAYS[1])
+    assert result.code == EXIT_OK, result.err
+    report = result.json["jobs"][0]["report"]
     assert report["shared_files"] == 0 and report["bytes_packed"] == 30_000
     target = ws.root / "r"
     assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
