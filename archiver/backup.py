@@ -193,6 +193,7 @@ def run_job(
         if synthetic:
             _synthesize(run)
         _pack_and_upload(run, first_index=report.synthetic.get("next_index", 1))
+        _settle_parts(run)
         committed = _commit(run)
         _adopt(run, committed)
         _tripwire(run, committed, clock)
@@ -287,7 +288,8 @@ def _classify(run: _Run, full_mode: str) -> bool:
     sharing = None if run.full else Sharing(run.writer.volume_prefix,
                                             lambda key: run.catalog.object_record(key) is not None)
     run.catalog.conn.execute("BEGIN")
-    run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn, run.roots, sharing)
+    run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn, run.roots, sharing,
+                      volume_size=run.config.volumes.size)
     run.catalog.conn.execute("COMMIT")
     run.report.shared_files, run.report.shared_bytes = run.scan.shared_files, run.scan.shared_bytes
     if run.full:
@@ -322,7 +324,11 @@ def _synthesize(run: _Run) -> None:
 def _planned(scan: ScanTable, roots: tuple[str, ...]) -> Iterator[PlannedFile]:
     for row in scan.to_pack():
         path = "/" + path_name(row["path"])
-        yield PlannedFile(path, row["size"], source_root(path, roots))
+        if row["parts"]:
+            for index, offset, size in scan.planned_parts(row["path"]):
+                yield PlannedFile(path, size, source_root(path, roots), part=index, offset=offset)
+        else:
+            yield PlannedFile(path, row["size"], source_root(path, roots))
 
 
 def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
@@ -371,6 +377,21 @@ def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: st
             raise
 
 
+def _settle_parts(run: _Run) -> None:
+    """Files stored in parts are stored once every part is; name what kept changing or could not be read."""
+    assert run.scan is not None
+    run.scan.conn.execute("BEGIN")
+    for path, what, kept in run.scan.settle_parts(run.previous, run.roots):
+        if what.startswith("kept changing"):
+            run.warn(f"{path} {what}; stored as last read, and flagged in the manifest "
+                     "(`genarc ls` and `genarc restore` name it)")
+        elif kept:
+            run.warn(f"{path}: a part of it {what}; the previous version is kept")
+        else:
+            run.warn(f"{path}: a part of it {what}; it is not in this restore point")
+    run.scan.conn.execute("COMMIT")
+
+
 def _upload(run: _Run, volume: PackedVolume) -> None:
     """Upload one packed volume with the point's lock, then record where each of its files now lives."""
     assert run.scan is not None
@@ -389,6 +410,13 @@ def _upload(run: _Run, volume: PackedVolume) -> None:
         os.unlink(volume.path)
     run.scan.conn.execute("BEGIN")
     for packed in volume.files:
+        if packed.part is not None:  # a part of a large file: the file is settled once all its parts are
+            if packed.status in ("ok", "torn"):
+                run.scan.stored_part(packed, key, version_id, volume.sha256)
+                report.bytes_packed += packed.size
+            else:
+                run.scan.not_stored(packed, run.previous)
+            continue
         if packed.status in ("ok", "torn"):
             run.scan.stored(packed, run.previous, key, version_id, volume.sha256)
             report.bytes_packed += packed.size
@@ -420,9 +448,11 @@ def _commit(run: _Run) -> CommittedPoint:
         for path in run.scan.removed_since(catalog.tree):
             measurer.removal(path_name(path))
     for row, op in run.scan.listed(full=run.full):
-        if op in (Op.ADD, Op.CHANGE) and row["obj_key"] is not None and not writer.holds(row["obj_key"]):
-            writer.refer(_shared_record(catalog, row["obj_key"]))  # content an earlier point of the generation stored
-        measurer.entry(writer.add_row(row, op.value))
+        parts = run.scan.parts_of(row["path"]) if row["parts"] and op in (Op.ADD, Op.CHANGE) else []
+        for key in [row["obj_key"]] + [p["obj_key"] for p in parts]:
+            if op in (Op.ADD, Op.CHANGE) and key is not None and not writer.holds(key):
+                writer.refer(_shared_record(catalog, key))  # content an earlier point of the generation stored
+        measurer.entry(writer.add_row(row, op.value, parts))
         if not run.full:
             report.added += op == Op.ADD
             report.changed += op == Op.CHANGE

@@ -13,25 +13,38 @@ import base64
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import IntegrityError, LocalIOError
+from .parts import parts_digest
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
-                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link", "xattrs", "sparse")
+                "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link", "xattrs", "sparse",
+                "parts")
+PART_COLUMNS = ("path", "idx", "size", "xxh3", "obj_key", "obj_version", "obj_sha256", "entry")
 _CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target", "ctime_ns")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
     obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER, link BLOB,
-    xattrs TEXT, sparse INTEGER
+    xattrs TEXT, sparse INTEGER, parts INTEGER
+) WITHOUT ROWID
+"""
+# A file larger than a volume is stored in parts: one row each, in order (``parts`` in the tree row counts them).
+# A part whose object is NULL is still to be packed by this run.
+_PARTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {name}_parts (
+    path BLOB, idx INTEGER, size INTEGER, xxh3 TEXT, obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT,
+    PRIMARY KEY (path, idx)
 ) WITHOUT ROWID
 """
 # Columns added since the first catalogs; a table without one gets it (NULL: unknown, or not set).
-_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB", "xattrs": "TEXT", "sparse": "INTEGER"}
+_ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB", "xattrs": "TEXT", "sparse": "INTEGER",
+                  "parts": "INTEGER"}
 
 
 def path_key(name: str) -> bytes:
@@ -96,13 +109,39 @@ class TreeTable:
     def __init__(self, conn: sqlite3.Connection, name: str) -> None:
         self.conn, self.name = conn, name
         conn.execute(_SCHEMA.format(name=name))
+        conn.execute(_PARTS_SCHEMA.format(name=name))
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
         for column, kind in _ADDED_COLUMNS.items():
             if column not in present:
                 conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} {kind}")
 
+    @staticmethod
+    def drop(conn: sqlite3.Connection, name: str) -> None:
+        """Drop a tree table and its parts, if they exist."""
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        conn.execute(f"DROP TABLE IF EXISTS {name}_parts")
+
+    @property
+    def parts_name(self) -> str:
+        return f"{self.name}_parts"
+
     def clear(self) -> None:
         self.conn.execute(f"DELETE FROM {self.name}")
+        self.conn.execute(f"DELETE FROM {self.parts_name}")
+
+    def parts_of(self, path: bytes) -> list[sqlite3.Row]:
+        """The parts of a file stored in parts, in order ([] for any other entry)."""
+        return self.conn.execute(f"SELECT * FROM {self.parts_name} WHERE path = ? ORDER BY idx", (path,)).fetchall()
+
+    def put_parts(self, path: bytes, parts: Iterable[Mapping[str, Any]]) -> int:
+        """Replace the parts of ``path``; returns how many there are."""
+        self.conn.execute(f"DELETE FROM {self.parts_name} WHERE path = ?", (path,))
+        count = 0
+        for idx, part in enumerate(parts):
+            self.conn.execute(f"INSERT INTO {self.parts_name} ({','.join(PART_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?)",
+                              (path, idx, *(part.get(c) for c in PART_COLUMNS[2:])))
+            count += 1
+        return count
 
     def put(self, row: Mapping[str, Any]) -> None:
         """Insert or replace a row. Link targets are stored as the OS's bytes, so any target round-trips;
@@ -120,6 +159,7 @@ class TreeTable:
 
     def remove(self, path: bytes) -> None:
         self.conn.execute(f"DELETE FROM {self.name} WHERE path = ?", (path,))
+        self.conn.execute(f"DELETE FROM {self.parts_name} WHERE path = ?", (path,))
 
     def rows(self, where: str = "", params: Iterable[Any] = ()) -> Iterator[sqlite3.Row]:
         """Rows in path order, fetched in batches so a large tree never sits in memory."""
@@ -170,6 +210,7 @@ class TreeTable:
                 self.remove(path)
                 continue
             row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry")}
+            parts = None
             row["path"] = path
             row["torn"] = 1 if entry.get("torn") is True else None
             row["sparse"] = 1 if entry.get("sparse") is True else None
@@ -177,19 +218,31 @@ class TreeTable:
             row["xattrs"] = (json.dumps(entry["xattrs"], sort_keys=True, separators=(",", ":"))
                              if entry.get("xattrs") is not None else None)
             if "obj" in entry:
-                try:
-                    obj = objects[entry["obj"]]
-                    row.update(obj_key=obj["key"], obj_version=obj.get("version_id"), obj_sha256=obj["sha256"])
-                except (IndexError, TypeError, KeyError):
-                    raise IntegrityError(f"{what} refers to an object it does not list.") from None
+                row.update(_object_of(objects, entry["obj"], what))
+            elif "parts" in entry:
+                parts = [{"size": p["size"], "xxh3": p["xxh3"], "entry": p["entry"], **_object_of(objects, p["obj"], what)}
+                         for p in entry["parts"]]
+                row["parts"] = len(parts)
             elif op == "meta" and row["type"] == "file" and row["size"] > 0:
                 if old is None or old["type"] != "file":
                     raise IntegrityError(f"{what} changes metadata of {entry['path']}, which the chain does not hold.")
                 row.update(obj_key=old["obj_key"], obj_version=old["obj_version"], obj_sha256=old["obj_sha256"],
-                           entry=old["entry"], torn=old["torn"], sparse=old["sparse"])
+                           entry=old["entry"], torn=old["torn"], sparse=old["sparse"], parts=old["parts"])
+                parts = [dict(p) for p in self.parts_of(path)] if old["parts"] else None
             elif row["type"] == "file" and row["size"] > 0:
                 raise IntegrityError(f"{what} lists {entry['path']} without the object that holds it.")
             self.put(row)
+            if parts is not None or old is not None:
+                self.put_parts(path, parts or [])
+
+
+def _object_of(objects: list[Mapping[str, Any]], index: Any, what: str) -> dict[str, Any]:
+    """The object a manifest entry (or part) names by its index into the manifest's objects."""
+    try:
+        obj = objects[index]
+        return {"obj_key": obj["key"], "obj_version": obj.get("version_id"), "obj_sha256": obj["sha256"]}
+    except (IndexError, TypeError, KeyError):
+        raise IntegrityError(f"{what} refers to an object it does not list.") from None
 
 
 def _base64(text: str) -> bool:
@@ -249,7 +302,22 @@ def _malformed(entry: Any) -> str | None:
         return "a symlink without a target, or with one longer than 4095 bytes"
     if "obj" in entry and (type(entry["obj"]) is not int or entry["obj"] < 0 or not isinstance(entry.get("entry"), str)):
         return "content that names no object or no entry in it"
+    if "parts" in entry:
+        parts = entry["parts"]
+        if "obj" in entry or entry["type"] != "file" or not isinstance(parts, list) or len(parts) < 2 or not all(
+                isinstance(p, Mapping) and type(p.get("obj")) is int and p["obj"] >= 0 and type(p.get("size")) is int
+                and p["size"] > 0 and isinstance(p.get("entry"), str) and "\x00" not in p["entry"]
+                and _encodable(p["entry"]) and isinstance(p.get("xxh3"), str) and _HEX128.fullmatch(p["xxh3"])
+                for p in parts):
+            return "parts that are not a list of objects, entries, sizes and hashes"
+        if sum(p["size"] for p in parts) != numbers["size"]:
+            return "parts whose sizes do not add up to the file's"
+        if entry.get("xxh3") != parts_digest((p["size"], p["xxh3"]) for p in parts):
+            return "parts that do not give the file's hash"
     return None
+
+
+_HEX128 = re.compile(r"[0-9a-f]{32}")
 
 
 class Catalog:
@@ -303,7 +371,9 @@ class Catalog:
         self.record_objects(objects, replace=replace)
         self.conn.execute(f"UPDATE {scan.name} SET op = NULL")
         self.conn.execute("DROP TABLE tree")
+        self.conn.execute("DROP TABLE tree_parts")
         self.conn.execute(f"ALTER TABLE {scan.name} RENAME TO tree")
+        self.conn.execute(f"ALTER TABLE {scan.parts_name} RENAME TO tree_parts")
         self.set_meta(tip)
         self.conn.execute("COMMIT")
         self.tree = TreeTable(self.conn, "tree")

@@ -66,7 +66,7 @@ def scratch_tree(workdir: Path, filename: str = "tree.sqlite") -> Iterator[TreeT
     """A throw-away tree table in its own sqlite file under ``workdir``: memory stays flat for any tree."""
     conn = connect(workdir / filename)
     try:
-        conn.execute("DROP TABLE IF EXISTS tree")
+        TreeTable.drop(conn, "tree")
         yield TreeTable(conn, "tree")
     finally:
         conn.close()

@@ -27,6 +27,7 @@ import xxhash
 from . import interrupt
 from .catalog import TreeTable, path_key, path_name, storable
 from .pack import PackedFile, SourceFolders, has_holes, open_source, source_root, xxh3_file
+from .parts import part_spans, parts_digest
 from .scan import Entry
 
 EMPTY_XXH3 = xxhash.xxh3_128(b"").hexdigest()
@@ -44,7 +45,9 @@ class Op(str, Enum):
 CARRIED = f"(op IS NULL OR op = '{Op.META.value}')"
 _META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target", "link", "xattrs")
 _META_SAME = " AND ".join(f"scan.{c} IS t.{c}" for c in _META_COLUMNS)
-_CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn", "sparse")
+_CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn", "sparse", "parts")
+# The same, for a row of the scan joined as ``s`` (parts are looked up through their file's row).
+CARRIED_ROW = f"(s.op IS NULL OR s.op = '{Op.META.value}')"
 
 
 def _row_from_entry(entry: Entry) -> dict[str, Any]:
@@ -63,10 +66,11 @@ class Sharing:
     known: Callable[[str], bool]
 
 
-def _hash_unchanged(path: str, root: str, size: int, mtime_ns: int,
-                    folders: SourceFolders | None = None) -> tuple[str, bool] | None:
-    """The xxh3-128 of a file and whether it has holes, when it still has the scanned size and mtime and
-    holds still while it is read; else None (it is packed, and the packer deals with the change)."""
+def _hash_unchanged(path: str, root: str, size: int, mtime_ns: int, folders: SourceFolders | None = None,
+                    spans: list[tuple[int, int]] | None = None) -> tuple[str, bool] | None:
+    """The xxh3-128 of a file (with ``spans``: the hash of its parts) and whether it has holes, when it still has
+    the scanned size and mtime and holds still while it is read; else None (it is packed, and the packer deals
+    with the change)."""
     try:
         fh, before = folders.open(path, root) if folders is not None else open_source(path, root)
     except OSError:
@@ -74,13 +78,38 @@ def _hash_unchanged(path: str, root: str, size: int, mtime_ns: int,
     with fh:
         if (before.st_size, before.st_mtime_ns) != (size, mtime_ns):
             return None
-        h = xxhash.xxh3_128()
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+        digests = _read_digests(fh, spans or [(0, size)])
         after = os.fstat(fh.fileno())
-    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
+    if digests is None or (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
         return None
-    return h.hexdigest(), has_holes(before)
+    digest = parts_digest(zip((length for _, length in spans), digests)) if spans else digests[0]
+    return digest, has_holes(before)
+
+
+def _part_digests(path: str, root: str, spans: list[tuple[int, int]]) -> list[str] | None:
+    """The xxh3-128 of each part of a file, read in one pass; None when it changes while it is read."""
+    fh, before = open_source(path, root)
+    with fh:
+        digests = _read_digests(fh, spans)
+        after = os.fstat(fh.fileno())
+    same = (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (after.st_size, after.st_mtime_ns, after.st_ctime_ns)
+    return digests if same and digests is not None else None
+
+
+def _read_digests(fh: Any, spans: list[tuple[int, int]]) -> list[str] | None:
+    """The xxh3-128 of each span of an open file, read in order from where it stands; None if it ends early."""
+    digests = []
+    for _, length in spans:
+        h = xxhash.xxh3_128()
+        left = length
+        while left > 0:
+            chunk = fh.read(min(1 << 20, left))
+            if not chunk:
+                return None
+            h.update(chunk)
+            left -= len(chunk)
+        digests.append(h.hexdigest())
+    return digests
 
 
 def _meta_differs(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
@@ -91,9 +120,13 @@ class ScanTable(TreeTable):
     """The tree as scanned by this run, each row with its :class:`Op`."""
 
     def __init__(self, conn: Any) -> None:
-        conn.execute("DROP TABLE IF EXISTS scan")
+        TreeTable.drop(conn, "scan")
         super().__init__(conn, "scan")
         self.shared_files = self.shared_bytes = 0  # content referred to, not packed again (:meth:`share`)
+        self.volume_size = 0  # files larger than this are stored in parts (0: none are; set by classify)
+        self._reuse: str | None = None
+        self.failed_parts: dict[bytes, str] = {}  # a file some part of which could not be packed: why
+        self.torn_parts: set[bytes] = set()  # a file some part of which kept changing while it was read
 
     def add(self, entry: Entry, warn: Callable[[str], None]) -> None:
         row = _row_from_entry(entry)
@@ -120,48 +153,55 @@ class ScanTable(TreeTable):
 
     # -- classification ----------------------------------------------------------------------------
     def classify(self, previous: TreeTable | None, warn: Callable[[str], None], roots: tuple[str, ...] = (),
-                 sharing: Sharing | None = None) -> None:
+                 sharing: Sharing | None = None, volume_size: int = 0) -> None:
         """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
 
         The common cases are settled in SQL in one pass; only rows that need a decision per file
         (new, changed size, or same size with another mtime, ctime, inode or device) come back to Python.
         A ctime the previous point does not know (a catalog from before it was kept) is not compared.
         With ``sharing`` (an incremental), content to pack that ``previous`` already stores is referred to
-        instead (:meth:`share`).
+        instead (:meth:`share`). Files larger than ``volume_size`` are stored in parts: a changed one stores
+        again only the parts whose hash changed, and refers to the others.
         """
         conn = self.conn
+        self.volume_size = volume_size
+        self._reuse = sharing.prefix if sharing is not None else None  # parts are reused within a generation only
         if previous is None:
             conn.execute("UPDATE scan SET op = CASE WHEN type = 'file' AND size > 0 THEN ? ELSE ? END",
                          (Op.PACK.value, Op.ADD.value))
+            self._plan_parts(f"op = '{Op.PACK.value}'")
             return
         conn.execute(f"""
             UPDATE scan SET xxh3 = t.xxh3, obj_key = t.obj_key, obj_version = t.obj_version,
-                   obj_sha256 = t.obj_sha256, entry = t.entry, torn = t.torn, sparse = t.sparse,
+                   obj_sha256 = t.obj_sha256, entry = t.entry, torn = t.torn, sparse = t.sparse, parts = t.parts,
                    op = CASE WHEN {_META_SAME} THEN ? ELSE ? END
             FROM {previous.name} AS t
             WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
                   t.size = scan.size AND t.mtime_ns = scan.mtime_ns AND t.ino = scan.ino AND t.dev = scan.dev
                   AND (t.ctime_ns IS NULL OR t.ctime_ns = scan.ctime_ns)))""",
                      (Op.SETTLED.value, Op.META.value))
+        conn.execute(f"INSERT INTO scan_parts SELECT t.* FROM {previous.parts_name} AS t JOIN scan AS s "
+                     "ON s.path = t.path WHERE s.op IN (?, ?) AND s.parts IS NOT NULL", (Op.SETTLED.value, Op.META.value))
         for row in self.rows("op IS NULL"):
             interrupt.check()
-            self.put(self._decide(dict(row), previous.get(row["path"]), warn, roots))
+            self.put(self._decide(dict(row), previous, warn, roots))
         conn.execute("UPDATE scan SET op = NULL WHERE op = ?", (Op.SETTLED.value,))
         if sharing is not None:
             self.shared_files, self.shared_bytes = self.share(previous, sharing, roots)
 
     def share(self, previous: TreeTable, sharing: Sharing, roots: tuple[str, ...]) -> tuple[int, int]:
         """Moves, renames and copies: a file to pack whose size and xxh3 equal content ``previous`` stores
-        (whole, not torn) is not packed again; its row refers to the stored entry (ADD, or CHANGE where the
-        path held other content). Only files whose size some stored entry has are read for their hash.
+        (whole or in parts, not torn) is not packed again; its row refers to the stored entry, or parts (ADD,
+        or CHANGE where the path held other content). Only files whose size some stored entry has are read
+        for their hash.
 
         The lookups are joins, so sqlite indexes the previous tree once rather than scanning it per file.
         Returns the files (and bytes) that now refer to stored content.
         """
         conn = self.conn
-        stored = (f"SELECT size, xxh3, obj_key, obj_version, obj_sha256, entry FROM {previous.name} "
-                  "WHERE type = 'file' AND size > 0 AND xxh3 IS NOT NULL AND obj_key IS NOT NULL AND entry IS NOT NULL "
-                  "AND torn IS NULL AND substr(obj_key, 1, ?) = ?")
+        stored = (f"SELECT path, size, xxh3, obj_key, obj_version, obj_sha256, entry, parts FROM {previous.name} "
+                  "WHERE type = 'file' AND size > 0 AND xxh3 IS NOT NULL AND torn IS NULL AND (parts IS NOT NULL OR "
+                  "(obj_key IS NOT NULL AND entry IS NOT NULL AND substr(obj_key, 1, ?) = ?))")
         window = (len(sharing.prefix), sharing.prefix)
         candidates = conn.execute(
             f"SELECT scan.path, scan.size, scan.mtime_ns FROM scan JOIN (SELECT DISTINCT size FROM ({stored})) AS s "
@@ -174,26 +214,59 @@ class ScanTable(TreeTable):
             for path, size, mtime_ns in candidates:
                 interrupt.check()
                 absolute = "/" + path_name(path)
-                read = _hash_unchanged(absolute, source_root(absolute, roots), size, mtime_ns, folders)
+                read = _hash_unchanged(absolute, source_root(absolute, roots), size, mtime_ns, folders,
+                                       part_spans(size, self.volume_size) if self.volume_size else [])
                 if read is not None:
                     conn.execute("INSERT INTO temp.share VALUES (?, ?, ?, ?)",
                                  (path, size, read[0], 1 if read[1] else None))
         matches = conn.execute(
-            f"SELECT c.path, c.size, c.sparse, t.xxh3, t.obj_key, t.obj_version, t.obj_sha256, t.entry, "
-            f"EXISTS (SELECT 1 FROM {previous.name} AS p WHERE p.path = c.path) FROM temp.share AS c "
+            f"SELECT c.path, c.size, c.sparse, t.xxh3, t.obj_key, t.obj_version, t.obj_sha256, t.entry, t.path, "
+            f"t.parts, EXISTS (SELECT 1 FROM {previous.name} AS p WHERE p.path = c.path) FROM temp.share AS c "
             f"JOIN ({stored}) AS t ON t.size = c.size AND t.xxh3 = c.xxh3 GROUP BY c.path", window).fetchall()
         known: dict[str, bool] = {}
-        updates = [(digest, key, version, sha256, entry, sparse, (Op.CHANGE if existed else Op.ADD).value, path)
-                   for path, _, sparse, digest, key, version, sha256, entry, existed in matches
-                   if known.setdefault(key, sharing.known(key))]
-        conn.executemany("UPDATE scan SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ?, "
-                         "torn = NULL, sparse = ?, op = ? WHERE path = ?", updates)
-        conn.execute("DROP TABLE temp.share")
-        return len(updates), sum(size for _, size, *rest in matches if known[rest[2]])
 
-    @staticmethod
-    def _decide(new: dict[str, Any], old: Mapping[str, Any] | None, warn: Callable[[str], None],
+        def usable(key: str | None) -> bool:
+            return key is not None and key.startswith(sharing.prefix) and known.setdefault(key, sharing.known(key))
+
+        files = size = 0
+        for path, length, sparse, digest, key, version, sha256, entry, source, parts, existed in matches:
+            op = (Op.CHANGE if existed else Op.ADD).value
+            if parts:
+                stored_parts = [dict(p) for p in previous.parts_of(source)]
+                if len(stored_parts) != parts or not all(usable(p["obj_key"]) for p in stored_parts):
+                    continue
+                self.put_parts(path, stored_parts)
+                conn.execute("UPDATE scan SET xxh3 = ?, obj_key = NULL, obj_version = NULL, obj_sha256 = NULL, "
+                             "entry = NULL, parts = ?, torn = NULL, sparse = ?, op = ? WHERE path = ?",
+                             (digest, parts, sparse, op, path))
+            elif usable(key):
+                conn.execute("UPDATE scan SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ?, "
+                             "parts = NULL, torn = NULL, sparse = ?, op = ? WHERE path = ?",
+                             (digest, key, version, sha256, entry, sparse, op, path))
+                conn.execute(f"DELETE FROM {self.parts_name} WHERE path = ?", (path,))
+            else:
+                continue
+            files, size = files + 1, size + length
+        conn.execute("DROP TABLE temp.share")
+        return files, size
+
+    def _plan_parts(self, where: str) -> None:
+        """Rows to pack that are larger than a volume get their parts, all still to be packed."""
+        if not self.volume_size:
+            return
+        for row in self.conn.execute(f"SELECT path, size FROM scan WHERE type = 'file' AND size > ? AND ({where})",
+                                     (self.volume_size,)).fetchall():
+            spans = part_spans(row["size"], self.volume_size)
+            count = self.put_parts(row["path"], ({"size": length} for _, length in spans))
+            self.conn.execute("UPDATE scan SET parts = ?, obj_key = NULL, obj_version = NULL, obj_sha256 = NULL, "
+                              "entry = NULL WHERE path = ?", (count, row["path"]))
+
+    def _decide(self, new: dict[str, Any], previous: TreeTable, warn: Callable[[str], None],
                 roots: tuple[str, ...]) -> dict[str, Any]:
+        old = previous.get(new["path"])
+        spans = part_spans(new["size"], self.volume_size) if new["type"] == "file" and self.volume_size else []
+        if spans and old is not None and old["type"] == "file" and old["parts"]:
+            return self._decide_parts(new, old, previous, warn, roots, spans)
         if old is None or old["type"] != new["type"]:
             new["op"] = Op.PACK if new["type"] == "file" and new["size"] > 0 else (Op.ADD if old is None else Op.CHANGE)
         elif new["size"] != old["size"]:
@@ -206,6 +279,7 @@ class ScanTable(TreeTable):
                 digest = xxh3_file(absolute, source_root(absolute, roots)) if new["size"] else EMPTY_XXH3
             except OSError as exc:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
+                self.put_parts(new["path"], [dict(p) for p in previous.parts_of(new["path"])])
                 return {**dict(old), "op": Op.SETTLED.value}
             if digest == old["xxh3"]:
                 new.update({k: old[k] for k in _CONTENT})
@@ -213,33 +287,123 @@ class ScanTable(TreeTable):
             else:
                 new["op"] = Op.PACK
         new["op"] = Op(new["op"]).value
+        if new["op"] == Op.PACK.value and spans:
+            new["parts"] = self.put_parts(new["path"], ({"size": length} for _, length in spans))
+            new.update(obj_key=None, obj_version=None, obj_sha256=None, entry=None)
+        return new
+
+    def _decide_parts(self, new: dict[str, Any], old: Mapping[str, Any], previous: TreeTable,
+                      warn: Callable[[str], None], roots: tuple[str, ...], spans: list[tuple[int, int]]) -> dict[str, Any]:
+        """A file stored in parts before, and still larger than a volume: each part is hashed; the parts whose
+        size and hash are the same refer to what is stored, the others are packed again."""
+        absolute = "/" + path_name(new["path"])
+        before = [dict(p) for p in previous.parts_of(new["path"])]
+        try:
+            digests = _part_digests(absolute, source_root(absolute, roots), spans)
+        except OSError as exc:
+            if new["size"] == old["size"]:
+                warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
+                self.put_parts(new["path"], before)
+                return {**dict(old), "op": Op.SETTLED.value}
+            digests = None  # it is packed whole again; the packer names what it cannot read
+        if digests is not None and new["size"] == old["size"] and \
+                parts_digest(zip((length for _, length in spans), digests)) == old["xxh3"]:
+            new.update({k: old[k] for k in _CONTENT})
+            self.put_parts(new["path"], before)
+            new["op"] = (Op.META if _meta_differs(new, old) else Op.SETTLED).value
+            return new
+        parts = []
+        for index, (_, length) in enumerate(spans):
+            kept = before[index] if index < len(before) else None
+            if (digests is not None and kept is not None and kept["size"] == length and kept["xxh3"] == digests[index]
+                    and self._reuse is not None and (kept["obj_key"] or "").startswith(self._reuse)):
+                parts.append(kept)
+            else:
+                parts.append({"size": length})
+        new.update(obj_key=None, obj_version=None, obj_sha256=None, entry=None, torn=None,
+                   parts=self.put_parts(new["path"], parts), op=Op.PACK.value)
         return new
 
     # -- a synthetic full ----------------------------------------------------------------------------
+    _CARRIED_CONTENT = (f"SELECT obj_key, obj_version, obj_sha256, size FROM scan WHERE type = 'file' AND size > 0 "
+                        f"AND obj_key IS NOT NULL AND {CARRIED} UNION ALL SELECT p.obj_key, p.obj_version, p.obj_sha256, "
+                        f"p.size FROM scan_parts AS p JOIN scan AS s ON s.path = p.path WHERE p.obj_key IS NOT NULL "
+                        f"AND {CARRIED_ROW}")
+
     def carried_bytes(self) -> dict[str, int]:
-        """Bytes of carried content per volume of the previous point (the volume's live bytes)."""
+        """Bytes of carried content (whole files and parts) per volume of the previous point (its live bytes)."""
         return {row[0]: int(row[1]) for row in self.conn.execute(
-            f"SELECT obj_key, sum(size) FROM scan WHERE type = 'file' AND size > 0 AND obj_key IS NOT NULL "
-            f"AND {CARRIED} GROUP BY obj_key")}
+            f"SELECT obj_key, sum(size) FROM ({self._CARRIED_CONTENT}) GROUP BY obj_key")}
 
     def carried_volumes(self) -> dict[str, tuple[str | None, str]]:
         """Each volume holding carried content: its (version id, SHA-256)."""
         return {row[0]: (row[1], row[2]) for row in self.conn.execute(
-            f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM scan WHERE obj_key IS NOT NULL AND {CARRIED}")}
+            f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM ({self._CARRIED_CONTENT})")}
 
     def repoint(self, old_key: str, new_key: str, version_id: str | None, sha256: str) -> None:
         """Carried content of ``old_key`` now lives in its copy ``new_key``."""
         self.conn.execute(f"UPDATE scan SET obj_key = ?, obj_version = ?, obj_sha256 = ? WHERE obj_key = ? "
                           f"AND {CARRIED}", (new_key, version_id, sha256, old_key))
+        self.conn.execute(f"UPDATE scan_parts SET obj_key = ?, obj_version = ?, obj_sha256 = ? WHERE obj_key = ? "
+                          f"AND path IN (SELECT s.path FROM scan AS s WHERE {CARRIED_ROW})",
+                          (new_key, version_id, sha256, old_key))
 
     def repack(self, old_key: str) -> None:
-        """Carried content of ``old_key`` is packed again from the source."""
+        """Carried content of ``old_key`` is packed again from the source (parts: just the parts it holds)."""
         self.conn.execute(f"UPDATE scan SET op = ? WHERE obj_key = ? AND {CARRIED} AND type = 'file' AND size > 0",
                           (Op.PACK.value, old_key))
+        self.conn.execute(f"UPDATE scan_parts SET obj_key = NULL, obj_version = NULL, obj_sha256 = NULL, entry = NULL "
+                          f"WHERE obj_key = ? AND path IN (SELECT s.path FROM scan AS s WHERE {CARRIED_ROW})", (old_key,))
+        self.conn.execute(f"UPDATE scan SET op = ? WHERE {CARRIED} AND parts IS NOT NULL AND path IN "
+                          "(SELECT path FROM scan_parts WHERE obj_key IS NULL)", (Op.PACK.value,))
 
     # -- packing -------------------------------------------------------------------------------------
     def to_pack(self) -> Iterator[Any]:
         return self.rows("op = ?", (Op.PACK.value,))
+
+    def planned_parts(self, path: bytes) -> Iterator[tuple[int, int, int]]:
+        """(index, offset, size) of each part of ``path`` still to be packed."""
+        offset = 0
+        for part in self.parts_of(path):
+            if part["obj_key"] is None:
+                yield part["idx"], offset, part["size"]
+            offset += part["size"]
+
+    def stored_part(self, packed: PackedFile, key: str, version_id: str | None, sha256: str) -> None:
+        """A part was packed into the volume ``key``; its file's row is settled once every part is (:meth:`settle_parts`)."""
+        pkey = path_key(packed.path.lstrip("/"))
+        self.conn.execute("UPDATE scan_parts SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ? "
+                          "WHERE path = ? AND idx = ?", (packed.xxh3, key, version_id, sha256, packed.entry, pkey,
+                                                          packed.part))
+        if packed.status == "torn":
+            self.torn_parts.add(pkey)
+
+    def settle_parts(self, previous: TreeTable | None, roots: tuple[str, ...]) -> Iterator[tuple[str, str, bool]]:
+        """Every file packed in parts: stored once all its parts are (its hash is that of its parts; it is flagged
+        ``torn`` when a part, or the file between its parts, changed while read), else its previous version is
+        kept or it leaves the point. Yields (path, what happened, kept) for each file that is not plainly stored."""
+        rows = self.conn.execute("SELECT * FROM scan WHERE op = ? AND parts IS NOT NULL", (Op.PACK.value,)).fetchall()
+        with SourceFolders() as folders:
+            for row in rows:
+                pkey, absolute = row["path"], "/" + path_name(row["path"])
+                parts = self.parts_of(pkey)
+                old = previous.get(pkey) if previous is not None else None
+                missing = self.failed_parts.get(pkey) or (
+                    "was not stored" if any(p["obj_key"] is None for p in parts) else None)
+                if missing is not None:
+                    kept = self.not_stored(PackedFile(absolute, "unreadable"), previous)
+                    yield absolute, missing, kept
+                    continue
+                now = folders.stat(absolute, source_root(absolute, roots))
+                moved = now is None or (now.st_size, now.st_mtime_ns, now.st_ino) != (row["size"], row["mtime_ns"], row["ino"]) \
+                    or (row["ctime_ns"] is not None and now.st_ctime_ns != row["ctime_ns"])
+                torn = pkey in self.torn_parts or moved
+                self.conn.execute("UPDATE scan SET xxh3 = ?, torn = ?, sparse = ?, op = ? WHERE path = ?",
+                                  (parts_digest((p["size"], p["xxh3"]) for p in parts), 1 if torn else None,
+                                   1 if now is not None and has_holes(now) else None,
+                                   (Op.ADD if old is None else Op.CHANGE).value, pkey))
+                if torn:
+                    yield absolute, "kept changing while its parts were read", True
 
     def stored(self, packed: PackedFile, previous: TreeTable | None, key: str, version_id: str | None,
                sha256: str) -> None:
@@ -257,9 +421,13 @@ class ScanTable(TreeTable):
     def not_stored(self, packed: PackedFile, previous: TreeTable | None) -> bool:
         """A file could not be packed: keep its previous version (True), or leave it out of the point."""
         pkey = path_key(packed.path.lstrip("/"))
+        if packed.part is not None:  # one part: the file is settled once all are
+            self.failed_parts.setdefault(pkey, packed.message)
+            return True
         old = previous.get(pkey) if previous is not None else None
         if old is not None:
             self.put({**dict(old), "op": None})
+            self.put_parts(pkey, [dict(p) for p in previous.parts_of(pkey)])  # type: ignore[union-attr]
             return True
         self.remove(pkey)
         return False

@@ -57,12 +57,16 @@ def build_header(*, job: str, repository: str, kind: str, reason: str, generatio
     }
 
 
-def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int]) -> dict[str, Any]:
-    """A manifest entry from a tree row; content stored by this manifest's run gets its object index."""
+def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int], parts: list[Any] = ()) -> dict[str, Any]:
+    """A manifest entry from a tree row; content in an object this manifest lists gets its object index (each
+    part of a file stored in parts, when every part's object is listed)."""
     entry = {k: row[k] for k in ("type", "size", "mtime_ns", "mode", "uid", "gid", "xxh3")}
     entry.update(op=op, path=path, target=link_target(row["target"]))
     if row["obj_key"] in obj_index:
         entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
+    elif parts and all(p["obj_key"] in obj_index for p in parts):
+        entry["parts"] = [{"obj": obj_index[p["obj_key"]], "entry": p["entry"], "size": p["size"], "xxh3": p["xxh3"]}
+                          for p in parts]
     if row["torn"]:
         entry["torn"] = True  # the file kept changing while it was read: stored as last read
     if row["sparse"]:

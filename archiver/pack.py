@@ -41,8 +41,10 @@ _ODD = set(range(0x00, 0x20)) | {0x7F}
 @dataclass(frozen=True)
 class PlannedFile:
     path: str  # absolute path on this machine
-    size: int
+    size: int  # of the file, or of the part
     root: str = ""  # the source it was found under: no link below it is followed ("": the file's own folder)
+    part: int | None = None  # the index of the part of the file this is, or None: the whole file
+    offset: int = 0  # where the part starts in the file
 
 
 @dataclass
@@ -76,6 +78,7 @@ class PackedFile:
     message: str = ""
     ctime_ns: int = 0
     sparse: bool = False  # it has holes: a restore leaves them holes
+    part: int | None = None  # the part of the file this is (None: the whole file)
 
 
 @dataclass(frozen=True)
@@ -178,16 +181,18 @@ def xxh3_file(path: str, root: str = "") -> str:
     return h.hexdigest()
 
 
-def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFolders | None = None) -> bool:
-    """A quick probe: zlib level 1 on up to two 64 KiB samples (start and middle)."""
+def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFolders | None = None,
+                         offset: int = 0) -> bool:
+    """A quick probe: zlib level 1 on up to two 64 KiB samples (start and middle) of ``size`` bytes at ``offset``."""
     if size < PROBE_MIN:
         return False
     try:
         fh, _ = folders.open(path, root) if folders is not None else open_source(path, root)
         with fh:
-            sample = fh.read(PROBE_BYTES)
+            fh.seek(offset)
+            sample = fh.read(min(PROBE_BYTES, size))
             if size > 4 * PROBE_BYTES:
-                fh.seek(size // 2)
+                fh.seek(offset + size // 2)
                 sample += fh.read(PROBE_BYTES)
     except OSError:
         return False
@@ -199,11 +204,13 @@ def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFo
 class _HashingReader(io.BufferedIOBase):
     """Feeds py7zr exactly ``limit`` bytes of an open file, hashing what it reads."""
 
-    def __init__(self, raw: io.BufferedReader, limit: int, holes: bool = False) -> None:
-        self.raw_file, self.remaining, self.limit = raw, limit, limit
+    def __init__(self, raw: io.BufferedReader, limit: int, holes: bool = False, offset: int = 0) -> None:
+        self.raw_file, self.remaining, self.limit, self.offset = raw, limit, limit, offset
         self.hash = xxhash.xxh3_128()
         self.read_bytes = 0
         self.fd = raw.fileno() if holes else None  # a sparse file: its holes are not read, they are zeros
+        if offset:
+            raw.seek(offset)
 
     def readable(self) -> bool:
         return True
@@ -221,7 +228,7 @@ class _HashingReader(io.BufferedIOBase):
         return offset if whence == os.SEEK_SET else self.read_bytes + offset
 
     def _sparse_read(self, want: int) -> bytes:
-        return _hole_or_data(self.fd, self.read_bytes, want) if self.fd is not None else b""
+        return _hole_or_data(self.fd, self.offset + self.read_bytes, want) if self.fd is not None else b""
 
     def read(self, n: int | None = -1) -> bytes:
         if self.remaining <= 0:
@@ -284,6 +291,8 @@ def _grew_only(before: os.stat_result, after: os.stat_result, fd: int, digest: s
 
 def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
               folders: SourceFolders, tag: str = "") -> PackedFile:
+    if planned.part is not None:
+        return _pack_part(archive, planned, ordinal, used, folders, tag)
     base = entry_name(planned.path, ordinal, tag)
     last: PackedFile | None = None
     for attempt in range(1, TORN_RETRIES + 1):
@@ -328,6 +337,47 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                               message=f"kept changing size while being read ({TORN_RETRIES} attempts)")
 
 
+def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
+               folders: SourceFolders, tag: str = "") -> PackedFile:
+    """One part of a large file: ``planned.size`` bytes at ``planned.offset``, read while the file holds still
+    (else read again, and flagged ``torn`` if it never does). The stat kept is the file's before the read."""
+    base = f"{entry_name(planned.path, ordinal, tag)}.genarc-part{planned.part:06d}"
+    last: PackedFile | None = None
+    for attempt in range(1, TORN_RETRIES + 1):
+        entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{tag}{ordinal:06d}"
+        if entry in used:
+            entry = f"_genarc/odd/{tag}{ordinal:06d}-{attempt}"
+        try:
+            fh, before = folders.open(planned.path, planned.root)
+        except FileNotFoundError:
+            return PackedFile(planned.path, "vanished", message="vanished before it could be read", part=planned.part)
+        except OSError as exc:
+            return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}", part=planned.part)
+        with fh:
+            if before.st_size < planned.offset + planned.size:
+                return PackedFile(planned.path, "unstable", message="shrank while it was being read", part=planned.part)
+            reader = _HashingReader(fh, planned.size, holes=has_holes(before), offset=planned.offset)
+            try:
+                sevenzip.write_entry(archive, reader, entry)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                return PackedFile(planned.path, "unreadable", message=f"read failed: {exc.strerror}", part=planned.part)
+            used.add(entry)
+            after = os.fstat(fh.fileno())
+        if reader.read_bytes != planned.size:
+            return PackedFile(planned.path, "unstable", message="shrank while it was being read", part=planned.part)
+        status = "ok" if _same(before, after) else "torn"
+        last = PackedFile(planned.path, status, entry, reader.hash.hexdigest(), planned.size, before.st_mtime_ns,
+                          stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino,
+                          message="" if status == "ok" else f"kept changing while being read ({TORN_RETRIES} attempts)",
+                          ctime_ns=before.st_ctime_ns, sparse=has_holes(before), part=planned.part)
+        if status == "ok":
+            return last
+    assert last is not None
+    return last
+
+
 def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> PackedVolume:
     """Worker entry point: write one volume to ``out_path`` and describe it."""
     results: list[PackedFile] = []
@@ -365,7 +415,8 @@ def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volum
     dense_method, dense_level = (method, level) if method in PER_BLOCK_METHODS else ("copy", 0)
     with SourceFolders() as folders:
         for planned in files:
-            dense = method != "copy" and looks_incompressible(planned.path, planned.size, planned.root, folders)
+            dense = method != "copy" and looks_incompressible(planned.path, planned.size, planned.root, folders,
+                                                              planned.offset)
             current = open_plans.get(dense)
             if current is not None and (current.bytes + planned.size > volume_size or len(current.files) >= max_files):
                 yield current

@@ -151,10 +151,11 @@ class PointWriter:
         return self.add_object(StoredObject(key, info.size, sha256, info.version_id, "copy", copied_from=src_key))
 
     # -- entries ---------------------------------------------------------------------------------
-    def add_row(self, row: Mapping[str, Any], op: str) -> dict[str, Any]:
-        """List one tree row; content stored by this point is referred to by its object index. Returns the entry."""
-        entry = entry_of(row, path_name(row["path"]), op, self._index)
-        if self.full and "obj" not in entry and row["type"] == "file" and row["size"]:
+    def add_row(self, row: Mapping[str, Any], op: str, parts: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """List one tree row (with its parts, for a file stored in parts); content is referred to by its object
+        index. Returns the entry."""
+        entry = entry_of(row, path_name(row["path"]), op, self._index, parts or [])
+        if self.full and "obj" not in entry and "parts" not in entry and row["type"] == "file" and row["size"]:
             raise IntegrityError(f"internal: a full lists {entry['path']!r} without a volume of its own generation")
         self._manifest.add(entry)
         return entry

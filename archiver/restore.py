@@ -17,7 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import chain as chain_mod
 from . import interrupt
@@ -27,6 +27,7 @@ from .errors import EXIT_INTEGRITY, EXIT_PARTIAL, GenarcError, IntegrityError, L
 from .hazards import unsafe_entries
 from .history import History, Point
 from .names import escape
+from .parts import parts_digest
 from .repository import Repository
 from .scan import glob_regex
 from .sevenzip import EntryTooLarge, HashSink, extract_entries, prepare_key
@@ -105,12 +106,14 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
                     "SELECT DISTINCT link FROM selected WHERE link IS NOT NULL")}
                 written: set[bytes] = set()  # first names of hard-linked files this restore wrote
                 _restore_entries(selected, dest, report, firsts, written)
-                tasks = _volume_tasks(selected, workdir, firsts)
+                tasks: list[Any] = _volume_tasks(selected, workdir, firsts)
+                tasks += _parted_tasks(selected, selected.rows(f"parts IS NOT NULL AND size > 0 AND NOT {_LINKED}"),
+                                       workdir, firsts)
                 emit("planned", {"files": sum(len(t.rows) for t in tasks),
                                  "bytes": sum(r["size"] for t in tasks for r in t.rows)})
                 _restore_volumes(repo, dest, tasks, workers, report, emit, written)
                 alone = _restore_links(selected, dest, report, written)
-                _restore_entries_alone(repo, dest, alone, workdir, workers, report, emit)
+                _restore_entries_alone(repo, dest, selected, alone, workdir, workers, report, emit)
                 emit("done", {})
                 _finish_dirs(selected, dest, report)
         except OSError as exc:
@@ -134,7 +137,7 @@ def _target_advice(exc: OSError) -> str:
 
 def _select(tree: TreeTable, selection: _Selection, what: str, unsafe: set[bytes]) -> TreeTable:
     """The rows the --include patterns ask for, in a table of their own, without the unsafe ones."""
-    tree.conn.execute("DROP TABLE IF EXISTS selected")  # a reused workdir must not leak an earlier selection
+    TreeTable.drop(tree.conn, "selected")  # a reused workdir must not leak an earlier selection
     selected = TreeTable(tree.conn, "selected")
     tree.conn.execute("BEGIN")
     wanted = 0
@@ -143,6 +146,8 @@ def _select(tree: TreeTable, selection: _Selection, what: str, unsafe: set[bytes
             wanted += 1
             if row["path"] not in unsafe:
                 selected.put(dict(row))
+    tree.conn.execute(f"INSERT INTO {selected.parts_name} SELECT p.* FROM {tree.parts_name} AS p "
+                      f"JOIN {selected.name} AS s ON s.path = p.path")
     tree.conn.execute("COMMIT")
     if wanted == 0:
         raise UsageError(f"Nothing in {what} matches the --include patterns.")
@@ -216,17 +221,18 @@ def _restore_links(selected: TreeTable, dest: Target, report: RestoreReport, wri
     return alone
 
 
-def _restore_entries_alone(repo: Repository, dest: Target, rows: list[dict], workdir: Path, workers: int,
-                           report: RestoreReport, emit: Progress) -> None:
+def _restore_entries_alone(repo: Repository, dest: Target, selected: TreeTable, rows: list[dict], workdir: Path,
+                           workers: int, report: RestoreReport, emit: Progress) -> None:
     for row in rows:
         if not row["size"]:
             _empty_file(dest, row, report)
     volumes: dict[str, list[dict]] = {}
     for row in rows:
-        if row["size"]:
+        if row["size"] and not row["parts"]:
             volumes.setdefault(row["obj_key"], []).append(row)
-    tasks = [_VolumeTask(key, members[0]["obj_version"], members[0]["obj_sha256"], members, workdir / f"alone{i}")
-             for i, (key, members) in enumerate(sorted(volumes.items()))]
+    tasks: list[Any] = [_VolumeTask(key, members[0]["obj_version"], members[0]["obj_sha256"], members,
+                                    workdir / f"alone{i}") for i, (key, members) in enumerate(sorted(volumes.items()))]
+    tasks += _parted_tasks(selected, [r for r in rows if r["size"] and r["parts"]], workdir, set(), "alone-parted")
     _restore_volumes(repo, dest, tasks, workers, report, emit, set())
 
 
@@ -249,13 +255,27 @@ def _volume_tasks(selected: TreeTable, workdir: Path, firsts: set[bytes]) -> lis
     conn = selected.conn
     volumes = conn.execute(
         f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 "
-        f"AND NOT {_LINKED} ORDER BY obj_key").fetchall()
+        f"AND parts IS NULL AND NOT {_LINKED} ORDER BY obj_key").fetchall()
     tasks = []
     for index, volume in enumerate(volumes):
         rows = conn.execute(f"SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0 "
-                            f"AND NOT {_LINKED}", (volume["obj_key"],)).fetchall()
+                            f"AND parts IS NULL AND NOT {_LINKED}", (volume["obj_key"],)).fetchall()
         tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
                                  [{**dict(r), "first": r["path"] in firsts} for r in rows], workdir / f"v{index}"))
+    return tasks
+
+
+def _parted_tasks(selected: TreeTable, rows: Iterable[Any], workdir: Path, firsts: set[bytes],
+                  name: str = "parted") -> list["_PartedTask"]:
+    """One task per file stored in parts: its parts in order, each with its volume and offset."""
+    tasks = []
+    for index, row in enumerate(list(rows)):
+        parts, offset = [], 0
+        for part in selected.parts_of(row["path"]):
+            parts.append({**dict(part), "offset": offset})
+            offset += part["size"]
+        tasks.append(_PartedTask(path_name(row["path"]), {**dict(row), "first": row["path"] in firsts}, parts,
+                                 workdir / f"{name}{index}"))
     return tasks
 
 
@@ -289,6 +309,41 @@ class _VolumeTask:
 
 
 @dataclass
+class _PartedTask:
+    """A file stored in parts: written part by part at each part's offset, checked part by part, and put in
+    place only when every part is there and intact."""
+
+    key: str  # its path, for progress
+    row: dict[str, Any]
+    parts: list[dict[str, Any]]
+    workdir: Path
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.row]
+
+
+class _At:
+    """Writes a part at its offset in a new file (a sparse file's zero blocks are left as holes)."""
+
+    def __init__(self, fd: int, offset: int, holes: bool) -> None:
+        self.fd, self.position, self.holes = fd, offset, holes
+
+    def write(self, data: bytes) -> int:
+        if not (self.holes and data.count(0) == len(data)):
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self.fd, view, self.position)
+                view, self.position = view[written:], self.position + written
+        else:
+            self.position += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass
 class _VolumeResult:
     files: int = 0
     bytes: int = 0
@@ -318,6 +373,84 @@ def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _Volum
     finally:
         shutil.rmtree(task.workdir, ignore_errors=True)
     return result
+
+
+def _restore_parted(repo: Repository, dest: Target, task: _PartedTask) -> _VolumeResult:
+    row, result, name = task.row, _VolumeResult(), task.key
+    stop: list[OSError] = []
+    new = _new_file(dest, row, result, stop)
+    if stop:
+        raise stop[0]
+    if new is None:
+        return result
+    new.holes = True  # its length is set when it is committed: a hole at the end is not written
+    volumes: dict[str, list[dict[str, Any]]] = {}
+    for part in task.parts:
+        volumes.setdefault(part["obj_key"], []).append(part)
+    task.workdir.mkdir(parents=True, exist_ok=True)
+    key = ""
+    try:
+        for key, members in volumes.items():
+            problem = _write_parts(repo, new, row, key, members, task.workdir)
+            if problem is not None:
+                new.discard()
+                result.errors.append(f"{name}: {problem}")
+                return result
+        if parts_digest((p["size"], p["xxh3"]) for p in task.parts) != row["xxh3"] or \
+                sum(p["size"] for p in task.parts) != row["size"]:
+            new.discard()
+            result.errors.append(f"{name}: its parts do not give its recorded hash and size")
+            return result
+        _keep_if_intact(row, new, None, key, dest.is_root, result)
+    except OSError:
+        new.discard()
+        raise
+    finally:
+        shutil.rmtree(task.workdir, ignore_errors=True)
+    return result
+
+
+def _write_parts(repo: Repository, new: NewFile, row: dict[str, Any], key: str, members: list[dict[str, Any]],
+                 workdir: Path) -> str | None:
+    """Extract the parts a volume holds into ``new`` at their offsets; what went wrong, or None."""
+    local = workdir / "volume.7z"
+    version_id, sha256 = members[0]["obj_version"], members[0]["obj_sha256"]
+    try:
+        repo.store.download(key, local, version_id=version_id)
+    except GenarcError as exc:
+        return f"object {key} {unreadable(repo, key, version_id, exc)}"
+    try:
+        if sha256_of(local) != sha256:
+            return f"object {key} does not match its recorded SHA-256 (corrupt or altered)"
+        by_entry: dict[str, list[dict[str, Any]]] = {}
+        for part in members:
+            by_entry.setdefault(part["entry"], []).append(part)
+        sinks: dict[str, HashSink] = {}
+
+        def make(entry: str) -> HashSink | None:
+            if entry not in by_entry or entry in sinks:
+                return None
+            sink = HashSink([_At(new.out.fileno(), p["offset"], bool(row["sparse"])) for p in by_entry[entry]],
+                            limit=max(p["size"] for p in by_entry[entry]))
+            sinks[entry] = sink
+            return sink
+
+        try:
+            extract_entries(local, repo.keys.password, list(by_entry), workdir / "x", make)
+        except OSError:
+            raise
+        except Exception as exc:  # py7zr raises many unrelated types for damaged data
+            why = "holds more bytes than recorded" if isinstance(exc, EntryTooLarge) else f"cannot be decoded ({type(exc).__name__})"
+            return f"object {key} {why}"
+        for entry, parts in by_entry.items():
+            sink = sinks.get(entry)
+            if sink is None:
+                return f"a part of it is missing from object {key}"
+            if not all(sink.matches(p["xxh3"], p["size"]) for p in parts):
+                return f"a part of it from object {key} fails its xxh3 check"
+        return None
+    finally:
+        local.unlink(missing_ok=True)
 
 
 def unreadable(repo: Repository, key: str, version_id: str | None, exc: GenarcError) -> str:
@@ -401,10 +534,10 @@ def _new_file(dest: Target, row: dict[str, Any], result: _VolumeResult, stop: li
     return None
 
 
-def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink, key: str, is_root: bool,
+def _keep_if_intact(row: dict[str, Any], new: NewFile, sink: HashSink | None, key: str, is_root: bool,
                     result: _VolumeResult) -> None:
     name = path_name(row["path"])
-    if not sink.matches(row["xxh3"], row["size"]):
+    if sink is not None and not sink.matches(row["xxh3"], row["size"]):
         new.discard()  # never leave bytes that failed their check where the file belongs
         result.errors.append(f"{name}: content from object {key} fails its xxh3 check")
         return
@@ -434,9 +567,15 @@ def _worker_init(repo: Repository, dest: Target, parent: int) -> None:
     _WORKER = (repo, dest)
 
 
-def _restore_in_worker(task: _VolumeTask) -> _VolumeResult:
+def _restore_task(repo: Repository, dest: Target, task: "_VolumeTask | _PartedTask") -> _VolumeResult:
+    if isinstance(task, _PartedTask):
+        return _restore_parted(repo, dest, task)
+    return _restore_volume(repo, dest, task)
+
+
+def _restore_in_worker(task: "_VolumeTask | _PartedTask") -> _VolumeResult:
     assert _WORKER is not None
-    return _restore_volume(*_WORKER, task)
+    return _restore_task(*_WORKER, task)
 
 
 def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], workers: int, report: RestoreReport,
@@ -455,7 +594,7 @@ def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], w
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             interrupt.check()
-            tally(_restore_volume(repo, dest, task), task.key)
+            tally(_restore_task(repo, dest, task), task.key)
         return
     prepare_key(repo.keys.password)
     # With fork, the initializer's arguments reach the workers by inheritance, not by pickling.

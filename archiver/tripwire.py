@@ -144,14 +144,20 @@ class Measurer:
         self._removed_content: dict[str, str] = {}  # removed file -> the xxh3 of its content
 
     def _dense_new(self, entry: Mapping[str, Any]) -> bool:
-        index = entry.get("obj")
-        if not self.profile.density_known or type(index) is not int or not 0 <= index < len(self.objects):
+        """Whether the content an entry lists is incompressible: its object is dense, or, for a file stored in
+        parts, every part's is."""
+        parts = entry.get("parts")
+        indexes = [p.get("obj") if isinstance(p, Mapping) else None for p in parts] if isinstance(parts, list) and \
+            parts else [entry.get("obj")]
+        if not self.profile.density_known or not all(type(i) is int and 0 <= i < len(self.objects) for i in indexes):
             return False
-        return dense_object(self.objects[index])
+        return all(dense_object(self.objects[i]) for i in indexes)
 
     def _compressible_old(self, row: Mapping[str, Any]) -> bool:
         if not self.profile.density_known or not row["size"]:
             return False
+        if row["parts"] and self.previous is not None:  # stored in parts: compressible if some part was
+            return any(self.dense.get(p["obj_key"]) is False for p in self.previous.parts_of(row["path"]))
         return self.dense.get(row["obj_key"]) is False
 
     def entry(self, entry: Mapping[str, Any]) -> None:

@@ -54,8 +54,9 @@ def verify(repo: Repository, jobs: list[str], *, deep: bool, workdir: Path, cloc
     report = VerifyReport(jobs=list(jobs))
     workdir.mkdir(parents=True, exist_ok=True)
     conn = connect(workdir / "verify.sqlite")
-    for table in ("objects", "expect", "replay"):
+    for table in ("objects", "expect"):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
+    TreeTable.drop(conn, "replay")
     conn.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, version_id TEXT, size INTEGER, sha256 TEXT, gseq INTEGER)")
     conn.execute("CREATE TABLE expect (key TEXT, entry TEXT, xxh3 TEXT, size INTEGER, path BLOB, "
                  "PRIMARY KEY (key, entry, path))")  # several paths may share one entry
@@ -149,13 +150,17 @@ def _verify_chain(repo: Repository, history: History, tip: Point, conn: Any, wor
                 key = manifest.objects[entry["obj"]]["key"]
                 conn.execute("INSERT OR REPLACE INTO expect VALUES (?, ?, ?, ?, ?)",
                              (key, entry["entry"], entry["xxh3"], entry["size"], path_key(entry["path"])))
+            for part in entry.get("parts") or ():  # a file larger than a volume: each part is an entry of its own
+                conn.execute("INSERT OR REPLACE INTO expect VALUES (?, ?, ?, ?, ?)",
+                             (manifest.objects[part["obj"]]["key"], part["entry"], part["xxh3"], part["size"],
+                              path_key(entry["path"])))
 
     try:
         chain_mod.replay(repo, history, tip, tree, workdir, on_point=record)
     except GenarcError as exc:
         report.problems.append(f"job {history.job}, generation {tip.name.gseq}: {exc.message}")
     finally:
-        conn.execute("DROP TABLE replay")
+        TreeTable.drop(conn, "replay")
 
 
 def _verify_object(repo: Repository, conn: Any, row: Any, deep: bool, workdir: Path, report: VerifyReport) -> None:

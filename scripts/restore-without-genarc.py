@@ -118,8 +118,11 @@ def replay(manifests: list[tuple[dict, list[dict]]]) -> dict[bytes, dict]:
             if "obj" in entry:
                 obj = objects[entry["obj"]]
                 row.update(volume=obj["key"], sha256=obj["sha256"])
+            elif "parts" in entry:  # a file larger than a volume: its parts, in order, each an entry of a volume
+                row["parts"] = [{"volume": objects[part["obj"]]["key"], "sha256": objects[part["obj"]]["sha256"],
+                                 "entry": part["entry"], "size": part["size"]} for part in entry["parts"]]
             elif entry["op"] == "meta" and key in tree:
-                row.update({k: tree[key][k] for k in ("volume", "sha256", "entry") if k in tree[key]})
+                row.update({k: tree[key][k] for k in ("volume", "sha256", "entry", "parts") if k in tree[key]})
             tree[key] = row
     return tree
 
@@ -149,6 +152,14 @@ def write_new(path: Path, source: Path) -> None:
     """Copy ``source`` to a new file at ``path``: never through a link, never over something already there."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
+def write_part(path: Path, source: Path, offset: int) -> None:
+    """Write ``source`` at ``offset`` into the file this restore made at ``path`` (never through a link)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        out.seek(offset)
         shutil.copyfileobj(src, out, 1 << 20)
 
 
@@ -189,8 +200,20 @@ def restore(repo: Path, tree: dict[bytes, dict], target: Path, password: str) ->
         except (OSError, ValueError, TypeError) as exc:
             problems.append(f"{row['path']}: {exc}")
     volumes: dict[str, list[dict]] = {}
+    parted: dict[str, int] = {}  # a file stored in parts, created empty here -> parts still to write
     for row in rows:
-        if row["type"] == "file" and row.get("size"):
+        if row["type"] == "file" and row.get("size") and row.get("parts"):
+            try:
+                write_new(safe(target, row["path"]), Path(os.devnull))
+            except (OSError, ValueError) as exc:
+                problems.append(f"{row['path']}: {exc}")
+                continue
+            parted[row["path"]] = len(row["parts"])
+            offset = 0
+            for part in row["parts"]:
+                volumes.setdefault(part["volume"], []).append({**part, "path": row["path"], "offset": offset})
+                offset += part["size"]
+        elif row["type"] == "file" and row.get("size"):
             volumes.setdefault(row["volume"], []).append(row)
     for volume, members in sorted(volumes.items()):
         local = repo / volume
@@ -204,10 +227,23 @@ def restore(repo: Path, tree: dict[bytes, dict], target: Path, password: str) ->
                 archive.extract(path=tmp, targets=sorted({r["entry"] for r in wanted}))
             for row in wanted:  # every name gets its own copy first: if linking fails, it stays
                 try:
+                    if "offset" in row:  # a part: written at its place in the file made above
+                        write_part(safe(target, row["path"]), Path(tmp, row["entry"]), row["offset"])
+                        parted[row["path"]] -= 1
+                        continue
                     write_new(safe(target, row["path"]), Path(tmp, row["entry"]))
                     written.add(row["path"])
                 except (OSError, ValueError) as exc:
                     problems.append(f"{row['path']}: {exc}")
+    for name, missing in parted.items():
+        if missing == 0:
+            written.add(name)
+        else:
+            problems.append(f"{name}: {missing} of its parts could not be restored; the partial file is removed")
+            try:
+                os.unlink(safe(target, name))
+            except (OSError, ValueError):
+                pass
     linked = set()
     for name, first in links.items():  # further names of one file become links to a first name written here
         if first["path"] not in written or name not in written:

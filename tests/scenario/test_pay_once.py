@@ -164,3 +164,69 @@ def test_mixed_content_is_compressed_where_it_can_be_and_still_counts_as_dense(w
     assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
     assert (restored_root(target, ws.src) / "disk.img").read_bytes() == b"".join(blocks)
     assert json.loads(json.dumps(header["objects"]))  # plain JSON, as the recovery script reads it
+
+
+def rewrite(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+def test_a_large_file_is_stored_in_parts_and_an_incremental_stores_only_the_changed_ones(workspace):
+    ws = workspace
+    rng = random.Random(10)
+    ws.write_config(password=PASSWORD, generation_days=3, keep_days=6, volume_size="1MiB", workers=2)
+    assert ws.genarc("init").code == EXIT_OK
+    big = ws.src / "disk.img"
+    size = 40 * 1024 * 1024 + 12345  # 41 parts, the last one short
+    with open(big, "wb") as fh:
+        for i in range(size // (1 << 20)):
+            fh.write(rng.randbytes(1 << 20) if i % 3 else text(rng, 1 << 20))
+        fh.write(rng.randbytes(size % (1 << 20)))
+    (ws.src / "small.txt").write_bytes(text(rng, 5000))
+    full = ws.genarc("run", "--json", now=DAYS[0])
+    assert full.code == EXIT_OK, full.err
+    states = {(1, 1): snapshot(ws.src)}
+    volumes = [p for p in ws.repo.rglob("*.7z")]
+    assert max(p.stat().st_size for p in volumes) < 1.1 * 1024 * 1024  # no volume holds the whole file
+    header, *entries = manifest_entries(ws, 1, 1)
+    entry = next(e for e in entries if e["path"].endswith("disk.img"))
+    assert len(entry["parts"]) == 41 and sum(p["size"] for p in entry["parts"]) == size and "obj" not in entry
+
+    # 1 % rewritten in place, in one run of bytes: only the parts it touches are stored again.
+    rewrite(big, size // 2, rng.randbytes(size // 100))
+    result = ws.genarc("run", "--json", now=DAYS[1])
+    assert result.code == EXIT_OK, result.err
+    report = result.json["jobs"][0]["report"]
+    assert report["changed"] == 1 and report["bytes_packed"] <= 0.05 * size, report["bytes_packed"]
+    states[(1, 2)] = snapshot(ws.src)
+
+    # It is copied (the copy refers to the stored parts), and grows; then it shrinks below a volume.
+    shutil.copyfile(big, ws.src / "copy.img")
+    with open(big, "ab") as fh:
+        fh.write(rng.randbytes(3 * 1024 * 1024))
+    grown = ws.genarc("run", "--json", now=DAYS[2])
+    assert grown.code == EXIT_OK, grown.err
+    report = grown.json["jobs"][0]["report"]
+    assert report["bytes_packed"] <= 5 * 1024 * 1024 and report["shared_files"] == 1, report
+    states[(1, 3)] = snapshot(ws.src)
+    synthetic = ws.genarc("run", "--json", now=DAYS[3])
+    assert synthetic.code == EXIT_OK, synthetic.err
+    assert synthetic.json["jobs"][0]["report"]["kind_detail"] == "synthetic full"
+    states[(2, 1)] = snapshot(ws.src)
+    os.truncate(big, 500_000)
+    assert ws.genarc("run", now=DAYS[4]).code == EXIT_OK
+    states[(2, 2)] = snapshot(ws.src)
+
+    for (gseq, pseq), state in states.items():
+        target = ws.root / f"restore-{gseq}-{pseq}"
+        done = ws.genarc("restore", "data", "--target", str(target), "--generation", str(gseq), "--point", str(pseq))
+        assert done.code == EXIT_OK, done.err
+        assert snapshot(restored_root(target, ws.src)) == state, (gseq, pseq)
+        mine = ws.root / f"script-{gseq}-{pseq}"
+        by_script = run_script(ws.repo, mine, "--generation", str(gseq), "--point", str(pseq))
+        assert by_script.returncode == 0, by_script.stderr
+        assert snapshot(restored_root(mine, ws.src)) == state, (gseq, pseq)
+    assert assert_self_contained(ws.config) > 40
+    deep = ws.genarc("verify", "--deep", "--json")
+    assert deep.code == EXIT_OK, deep.out + deep.err

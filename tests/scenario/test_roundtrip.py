@@ -35,7 +35,10 @@ def assert_self_contained(config_path: Path) -> int:
             for row in tree.rows("obj_key IS NOT NULL"):
                 assert row["obj_key"].startswith(prefix), (name.key, row["obj_key"])
                 checked += 1
-            conn.execute("DROP TABLE t")
+            for (key,) in conn.execute("SELECT obj_key FROM t_parts"):  # parts of files larger than a volume
+                assert key.startswith(prefix), (name.key, key)
+                checked += 1
+            TreeTable.drop(conn, "t")
     return checked
 
 
