@@ -21,6 +21,7 @@ from archiver import sevenzip
 from archiver.catalog import TreeTable, connect
 from archiver.generation import GenerationRef
 from archiver.layout import new_run_id
+from archiver.parts import parts_digest
 from archiver.point import CommittedPoint, LockPlan, PointWriter
 from archiver.store import sha256_of
 
@@ -59,7 +60,7 @@ class Forger:
                 r.update(entries.get(r["path"], {}))
             if full:
                 for r in rows:
-                    writer.add_row(r, "add")
+                    writer.add_row(r, "add", r.get("part_rows"))
             else:
                 for path in removals:
                     writer.add_removal(path)
@@ -94,8 +95,28 @@ class Forger:
         path = spool / "v.7z"
         with sevenzip.open_for_writing(path, "zstd", 3, writer.repo.keys.password) as archive:
             for index, r in enumerate(files):
-                sevenzip.write_entry(archive, io.BytesIO(r["content"]), f"e{index:06d}")
+                if r.get("split"):  # stored in parts: one entry per part
+                    offset = 0
+                    for number, length in enumerate(r["split"]):
+                        sevenzip.write_entry(archive, io.BytesIO(r["content"][offset:offset + length]),
+                                             f"e{index:06d}.part{number}")
+                        offset += length
+                else:
+                    sevenzip.write_entry(archive, io.BytesIO(r["content"]), f"e{index:06d}")
         obj = writer.put_volume(writer.volume_key(1), path, sha256_of(path), method="zstd",
                                 content_bytes=sum(r["size"] for r in files))
-        return {r["path"]: {"obj_key": obj.key, "obj_version": obj.version_id, "obj_sha256": obj.sha256,
-                            "entry": f"e{index:06d}"} for index, r in enumerate(files)}
+        fields = {}
+        for index, r in enumerate(files):
+            where = {"obj_key": obj.key, "obj_version": obj.version_id, "obj_sha256": obj.sha256}
+            if not r.get("split"):
+                fields[r["path"]] = {**where, "entry": f"e{index:06d}"}
+                continue
+            parts, offset = [], 0
+            for number, length in enumerate(r["split"]):
+                chunk = r["content"][offset:offset + length]
+                digest = xxhash.xxh3_128(chunk if number != r.get("lie") else chunk + b"!").hexdigest()
+                parts.append({**where, "entry": f"e{index:06d}.part{number}", "size": length, "xxh3": digest})
+                offset += length
+            fields[r["path"]] = {"part_rows": parts, "parts": len(parts),
+                                 "xxh3": parts_digest((p["size"], p["xxh3"]) for p in parts)}
+        return fields

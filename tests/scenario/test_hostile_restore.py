@@ -385,3 +385,19 @@ def test_unsafe_entries_outside_the_include_do_not_fail_the_restore(workspace):
     restored, _, target = restore_and_verify(ws, outside, "--include", "g/**")
     assert restored.code == EXIT_OK, restored.err
     assert (target / "g" / "wanted.txt").read_bytes() == b"wanted\n"
+
+
+def test_a_forged_part_that_fails_its_hash_leaves_no_file_and_is_named(workspace):
+    """A manifest (HMAC and all) whose file in parts claims a hash one part's bytes do not have: the file is
+    not left in the target half-written, the rest is restored, and verify --deep names the part."""
+    ws = workspace
+    outside = make_outside(ws.root)
+    repo, forger = forged_repository(ws)
+    big = row("big.img", content=bytes(range(256)) * 40)
+    big.update(split=[4096, 4096, 2048], lie=1)
+    forger.point([big, row("fine.txt", content=b"fine\n")])
+    restored, verified, target = restore_and_verify(ws, outside)
+    assert restored.code == EXIT_INTEGRITY and "big.img" in restored.err and "fails its xxh3 check" in restored.err
+    assert not (target / "big.img").exists() and (target / "fine.txt").read_bytes() == b"fine\n"
+    deep = ws.genarc("verify", "data", "--deep", "--json", now=NOW)
+    assert deep.code == EXIT_INTEGRITY and "big.img" in deep.out, deep.out
