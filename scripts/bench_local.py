@@ -5,8 +5,10 @@
 
 Steps, each for genarc and for every peer (7zz, restic, borg, duplicity; missing ones are
 installed from Debian's packages when run as root): an active full, an incremental after
-changing 1 % of the files, a run over the unchanged tree, a full restore, and an incremental
-after renaming the folder of small files (bytes each tool adds to its repository). It prints
+changing 1 % of the files, a run over the unchanged tree, a full restore, an incremental
+after renaming the folder of small files (bytes each tool adds to its repository), and one
+large file (``--big-gib``, 2 by default; 20 is the case genarc's parts were made for) backed
+up, 1 % of it rewritten in place, and backed up again. It prints
 MB/s, wall-time ratios against each peer, stored bytes and peak RSS, and writes JSON. It never
 fails on a timing.
 
@@ -138,6 +140,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=1.0)
     parser.add_argument("--corpus", choices=["classic", "mixed"], default="classic")
+    parser.add_argument("--big-gib", type=float, default=2.0,
+                        help="size of the single large file rewritten 1 %% in place (the issue's case: 20; 0 skips it)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per step; the median is reported")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_local.json"))
@@ -296,12 +300,70 @@ def main() -> int:
     if dup_incr:
         after_rename("duplicity", work / "d-repo", dup_incr, env=env_pw)
 
+    big = big_file(bench, work, args.big_gib, peers, env_pw, genv) if args.big_gib > 0 else {}
+
     for target in targets:
         target.stop()
-    report(bench, corpus, changes, peers, args.json, work, s3_runs, metadata_reads, renamed)
+    report(bench, corpus, changes, peers, args.json, work, s3_runs, metadata_reads, renamed, big)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def big_file(bench: Bench, work: Path, gib: float, peers: dict, env_pw: dict, genv: dict) -> dict:
+    """One large file (a disk image: 4 MiB runs, a third random), backed up, then 1 % of it rewritten in place in
+    20 runs at random offsets, and backed up again: what each tool stores, and then adds."""
+    import random
+
+    folder = fresh(work / "big")
+    image = folder / "disk.img"
+    size = int(gib * 1024**3)
+    rng = random.Random(20261203)
+    print(f"a {size / 1e9:.1f} GB file, then 1 % of it rewritten in place:", flush=True)
+    with open(image, "wb") as fh:
+        left, turn = size, 0
+        while left > 0:
+            chunk = min(left, 4 * 1024 * 1024)
+            fh.write(rng.randbytes(chunk) if turn % 3 == 0 else (rng.randbytes(64) * 16) * (chunk // 1024) + b"\0" * (chunk % 1024))
+            left, turn = left - chunk, turn + 1
+    cfg = work / "genarc-big.toml"
+    cfg.write_text(f'[repository]\nurl = "{work / "g-big"}"\npassword_file = "{work / "pw"}"\n\n'
+                   f'[jobs.big]\nsources = ["{folder}"]\n')
+    genv_big = {**genv, "XDG_STATE_HOME": str(work / "g-big-state")}
+    timed(genarc_cmd(cfg, "init"), env={**genv_big, "GENARC_NOW": NOW[0]})
+    tools = {"genarc": (work / "g-big", lambda now: genarc_cmd(cfg, "run", "big"), {**genv_big})}
+    if peers.get("restic"):
+        timed([peers["restic"], "-r", str(work / "r-big"), "init"], env=env_pw)
+        tools["restic"] = (work / "r-big", lambda now: [peers["restic"], "-r", str(work / "r-big"), "backup", "-q",
+                                                        str(folder)], env_pw)
+    if peers.get("borg"):
+        timed([peers["borg"], "init", "-e", "repokey", str(work / "b-big")], env=env_pw)
+        serial = iter(range(100))
+        tools["borg"] = (work / "b-big", lambda now: [peers["borg"], "create", f"{work / 'b-big'}::a{next(serial)}",
+                                                      str(folder)], env_pw)
+    if peers.get("duplicity"):
+        tools["duplicity"] = (work / "d-big", lambda now: [peers["duplicity"], "full" if now == 0 else "incr",
+                                                           "--archive-dir", str(work / "d-big-cache"),
+                                                           "--no-print-statistics", str(folder),
+                                                           f"file://{work / 'd-big'}"], env_pw)
+    out: dict = {"bytes": size}
+    for tool, (repo, cmd, env) in tools.items():
+        first = bench.once(tool, "big full", size, cmd(0), env={**env, "GENARC_NOW": "2027-01-04T02:00:00Z"})
+        out[tool] = {"full_seconds": first.seconds, "stored_bytes": dir_bytes(repo)}
+    regions, rewritten = 20, size // 100
+    with open(image, "r+b") as fh:
+        for _ in range(regions):
+            fh.seek(rng.randrange(0, size - rewritten // regions))
+            fh.write(rng.randbytes(rewritten // regions))
+    for tool, (repo, cmd, env) in tools.items():
+        before = dir_bytes(repo)
+        again = bench.once(tool, "big 1% rewrite", rewritten, cmd(1), env={**env, "GENARC_NOW": "2027-01-04T03:00:00Z"})
+        added = dir_bytes(repo) - before
+        out[tool].update(incremental_seconds=again.seconds, uploaded_bytes=added, share_of_file=round(added / size, 4))
+    largest = max((p.stat().st_size for p in (work / "g-big").rglob("*.7z")), default=0)
+    out["genarc_largest_volume_bytes"] = largest
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
 
 
 def extended_metadata_seconds(root: Path) -> float:
@@ -318,7 +380,8 @@ def extended_metadata_seconds(root: Path) -> float:
 
 
 def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, work: Path,
-           s3_runs: dict | None = None, metadata_reads: float | None = None, renamed: dict | None = None) -> None:
+           s3_runs: dict | None = None, metadata_reads: float | None = None, renamed: dict | None = None,
+           big: dict | None = None) -> None:
     by = {(t.tool, t.step): t for t in bench.results}
     rows = []
     for t in bench.results:
@@ -348,6 +411,8 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
         targets["stored bytes <= restic's (genarc/restic)"] = round(stored["genarc"] / stored["restic"], 3)
     if renamed and "genarc" in renamed:
         targets["renamed folder uploads < 1% of it"] = renamed["genarc"]["share_of_folder"]
+    if big and "genarc" in big:
+        targets["large file: 1% rewritten uploads <= 5% of it"] = big["genarc"]["share_of_file"]
     if metadata_reads is not None and g["unchanged"]:
         targets["xattr reads <= 10% of the unchanged run"] = round(metadata_reads / g["unchanged"].seconds, 4)
     print("\nratios (genarc time / peer time; below 1 means genarc is faster):")
@@ -365,6 +430,14 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
         print("\nafter renaming a folder (bytes added to the repository):")
         for tool, r in renamed.items():
             print(f"  {tool:<10} {r['uploaded_bytes']:>12} B  {r['share_of_folder']:.4%} of the folder  {r['seconds']:.2f} s")
+    if big:
+        print(f"\na {big['bytes'] / 1e9:.1f} GB file, 1 % rewritten in place (largest genarc volume "
+              f"{big.get('genarc_largest_volume_bytes', 0) / 1e6:.0f} MB):")
+        for tool, r in big.items():
+            if isinstance(r, dict):
+                print(f"  {tool:<10} full {r['full_seconds']:7.1f} s, stores {r['stored_bytes'] / 1e6:8.0f} MB; "
+                      f"after the rewrite {r['incremental_seconds']:6.1f} s, adds {r['uploaded_bytes'] / 1e6:8.1f} MB "
+                      f"({r['share_of_file']:.2%} of the file)")
     for name, runs in (s3_runs or {}).items():
         print(f"\nS3 on {name}: requests per run against volumes (target: requests <= volumes + 5, deletes = 0):")
         for run in runs:
@@ -376,7 +449,7 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
                                                 "platform": platform.platform()},
         "corpus": corpus, "change": changed, "peers": {k: bool(v) for k, v in peers.items()},
         "results": bench.results, "ratios": ratios, "targets": targets, "stored_bytes": stored,
-        "renamed_folder": renamed or {},
+        "renamed_folder": renamed or {}, "big_file": big or {},
     })
     print(f"\nwrote {out}")
 
