@@ -341,7 +341,10 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
                folders: SourceFolders, tag: str = "") -> PackedFile:
     """One part of a large file: ``planned.size`` bytes at ``planned.offset``, read while the file holds still
     (else read again, and flagged ``torn`` if it never does). The stat kept is the file's before the read."""
-    base = f"{entry_name(planned.path, ordinal, tag)}.genarc-part{planned.part:06d}"
+    name, suffix = entry_name(planned.path, ordinal, tag), f".genarc-part{planned.part:06d}"
+    if len(os.fsencode(name.rsplit("/", 1)[-1] + suffix)) > 255:  # too long a name for a file system to extract it
+        name = f"_genarc/odd/{tag}{ordinal:06d}"
+    base = name + suffix
     last: PackedFile | None = None
     for attempt in range(1, TORN_RETRIES + 1):
         entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{tag}{ordinal:06d}"

@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plan", help=HELP, description=f"{HELP}.\n\nexample:\n  {EXAMPLE}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source-size", default="100GB", metavar="SIZE", help="bytes to back up (default 100GB)")
-    p.add_argument("--change-rate", type=float, default=1.0, metavar="PCT", help="percent of the source changed per day")
+    p.add_argument("--change-rate", type=float, default=1.0, metavar="PCT", help="percent of the source's bytes changed per day (of a file larger than a volume, its "
+                        "changed 8 MiB parts; files moved within a generation count nothing)")
     p.add_argument("--compression", type=float, default=0.6, metavar="RATIO", help="stored bytes per source byte")
     p.add_argument("--runs-per-day", type=float, default=1.0, metavar="N")
     p.add_argument("--price-gb-month", type=float, default=0.006, metavar="USD")
