@@ -334,7 +334,7 @@ def _planned(scan: ScanTable, roots: tuple[str, ...]) -> Iterator[PlannedFile]:
 def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
     """Pack the content to store into volumes (in worker processes) and upload each as it is finished."""
     assert run.scan is not None
-    files, size = run.scan.totals(Op.PACK)
+    files, size = run.scan.pack_totals()
     run.emit("planned", {"files": files, "bytes": size})
     settings = run.config.volumes
     plans = plan_volumes(_planned(run.scan, run.roots), method=settings.compression, level=settings.level,

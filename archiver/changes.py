@@ -358,6 +358,14 @@ class ScanTable(TreeTable):
                           "(SELECT path FROM scan_parts WHERE obj_key IS NULL)", (Op.PACK.value,))
 
     # -- packing -------------------------------------------------------------------------------------
+    def pack_totals(self) -> tuple[int, int]:
+        """Files, and bytes, this run packs: whole files, and only the parts still to pack of files in parts."""
+        files, whole = self.conn.execute("SELECT count(*), coalesce(sum(CASE WHEN parts IS NULL THEN size END), 0) "
+                                         "FROM scan WHERE op = ?", (Op.PACK.value,)).fetchone()
+        parts = self.conn.execute("SELECT coalesce(sum(p.size), 0) FROM scan_parts AS p JOIN scan AS s "
+                                  "ON s.path = p.path WHERE s.op = ? AND p.obj_key IS NULL", (Op.PACK.value,)).fetchone()[0]
+        return int(files), int(whole) + int(parts)
+
     def to_pack(self) -> Iterator[Any]:
         return self.rows("op = ?", (Op.PACK.value,))
 
