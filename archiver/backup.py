@@ -289,7 +289,7 @@ def _classify(run: _Run, full_mode: str) -> bool:
                                             lambda key: run.catalog.object_record(key) is not None)
     run.catalog.conn.execute("BEGIN")
     run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn, run.roots, sharing,
-                      volume_size=run.config.volumes.size)
+                      volume_size=run.config.volumes.size, seed=run.repo.keys.content_seed)
     run.catalog.conn.execute("COMMIT")
     run.report.shared_files, run.report.shared_bytes = run.scan.shared_files, run.scan.shared_bytes
     if run.full:
@@ -339,7 +339,7 @@ def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
     settings = run.config.volumes
     plans = plan_volumes(_planned(run.scan, run.roots), method=settings.compression, level=settings.level,
                          volume_size=settings.size, max_files=settings.max_files, first_index=first_index,
-                         tag=f"{run.writer.run_id}-")
+                         tag=f"{run.writer.run_id}-", seed=run.repo.keys.content_seed)
     password = run.repo.keys.password
     if settings.effective_workers <= 1:
         for plan in plans:
@@ -437,8 +437,9 @@ def _commit(run: _Run) -> CommittedPoint:
     assert run.scan is not None
     report, writer, catalog = run.report, run.writer, run.catalog
     # The tripwire measures this point against the one it follows (for a full: the previous generation's tip).
+    # The measurer reads the writer's records as they grow: an entry may refer to a volume listed as shared below.
     measurer = Measurer(catalog.tree if run.baseline else None, {k: d for k, (_, d) in catalog.packing().items()},
-                        [o.record() for o in writer.objects], run.config.volumes.compression)
+                        writer.records, run.config.volumes.compression)
     if run.previous is not None:
         for path in run.scan.removed_since(run.previous):
             writer.add_removal(path)

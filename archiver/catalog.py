@@ -23,15 +23,15 @@ from .parts import parts_digest
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
                 "obj_key", "obj_version", "obj_sha256", "entry", "op", "ctime_ns", "torn", "link", "xattrs", "sparse",
-                "parts")
-PART_COLUMNS = ("path", "idx", "size", "xxh3", "obj_key", "obj_version", "obj_sha256", "entry")
+                "parts", "kxxh3")
+PART_COLUMNS = ("path", "idx", "size", "xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "kxxh3")
 _CONVERTED = [TREE_COLUMNS.index(c) for c in ("mtime_ns", "dev", "ino", "target", "ctime_ns")]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
     path BLOB PRIMARY KEY, type TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, dev INTEGER, ino INTEGER, target BLOB, xxh3 TEXT,
     obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT, op TEXT, ctime_ns INTEGER, torn INTEGER, link BLOB,
-    xattrs TEXT, sparse INTEGER, parts INTEGER
+    xattrs TEXT, sparse INTEGER, parts INTEGER, kxxh3 TEXT
 ) WITHOUT ROWID
 """
 # A file larger than a volume is stored in parts: one row each, in order (``parts`` in the tree row counts them).
@@ -39,12 +39,12 @@ CREATE TABLE IF NOT EXISTS {name} (
 _PARTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name}_parts (
     path BLOB, idx INTEGER, size INTEGER, xxh3 TEXT, obj_key TEXT, obj_version TEXT, obj_sha256 TEXT, entry TEXT,
-    PRIMARY KEY (path, idx)
+    kxxh3 TEXT, PRIMARY KEY (path, idx)
 ) WITHOUT ROWID
 """
 # Columns added since the first catalogs; a table without one gets it (NULL: unknown, or not set).
 _ADDED_COLUMNS = {"ctime_ns": "INTEGER", "torn": "INTEGER", "link": "BLOB", "xattrs": "TEXT", "sparse": "INTEGER",
-                  "parts": "INTEGER"}
+                  "parts": "INTEGER", "kxxh3": "TEXT"}
 
 
 def path_key(name: str) -> bytes:
@@ -138,7 +138,7 @@ class TreeTable:
         self.conn.execute(f"DELETE FROM {self.parts_name} WHERE path = ?", (path,))
         count = 0
         for idx, part in enumerate(parts):
-            self.conn.execute(f"INSERT INTO {self.parts_name} ({','.join(PART_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?)",
+            self.conn.execute(f"INSERT INTO {self.parts_name} ({','.join(PART_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?)",
                               (path, idx, *(part.get(c) for c in PART_COLUMNS[2:])))
             count += 1
         return count
@@ -209,7 +209,8 @@ class TreeTable:
             if op == "remove":
                 self.remove(path)
                 continue
-            row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry")}
+            row = {c: entry.get(c) for c in ("type", "size", "mtime_ns", "mode", "uid", "gid", "target", "xxh3", "entry",
+                                             "kxxh3")}
             parts = None
             row["path"] = path
             row["torn"] = 1 if entry.get("torn") is True else None
@@ -220,14 +221,15 @@ class TreeTable:
             if "obj" in entry:
                 row.update(_object_of(objects, entry["obj"], what))
             elif "parts" in entry:
-                parts = [{"size": p["size"], "xxh3": p["xxh3"], "entry": p["entry"], **_object_of(objects, p["obj"], what)}
-                         for p in entry["parts"]]
+                parts = [{"size": p["size"], "xxh3": p["xxh3"], "kxxh3": p.get("kxxh3"), "entry": p["entry"],
+                          **_object_of(objects, p["obj"], what)} for p in entry["parts"]]
                 row["parts"] = len(parts)
             elif op == "meta" and row["type"] == "file" and row["size"] > 0:
                 if old is None or old["type"] != "file":
                     raise IntegrityError(f"{what} changes metadata of {entry['path']}, which the chain does not hold.")
                 row.update(obj_key=old["obj_key"], obj_version=old["obj_version"], obj_sha256=old["obj_sha256"],
-                           entry=old["entry"], torn=old["torn"], sparse=old["sparse"], parts=old["parts"])
+                           entry=old["entry"], torn=old["torn"], sparse=old["sparse"], parts=old["parts"],
+                           kxxh3=old["kxxh3"])
                 parts = [dict(p) for p in self.parts_of(path)] if old["parts"] else None
             elif row["type"] == "file" and row["size"] > 0:
                 raise IntegrityError(f"{what} lists {entry['path']} without the object that holds it.")
@@ -302,6 +304,10 @@ def _malformed(entry: Any) -> str | None:
         return "a symlink without a target, or with one longer than 4095 bytes"
     if "obj" in entry and (type(entry["obj"]) is not int or entry["obj"] < 0 or not isinstance(entry.get("entry"), str)):
         return "content that names no object or no entry in it"
+    keyed = [entry.get("kxxh3")] + [p.get("kxxh3") for p in entry["parts"] if isinstance(p, Mapping)] \
+        if isinstance(entry.get("parts"), list) else [entry.get("kxxh3")]
+    if not all(k is None or (isinstance(k, str) and _HEX128.fullmatch(k.removeprefix("p"))) for k in keyed):
+        return "a keyed hash that is not 32 hex digits"
     if "parts" in entry:
         parts = entry["parts"]
         if "obj" in entry or entry["type"] != "file" or not isinstance(parts, list) or len(parts) < 2 or not all(

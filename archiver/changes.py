@@ -26,7 +26,7 @@ import xxhash
 
 from . import interrupt
 from .catalog import TreeTable, path_key, path_name, storable
-from .pack import PackedFile, SourceFolders, has_holes, open_source, source_root, xxh3_file
+from .pack import PackedFile, SourceFolders, has_holes, keyed_xxh3, open_source, source_root, xxh3_file
 from .parts import part_spans, parts_digest
 from .scan import Entry
 
@@ -45,7 +45,7 @@ class Op(str, Enum):
 CARRIED = f"(op IS NULL OR op = '{Op.META.value}')"
 _META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target", "link", "xattrs")
 _META_SAME = " AND ".join(f"scan.{c} IS t.{c}" for c in _META_COLUMNS)
-_CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn", "sparse", "parts")
+_CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn", "sparse", "parts", "kxxh3")
 # The same, for a row of the scan joined as ``s`` (parts are looked up through their file's row).
 CARRIED_ROW = f"(s.op IS NULL OR s.op = '{Op.META.value}')"
 
@@ -66,49 +66,60 @@ class Sharing:
     known: Callable[[str], bool]
 
 
-def _hash_unchanged(path: str, root: str, size: int, mtime_ns: int, folders: SourceFolders | None = None,
-                    spans: list[tuple[int, int]] | None = None) -> tuple[str, bool] | None:
-    """The xxh3-128 of a file (with ``spans``: the hash of its parts) and whether it has holes, when it still has
-    the scanned size and mtime and holds still while it is read; else None (it is packed, and the packer deals
-    with the change)."""
+def _hash_unchanged(path: str, root: str, scanned: Mapping[str, Any], seed: int, folders: SourceFolders | None = None,
+                    spans: list[tuple[int, int]] | None = None) -> tuple[str, str, bool] | None:
+    """The xxh3-128 and keyed xxh3-128 of a file (with ``spans``: the hashes of its parts) and whether it has
+    holes, when it is still the file the scan saw (size, mtime, ctime, inode and device) and holds still while
+    it is read; else None, also when it cannot be read (it is packed, and the packer deals with it). The row
+    that refers to the stored content keeps the scan's metadata, so it must be the scanned file's."""
     try:
         fh, before = folders.open(path, root) if folders is not None else open_source(path, root)
     except OSError:
         return None
-    with fh:
-        if (before.st_size, before.st_mtime_ns) != (size, mtime_ns):
-            return None
-        digests = _read_digests(fh, spans or [(0, size)])
-        after = os.fstat(fh.fileno())
+    try:
+        with fh:
+            seen = (scanned["size"], scanned["mtime_ns"], scanned["ino"], scanned["dev"], scanned["ctime_ns"])
+            if (before.st_size, before.st_mtime_ns, storable("ino", before.st_ino), storable("dev", before.st_dev),
+                    before.st_ctime_ns) != seen:
+                return None
+            digests = _read_digests(fh, spans or [(0, before.st_size)], seed)
+            after = os.fstat(fh.fileno())
+    except OSError:
+        return None
     if digests is None or (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
         return None
-    digest = parts_digest(zip((length for _, length in spans), digests)) if spans else digests[0]
-    return digest, has_holes(before)
+    if not spans:
+        return digests[0][0], digests[0][1], has_holes(before)
+    lengths = [length for _, length in spans]
+    return (parts_digest(zip(lengths, (d for d, _ in digests))), parts_digest(zip(lengths, (k for _, k in digests))),
+            has_holes(before))
 
 
-def _part_digests(path: str, root: str, spans: list[tuple[int, int]]) -> list[str] | None:
-    """The xxh3-128 of each part of a file, read in one pass; None when it changes while it is read."""
+def _part_digests(path: str, root: str, spans: list[tuple[int, int]], seed: int) -> list[tuple[str, str]] | None:
+    """The xxh3-128 and keyed xxh3-128 of each part of a file, read in one pass; None when it changes while read."""
     fh, before = open_source(path, root)
     with fh:
-        digests = _read_digests(fh, spans)
+        digests = _read_digests(fh, spans, seed)
         after = os.fstat(fh.fileno())
     same = (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (after.st_size, after.st_mtime_ns, after.st_ctime_ns)
     return digests if same and digests is not None else None
 
 
-def _read_digests(fh: Any, spans: list[tuple[int, int]]) -> list[str] | None:
-    """The xxh3-128 of each span of an open file, read in order from where it stands; None if it ends early."""
+def _read_digests(fh: Any, spans: list[tuple[int, int]], seed: int) -> list[tuple[str, str]] | None:
+    """The xxh3-128 and keyed xxh3-128 of each span of an open file, read in order from where it stands; None if
+    it ends early."""
     digests = []
     for _, length in spans:
-        h = xxhash.xxh3_128()
+        h, k = xxhash.xxh3_128(), keyed_xxh3(seed)
         left = length
         while left > 0:
             chunk = fh.read(min(1 << 20, left))
             if not chunk:
                 return None
             h.update(chunk)
+            k.update(chunk)
             left -= len(chunk)
-        digests.append(h.hexdigest())
+        digests.append((h.hexdigest(), k.hexdigest()))
     return digests
 
 
@@ -124,6 +135,7 @@ class ScanTable(TreeTable):
         super().__init__(conn, "scan")
         self.shared_files = self.shared_bytes = 0  # content referred to, not packed again (:meth:`share`)
         self.volume_size = 0  # files larger than this are stored in parts (0: none are; set by classify)
+        self.seed = 0  # the repository's content seed (keyed_xxh3; set by classify)
         self._reuse: str | None = None
         self.failed_parts: dict[bytes, str] = {}  # a file some part of which could not be packed: why
         self.torn_parts: set[bytes] = set()  # a file some part of which kept changing while it was read
@@ -153,7 +165,7 @@ class ScanTable(TreeTable):
 
     # -- classification ----------------------------------------------------------------------------
     def classify(self, previous: TreeTable | None, warn: Callable[[str], None], roots: tuple[str, ...] = (),
-                 sharing: Sharing | None = None, volume_size: int = 0) -> None:
+                 sharing: Sharing | None = None, volume_size: int = 0, seed: int = 0) -> None:
         """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
 
         The common cases are settled in SQL in one pass; only rows that need a decision per file
@@ -164,7 +176,7 @@ class ScanTable(TreeTable):
         again only the parts whose hash changed, and refers to the others.
         """
         conn = self.conn
-        self.volume_size = volume_size
+        self.volume_size, self.seed = volume_size, seed
         self._reuse = sharing.prefix if sharing is not None else None  # parts are reused within a generation only
         if previous is None:
             conn.execute("UPDATE scan SET op = CASE WHEN type = 'file' AND size > 0 THEN ? ELSE ? END",
@@ -174,6 +186,7 @@ class ScanTable(TreeTable):
         conn.execute(f"""
             UPDATE scan SET xxh3 = t.xxh3, obj_key = t.obj_key, obj_version = t.obj_version,
                    obj_sha256 = t.obj_sha256, entry = t.entry, torn = t.torn, sparse = t.sparse, parts = t.parts,
+                   kxxh3 = t.kxxh3,
                    op = CASE WHEN {_META_SAME} THEN ? ELSE ? END
             FROM {previous.name} AS t
             WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
@@ -199,50 +212,55 @@ class ScanTable(TreeTable):
         Returns the files (and bytes) that now refer to stored content.
         """
         conn = self.conn
-        stored = (f"SELECT path, size, xxh3, obj_key, obj_version, obj_sha256, entry, parts FROM {previous.name} "
-                  "WHERE type = 'file' AND size > 0 AND xxh3 IS NOT NULL AND torn IS NULL AND (parts IS NOT NULL OR "
+        stored = (f"SELECT path, size, xxh3, kxxh3, obj_key, obj_version, obj_sha256, entry, parts FROM {previous.name} "
+                  "WHERE type = 'file' AND size > 0 AND xxh3 IS NOT NULL AND kxxh3 IS NOT NULL AND torn IS NULL AND "
+                  "(parts IS NOT NULL OR "
                   "(obj_key IS NOT NULL AND entry IS NOT NULL AND substr(obj_key, 1, ?) = ?))")
         window = (len(sharing.prefix), sharing.prefix)
         candidates = conn.execute(
-            f"SELECT scan.path, scan.size, scan.mtime_ns FROM scan JOIN (SELECT DISTINCT size FROM ({stored})) AS s "
+            f"SELECT scan.path, scan.size, scan.mtime_ns, scan.ino, scan.dev, scan.ctime_ns FROM scan "
+            f"JOIN (SELECT DISTINCT size FROM ({stored})) AS s "
             f"ON s.size = scan.size WHERE scan.op = ? ORDER BY scan.path", (*window, Op.PACK.value)).fetchall()
         if not candidates:
             return 0, 0
         conn.execute("DROP TABLE IF EXISTS temp.share")
-        conn.execute("CREATE TEMP TABLE share (path BLOB PRIMARY KEY, size INTEGER, xxh3 TEXT, sparse INTEGER)")
+        conn.execute("CREATE TEMP TABLE share (path BLOB PRIMARY KEY, size INTEGER, xxh3 TEXT, kxxh3 TEXT, "
+                     "sparse INTEGER)")
         with SourceFolders() as folders:
-            for path, size, mtime_ns in candidates:
+            for candidate in candidates:
                 interrupt.check()
+                path, size = candidate["path"], candidate["size"]
                 absolute = "/" + path_name(path)
-                read = _hash_unchanged(absolute, source_root(absolute, roots), size, mtime_ns, folders,
+                read = _hash_unchanged(absolute, source_root(absolute, roots), candidate, self.seed, folders,
                                        part_spans(size, self.volume_size) if self.volume_size else [])
                 if read is not None:
-                    conn.execute("INSERT INTO temp.share VALUES (?, ?, ?, ?)",
-                                 (path, size, read[0], 1 if read[1] else None))
+                    conn.execute("INSERT INTO temp.share VALUES (?, ?, ?, ?, ?)",
+                                 (path, size, read[0], read[1], 1 if read[2] else None))
         matches = conn.execute(
             f"SELECT c.path, c.size, c.sparse, t.xxh3, t.obj_key, t.obj_version, t.obj_sha256, t.entry, t.path, "
-            f"t.parts, EXISTS (SELECT 1 FROM {previous.name} AS p WHERE p.path = c.path) FROM temp.share AS c "
-            f"JOIN ({stored}) AS t ON t.size = c.size AND t.xxh3 = c.xxh3 GROUP BY c.path", window).fetchall()
+            f"t.parts, EXISTS (SELECT 1 FROM {previous.name} AS p WHERE p.path = c.path), t.kxxh3 FROM temp.share AS c "
+            f"JOIN ({stored}) AS t ON t.size = c.size AND t.xxh3 = c.xxh3 AND t.kxxh3 = c.kxxh3 GROUP BY c.path",
+            window).fetchall()
         known: dict[str, bool] = {}
 
         def usable(key: str | None) -> bool:
             return key is not None and key.startswith(sharing.prefix) and known.setdefault(key, sharing.known(key))
 
         files = size = 0
-        for path, length, sparse, digest, key, version, sha256, entry, source, parts, existed in matches:
+        for path, length, sparse, digest, key, version, sha256, entry, source, parts, existed, keyed in matches:
             op = (Op.CHANGE if existed else Op.ADD).value
             if parts:
                 stored_parts = [dict(p) for p in previous.parts_of(source)]
                 if len(stored_parts) != parts or not all(usable(p["obj_key"]) for p in stored_parts):
                     continue
                 self.put_parts(path, stored_parts)
-                conn.execute("UPDATE scan SET xxh3 = ?, obj_key = NULL, obj_version = NULL, obj_sha256 = NULL, "
+                conn.execute("UPDATE scan SET xxh3 = ?, kxxh3 = ?, obj_key = NULL, obj_version = NULL, obj_sha256 = NULL, "
                              "entry = NULL, parts = ?, torn = NULL, sparse = ?, op = ? WHERE path = ?",
-                             (digest, parts, sparse, op, path))
+                             (digest, keyed, parts, sparse, op, path))
             elif usable(key):
-                conn.execute("UPDATE scan SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ?, "
-                             "parts = NULL, torn = NULL, sparse = ?, op = ? WHERE path = ?",
-                             (digest, key, version, sha256, entry, sparse, op, path))
+                conn.execute("UPDATE scan SET xxh3 = ?, kxxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, "
+                             "entry = ?, parts = NULL, torn = NULL, sparse = ?, op = ? WHERE path = ?",
+                             (digest, keyed, key, version, sha256, entry, sparse, op, path))
                 conn.execute(f"DELETE FROM {self.parts_name} WHERE path = ?", (path,))
             else:
                 continue
@@ -276,12 +294,14 @@ class ScanTable(TreeTable):
             # changes the ctime and nothing else: it is metadata, and no content goes up).
             absolute = "/" + path_name(new["path"])
             try:
-                digest = xxh3_file(absolute, source_root(absolute, roots)) if new["size"] else EMPTY_XXH3
+                digest, keyed = xxh3_file(absolute, source_root(absolute, roots), self.seed) if new["size"] \
+                    else (EMPTY_XXH3, None)
             except OSError as exc:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
                 self.put_parts(new["path"], [dict(p) for p in previous.parts_of(new["path"])])
                 return {**dict(old), "op": Op.SETTLED.value}
-            if digest == old["xxh3"]:
+            # The keyed hash is compared where it is known (content stored before it was kept has none).
+            if digest == old["xxh3"] and (old["kxxh3"] is None or keyed is None or keyed == old["kxxh3"]):
                 new.update({k: old[k] for k in _CONTENT})
                 new["op"] = Op.META if _meta_differs(new, old) else Op.SETTLED
             else:
@@ -299,15 +319,17 @@ class ScanTable(TreeTable):
         absolute = "/" + path_name(new["path"])
         before = [dict(p) for p in previous.parts_of(new["path"])]
         try:
-            digests = _part_digests(absolute, source_root(absolute, roots), spans)
+            digests = _part_digests(absolute, source_root(absolute, roots), spans, self.seed)
         except OSError as exc:
             if new["size"] == old["size"]:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
                 self.put_parts(new["path"], before)
                 return {**dict(old), "op": Op.SETTLED.value}
             digests = None  # it is packed whole again; the packer names what it cannot read
+        lengths = [length for _, length in spans]
         if digests is not None and new["size"] == old["size"] and \
-                parts_digest(zip((length for _, length in spans), digests)) == old["xxh3"]:
+                parts_digest(zip(lengths, (d for d, _ in digests))) == old["xxh3"] and \
+                (old["kxxh3"] is None or parts_digest(zip(lengths, (k for _, k in digests))) == old["kxxh3"]):
             new.update({k: old[k] for k in _CONTENT})
             self.put_parts(new["path"], before)
             new["op"] = (Op.META if _meta_differs(new, old) else Op.SETTLED).value
@@ -315,7 +337,8 @@ class ScanTable(TreeTable):
         parts = []
         for index, (_, length) in enumerate(spans):
             kept = before[index] if index < len(before) else None
-            if (digests is not None and kept is not None and kept["size"] == length and kept["xxh3"] == digests[index]
+            if (digests is not None and kept is not None and kept["size"] == length
+                    and (kept["xxh3"], kept["kxxh3"]) == digests[index]
                     and self._reuse is not None and (kept["obj_key"] or "").startswith(self._reuse)):
                 parts.append(kept)
             else:
@@ -325,15 +348,17 @@ class ScanTable(TreeTable):
         return new
 
     # -- a synthetic full ----------------------------------------------------------------------------
-    _CARRIED_CONTENT = (f"SELECT obj_key, obj_version, obj_sha256, size FROM scan WHERE type = 'file' AND size > 0 "
-                        f"AND obj_key IS NOT NULL AND {CARRIED} UNION ALL SELECT p.obj_key, p.obj_version, p.obj_sha256, "
-                        f"p.size FROM scan_parts AS p JOIN scan AS s ON s.path = p.path WHERE p.obj_key IS NOT NULL "
-                        f"AND {CARRIED_ROW}")
+    _CARRIED_CONTENT = (f"SELECT obj_key, obj_version, obj_sha256, entry, size FROM scan WHERE type = 'file' "
+                        f"AND size > 0 AND obj_key IS NOT NULL AND {CARRIED} UNION ALL SELECT p.obj_key, p.obj_version, "
+                        f"p.obj_sha256, p.entry, p.size FROM scan_parts AS p JOIN scan AS s ON s.path = p.path "
+                        f"WHERE p.obj_key IS NOT NULL AND {CARRIED_ROW}")
 
     def carried_bytes(self) -> dict[str, int]:
-        """Bytes of carried content (whole files and parts) per volume of the previous point (its live bytes)."""
+        """Bytes of carried content (whole files and parts) per volume of the previous point (its live bytes):
+        an entry several paths share counts once."""
         return {row[0]: int(row[1]) for row in self.conn.execute(
-            f"SELECT obj_key, sum(size) FROM ({self._CARRIED_CONTENT}) GROUP BY obj_key")}
+            f"SELECT obj_key, sum(size) FROM (SELECT DISTINCT obj_key, entry, size FROM ({self._CARRIED_CONTENT})) "
+            "GROUP BY obj_key")}
 
     def carried_volumes(self) -> dict[str, tuple[str | None, str]]:
         """Each volume holding carried content: its (version id, SHA-256)."""
@@ -380,9 +405,9 @@ class ScanTable(TreeTable):
     def stored_part(self, packed: PackedFile, key: str, version_id: str | None, sha256: str) -> None:
         """A part was packed into the volume ``key``; its file's row is settled once every part is (:meth:`settle_parts`)."""
         pkey = path_key(packed.path.lstrip("/"))
-        self.conn.execute("UPDATE scan_parts SET xxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, entry = ? "
-                          "WHERE path = ? AND idx = ?", (packed.xxh3, key, version_id, sha256, packed.entry, pkey,
-                                                          packed.part))
+        self.conn.execute("UPDATE scan_parts SET xxh3 = ?, kxxh3 = ?, obj_key = ?, obj_version = ?, obj_sha256 = ?, "
+                          "entry = ? WHERE path = ? AND idx = ?",
+                          (packed.xxh3, packed.kxxh3, key, version_id, sha256, packed.entry, pkey, packed.part))
         if packed.status == "torn":
             self.torn_parts.add(pkey)
 
@@ -406,8 +431,9 @@ class ScanTable(TreeTable):
                 moved = now is None or (now.st_size, now.st_mtime_ns, now.st_ino) != (row["size"], row["mtime_ns"], row["ino"]) \
                     or (row["ctime_ns"] is not None and now.st_ctime_ns != row["ctime_ns"])
                 torn = pkey in self.torn_parts or moved
-                self.conn.execute("UPDATE scan SET xxh3 = ?, torn = ?, sparse = ?, op = ? WHERE path = ?",
-                                  (parts_digest((p["size"], p["xxh3"]) for p in parts), 1 if torn else None,
+                keyed = parts_digest((p["size"], p["kxxh3"]) for p in parts) if all(p["kxxh3"] for p in parts) else None
+                self.conn.execute("UPDATE scan SET xxh3 = ?, kxxh3 = ?, torn = ?, sparse = ?, op = ? WHERE path = ?",
+                                  (parts_digest((p["size"], p["xxh3"]) for p in parts), keyed, 1 if torn else None,
                                    1 if now is not None and has_holes(now) else None,
                                    (Op.ADD if old is None else Op.CHANGE).value, pkey))
                 if torn:
@@ -419,7 +445,7 @@ class ScanTable(TreeTable):
         pkey = path_key(packed.path.lstrip("/"))
         row = dict(self.get(pkey))
         old = previous.get(pkey) if previous is not None else None
-        row.update(xxh3=packed.xxh3, size=packed.size, mtime_ns=packed.mtime_ns, mode=packed.mode, uid=packed.uid,
+        row.update(xxh3=packed.xxh3, kxxh3=packed.kxxh3, size=packed.size, mtime_ns=packed.mtime_ns, mode=packed.mode, uid=packed.uid,
                    gid=packed.gid, dev=packed.dev, ino=packed.ino, ctime_ns=packed.ctime_ns, obj_key=key,
                    obj_version=version_id, torn=1 if packed.status == "torn" else None,
                    sparse=1 if packed.sparse else None,

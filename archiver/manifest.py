@@ -57,6 +57,11 @@ def build_header(*, job: str, repository: str, kind: str, reason: str, generatio
     }
 
 
+def _get(row: Any, key: str) -> Any:
+    """A column of a tree row (a sqlite row or a dict) that rows from before it was kept may lack."""
+    return row[key] if key in row.keys() else None
+
+
 def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int], parts: list[Any] = ()) -> dict[str, Any]:
     """A manifest entry from a tree row; content in an object this manifest lists gets its object index (each
     part of a file stored in parts, when every part's object is listed)."""
@@ -65,8 +70,10 @@ def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int], parts: lis
     if row["obj_key"] in obj_index:
         entry.update(obj=obj_index[row["obj_key"]], entry=row["entry"])
     elif parts and all(p["obj_key"] in obj_index for p in parts):
-        entry["parts"] = [{"obj": obj_index[p["obj_key"]], "entry": p["entry"], "size": p["size"], "xxh3": p["xxh3"]}
-                          for p in parts]
+        entry["parts"] = [{"obj": obj_index[p["obj_key"]], "entry": p["entry"], "size": p["size"], "xxh3": p["xxh3"],
+                           **({"kxxh3": _get(p, "kxxh3")} if _get(p, "kxxh3") else {})} for p in parts]
+    if _get(row, "kxxh3") and ("obj" in entry or "parts" in entry):
+        entry["kxxh3"] = row["kxxh3"]  # keyed by the repository: what a move or an unchanged part is matched on
     if row["torn"]:
         entry["torn"] = True  # the file kept changing while it was read: stored as last read
     if row["sparse"]:

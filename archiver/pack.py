@@ -35,6 +35,7 @@ INCOMPRESSIBLE_RATIO = 0.95
 # file the probe calls incompressible is still packed with them (the parts of it that compress, do). Slower
 # methods (LZMA2 spends seconds a megabyte on random bytes, deflate a good share) send such files to COPY.
 PER_BLOCK_METHODS = ("zstd",)
+DENSE_ZSTD_LEVEL = 3
 _ODD = set(range(0x00, 0x20)) | {0x7F}
 
 
@@ -55,6 +56,7 @@ class VolumePlan:
     files: list[PlannedFile] = field(default_factory=list)
     bytes: int = 0
     tag: str = ""  # the run id and a dash: see entry_name
+    seed: int = 0  # the repository's content seed (keyed_xxh3)
     dense: bool = False  # holds only files the probe found incompressible (the tripwire counts on it)
 
     def add(self, planned: PlannedFile) -> None:
@@ -79,6 +81,7 @@ class PackedFile:
     ctime_ns: int = 0
     sparse: bool = False  # it has holes: a restore leaves them holes
     part: int | None = None  # the part of the file this is (None: the whole file)
+    kxxh3: str | None = None  # the content hash keyed by the repository (see keyed_xxh3)
 
 
 @dataclass(frozen=True)
@@ -172,13 +175,24 @@ def open_source(path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
         return folders.open(path, root)
 
 
-def xxh3_file(path: str, root: str = "") -> str:
-    h = xxhash.xxh3_128()
+def keyed_xxh3(seed: int) -> "xxhash.xxh3_128":
+    """xxh3-128 keyed by the repository's content seed (derived from its keys). Moved content is matched and
+    unchanged parts are kept on both hashes: plain xxh3 collisions are easy to make on purpose for someone who
+    writes into the source, but the known ways need the secret the hash mixes in, which the seed changes and
+    which such a writer does not know. It is not a cryptographic MAC."""
+    return xxhash.xxh3_128(seed=seed)
+
+
+def xxh3_file(path: str, root: str = "", seed: int | None = None) -> tuple[str, str | None]:
+    """The xxh3-128 of a file and, with ``seed``, its keyed xxh3-128."""
+    h, k = xxhash.xxh3_128(), keyed_xxh3(seed) if seed is not None else None
     fh, _ = open_source(path, root)
     with fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+            if k is not None:
+                k.update(chunk)
+    return h.hexdigest(), k.hexdigest() if k is not None else None
 
 
 def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFolders | None = None,
@@ -204,9 +218,10 @@ def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFo
 class _HashingReader(io.BufferedIOBase):
     """Feeds py7zr exactly ``limit`` bytes of an open file, hashing what it reads."""
 
-    def __init__(self, raw: io.BufferedReader, limit: int, holes: bool = False, offset: int = 0) -> None:
+    def __init__(self, raw: io.BufferedReader, limit: int, holes: bool = False, offset: int = 0, seed: int = 0) -> None:
         self.raw_file, self.remaining, self.limit, self.offset = raw, limit, limit, offset
         self.hash = xxhash.xxh3_128()
+        self.keyed = keyed_xxh3(seed)
         self.read_bytes = 0
         self.fd = raw.fileno() if holes else None  # a sparse file: its holes are not read, they are zeros
         if offset:
@@ -236,6 +251,7 @@ class _HashingReader(io.BufferedIOBase):
         want = self.remaining if n is None or n < 0 else min(n, self.remaining)
         data = self.raw_file.read(want) if self.fd is None else self._sparse_read(want)
         self.hash.update(data)
+        self.keyed.update(data)
         self.remaining -= len(data)
         self.read_bytes += len(data)
         return data
@@ -290,9 +306,9 @@ def _grew_only(before: os.stat_result, after: os.stat_result, fd: int, digest: s
 
 
 def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
-              folders: SourceFolders, tag: str = "") -> PackedFile:
+              folders: SourceFolders, tag: str = "", seed: int = 0) -> PackedFile:
     if planned.part is not None:
-        return _pack_part(archive, planned, ordinal, used, folders, tag)
+        return _pack_part(archive, planned, ordinal, used, folders, tag, seed)
     base = entry_name(planned.path, ordinal, tag)
     last: PackedFile | None = None
     for attempt in range(1, TORN_RETRIES + 1):
@@ -307,7 +323,7 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
             return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}")
         with fh:
             fd = fh.fileno()
-            reader = _HashingReader(fh, before.st_size, holes=has_holes(before))
+            reader = _HashingReader(fh, before.st_size, holes=has_holes(before), seed=seed)
             try:
                 sevenzip.write_entry(archive, reader, entry)
             except OSError as exc:
@@ -325,12 +341,13 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                 # so the next run sees the growth and stores it.
                 return PackedFile(planned.path, "ok", entry, digest, before.st_size, before.st_mtime_ns,
                                   stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev,
-                                  before.st_ino, ctime_ns=before.st_ctime_ns, sparse=has_holes(before))
+                                  before.st_ino, ctime_ns=before.st_ctime_ns, sparse=has_holes(before),
+                                  kxxh3=reader.keyed.hexdigest())
             if whole:
                 last = PackedFile(planned.path, "torn", entry, digest, before.st_size, before.st_mtime_ns,
                                   stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev,
                                   before.st_ino, message=f"kept changing while being read ({TORN_RETRIES} attempts)",
-                                  ctime_ns=before.st_ctime_ns, sparse=has_holes(before))
+                                  ctime_ns=before.st_ctime_ns, sparse=has_holes(before), kxxh3=reader.keyed.hexdigest())
     # Stored as last read, and flagged: a file that never holds still is never absent from every point.
     # The stat kept is the one before that read, so the next run reads it again.
     return last or PackedFile(planned.path, "unstable",
@@ -338,7 +355,7 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
 
 
 def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
-               folders: SourceFolders, tag: str = "") -> PackedFile:
+               folders: SourceFolders, tag: str = "", seed: int = 0) -> PackedFile:
     """One part of a large file: ``planned.size`` bytes at ``planned.offset``, read while the file holds still
     (else read again, and flagged ``torn`` if it never does). The stat kept is the file's before the read."""
     name, suffix = entry_name(planned.path, ordinal, tag), f".genarc-part{planned.part:06d}"
@@ -359,7 +376,7 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
         with fh:
             if before.st_size < planned.offset + planned.size:
                 return PackedFile(planned.path, "unstable", message="shrank while it was being read", part=planned.part)
-            reader = _HashingReader(fh, planned.size, holes=has_holes(before), offset=planned.offset)
+            reader = _HashingReader(fh, planned.size, holes=has_holes(before), offset=planned.offset, seed=seed)
             try:
                 sevenzip.write_entry(archive, reader, entry)
             except OSError as exc:
@@ -374,7 +391,8 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
         last = PackedFile(planned.path, status, entry, reader.hash.hexdigest(), planned.size, before.st_mtime_ns,
                           stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino,
                           message="" if status == "ok" else f"kept changing while being read ({TORN_RETRIES} attempts)",
-                          ctime_ns=before.st_ctime_ns, sparse=has_holes(before), part=planned.part)
+                          ctime_ns=before.st_ctime_ns, sparse=has_holes(before), part=planned.part,
+                          kxxh3=reader.keyed.hexdigest())
         if status == "ok":
             return last
     assert last is not None
@@ -388,7 +406,8 @@ def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> Packe
     try:
         with sevenzip.open_for_writing(out_path, plan.method, plan.level, password) as archive, SourceFolders() as folders:
             for ordinal, planned in enumerate(plan.files):
-                results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used, folders, plan.tag))
+                results.append(_pack_one(archive, planned, plan.index * 1_000_000 + ordinal, used, folders, plan.tag,
+                                         plan.seed))
         digest = hashlib.sha256()
         with open(out_path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -405,7 +424,7 @@ def write_volume(plan: VolumePlan, out_path: str, password: str | None) -> Packe
 
 
 def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volume_size: int, max_files: int,
-                 first_index: int = 1, tag: str = "") -> Iterator[VolumePlan]:
+                 first_index: int = 1, tag: str = "", seed: int = 0) -> Iterator[VolumePlan]:
     """Group files into volumes of two streams: files the probe finds incompressible (``dense``), and the rest.
 
     Both streams are packed with ``method`` when it decides per block (zstd); otherwise the dense stream
@@ -415,7 +434,8 @@ def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volum
     """
     index = first_index
     open_plans: dict[bool, VolumePlan] = {}
-    dense_method, dense_level = (method, level) if method in PER_BLOCK_METHODS else ("copy", 0)
+    # zstd's higher levels spend many times longer on random bytes for nothing: the dense stream stays low.
+    dense_method, dense_level = (method, min(level, DENSE_ZSTD_LEVEL)) if method in PER_BLOCK_METHODS else ("copy", 0)
     with SourceFolders() as folders:
         for planned in files:
             dense = method != "copy" and looks_incompressible(planned.path, planned.size, planned.root, folders,
@@ -425,8 +445,8 @@ def plan_volumes(files: Iterable[PlannedFile], *, method: str, level: int, volum
                 yield current
                 current = None
             if current is None:
-                current = (VolumePlan(index, dense_method, dense_level, tag=tag, dense=True) if dense
-                           else VolumePlan(index, method, level, tag=tag))
+                current = (VolumePlan(index, dense_method, dense_level, tag=tag, seed=seed, dense=True) if dense
+                           else VolumePlan(index, method, level, tag=tag, seed=seed))
                 index += 1
                 open_plans[dense] = current
             current.add(planned)

@@ -33,7 +33,7 @@ class StoredObject:
     size: int
     sha256: str
     version_id: str | None
-    method: str
+    method: str | None  # None: not recorded (a catalog from before methods were)
     content_bytes: int | None = None  # bytes of file content inside (a synthetic full's copy threshold uses it)
     copied_from: str | None = None  # the object a server-side copy was made from
     dense: bool = False  # it holds only content the packer's probe found incompressible
@@ -87,6 +87,7 @@ class PointWriter:
         self.repo, self.job, self.generation, self.point_seq = repo, job, generation, point_seq
         self.run_id, self.lock, self.full = run_id, lock, full
         self.objects: list[StoredObject] = []
+        self.records: list[dict[str, Any]] = []  # the objects as the manifest lists them, kept in step
         self._index: dict[str, int] = {}
         self._manifest = ManifestWriter(spool)
 
@@ -105,6 +106,7 @@ class PointWriter:
         if obj.copied_from is not None:
             self._index[obj.copied_from] = len(self.objects)
         self.objects.append(obj)
+        self.records.append(obj.record())
         return obj
 
     def holds(self, key: str) -> bool:
@@ -116,7 +118,7 @@ class PointWriter:
         if not is_generation_volume(record["key"], self.job, self.generation.seq, self.generation.start):
             raise IntegrityError(f"internal: {record['key']} is not a volume of this point's generation")
         return self.add_object(StoredObject(record["key"], record["size"], record["sha256"], record.get("version_id"),
-                                            record.get("method") or "copy", record.get("content_bytes"),
+                                            record.get("method"), record.get("content_bytes"),
                                             dense=record.get("dense") is True, shared=True))
 
     def put_volume(self, key: str, path: Path, sha256: str, *, method: str, content_bytes: int,

@@ -41,6 +41,12 @@ class Keys:
                                 maxmem=64 * 1024 * 1024)
         return cls(password, hmac.new(master, b"genarc manifest hmac v1", hashlib.sha256).digest())
 
+    @property
+    def content_seed(self) -> int:
+        """The seed of the keyed content hash (archiver.pack.keyed_xxh3): 64 bits only the repository's keys give."""
+        return int.from_bytes(hmac.new(self.manifest_hmac, b"genarc content seed v1", hashlib.sha256).digest()[:8],
+                              "little")
+
     def key_check(self) -> str:
         return hmac.new(self.manifest_hmac, b"genarc key check", hashlib.sha256).hexdigest()
 

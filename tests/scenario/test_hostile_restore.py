@@ -225,8 +225,8 @@ def test_malformed_forged_entries_are_named_never_a_crash(workspace, damage):
 
     real = manifest_mod.entry_of
 
-    def damaged(row_, path, op, index):
-        entry = real(row_, path, op, index)
+    def damaged(row_, path, op, index, *parts):
+        entry = real(row_, path, op, index, *parts)
         if path != "f/bad.txt":
             return entry
         if damage == "uid without gid":
@@ -267,8 +267,8 @@ def test_paths_sharing_one_entry_and_a_missing_entry(workspace):
 
     real = point_mod.entry_of
 
-    def share(row_, path, op, index):
-        entry = real(row_, path, op, index)
+    def share(row_, path, op, index, *parts):
+        entry = real(row_, path, op, index, *parts)
         if path == "two.txt":
             entry["entry"] = real(one, "one.txt", op, index)["entry"]
         if path == "gone.txt":
