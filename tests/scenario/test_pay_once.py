@@ -230,3 +230,134 @@ def test_a_large_file_is_stored_in_parts_and_an_incremental_stores_only_the_chan
     assert assert_self_contained(ws.config) > 40
     deep = ws.genarc("verify", "--deep", "--json")
     assert deep.code == EXIT_OK, deep.out + deep.err
+
+
+def colliding_pair() -> tuple[bytes, bytes]:
+    """Two different 4 KiB blocks with the same plain xxh3-128: in two stripes, the low half of lane 0 is set to
+    the default secret's, which zeroes the multiplier, and the high halves move by +1 and -1 (they cancel)."""
+    import struct
+
+    secret = bytes.fromhex(
+        "b8fe6c3923a44bbe7c01812cf721ad1cded46de9839097db7240a4a4b7b3671f"
+        "cb79e64eccc0e578825ad07dccff7221b8084674f743248ee03590e6813a264c")
+    base = bytearray(random.Random(11).randbytes(4096))
+
+    def lane(buf: bytearray, stripe: int, high: int) -> None:
+        low = struct.unpack_from("<Q", secret, stripe * 8)[0] & 0xFFFFFFFF
+        struct.pack_into("<Q", buf, stripe * 64, (high << 32) | low)
+
+    a, b = bytearray(base), bytearray(base)
+    lane(a, 0, 0x11111111), lane(a, 1, 0x22222222)
+    lane(b, 0, 0x11111112), lane(b, 1, 0x22222221)
+    return bytes(a), bytes(b)
+
+
+def test_a_crafted_xxh3_collision_is_stored_not_shared(workspace):
+    """Plain xxh3 collisions are easy to make; a move is matched on the repository-keyed hash as well."""
+    import xxhash
+
+    from archiver.pack import keyed_xxh3
+
+    a, b = colliding_pair()
+    assert a != b and xxhash.xxh3_128(a).hexdigest() == xxhash.xxh3_128(b).hexdigest()
+    ka, kb = keyed_xxh3(12345), keyed_xxh3(12345)
+    ka.update(a), kb.update(b)
+    assert ka.hexdigest() != kb.hexdigest()
+    ws = workspace
+    ws.write_config(password=PASSWORD)
+    assert ws.genarc("init").code == EXIT_OK
+    (ws.src / "contract-v1.pdf").write_bytes(a)
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    # The same path rewritten with its collision (same size, new mtime: confirmed by content) is stored.
+    (ws.src / "contract-v1.pdf").write_bytes(b)
+    report = ws.genarc("run", "--json", now=DAYS[1]).json["jobs"][0]["report"]
+    assert report["changed"] == 1 and report["metadata_changed"] == 0 and report["bytes_packed"] == len(b)
+    # A new path with the other one is stored too, not referred to what the generation holds.
+    (ws.src / "inbox").mkdir()
+    (ws.src / "inbox" / "contract-v2.pdf").write_bytes(a)
+    again = ws.genarc("run", "--json", now=DAYS[2]).json["jobs"][0]["report"]
+    assert again["shared_files"] == 0 and again["bytes_packed"] == len(a)
+    target = ws.root / "r"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    assert (restored_root(target, ws.src) / "inbox" / "contract-v2.pdf").read_bytes() == a
+    assert (restored_root(target, ws.src) / "contract-v1.pdf").read_bytes() == b
+
+
+def test_a_file_swapped_in_after_the_scan_keeps_neither_its_content_nor_the_others_owner(workspace, monkeypatch):
+    """Between the scan and the hash, a stored secret is renamed over a new file of the same size and mtime:
+    the point must not list the secret's bytes under the other file's mode (it is packed from what is there,
+    with that file's own stat)."""
+    from archiver import changes
+
+    ws = workspace
+    rng = random.Random(12)
+    ws.write_config(password=PASSWORD)
+    assert ws.genarc("init").code == EXIT_OK
+    (ws.src / "private").mkdir()
+    secret = ws.src / "private" / "secret.key"
+    secret.write_bytes(rng.randbytes(3000))
+    secret.chmod(0o600)
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    (ws.src / "pub").mkdir()
+    notes = ws.src / "pub" / "notes.bin"
+    notes.write_bytes(rng.randbytes(3000))
+    notes.chmod(0o644)
+    stat = secret.stat()
+    os.utime(notes, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    real = changes._hash_unchanged
+
+    def swapped(path, *rest):
+        if path.endswith("notes.bin") and secret.exists():
+            os.rename(secret, notes)  # same size, same mtime: only the inode and ctime tell
+        return real(path, *rest)
+
+    monkeypatch.setattr(changes, "_hash_unchanged", swapped)
+    result = ws.genarc("run", "--json", now=DAYS[1])
+    assert result.json["jobs"][0]["report"]["shared_files"] == 0
+    target = ws.root / "r"
+    ws.genarc("restore", "data", "--target", str(target))
+    restored = restored_root(target, ws.src) / "pub" / "notes.bin"
+    assert not restored.exists() or (restored.stat().st_mode & 0o777) == 0o600  # stored as what was read
+
+
+def test_a_moved_file_that_cannot_be_read_is_named_and_the_run_goes_on(workspace, monkeypatch):
+    from archiver import changes
+
+    ws = workspace
+    ws.write_config(password=PASSWORD)
+    assert ws.genarc("init").code == EXIT_OK
+    (ws.src / "a.bin").write_bytes(random.Random(13).randbytes(20_000))
+    (ws.src / "keep.txt").write_bytes(b"kept\n")
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    (ws.src / "a.bin").rename(ws.src / "b.bin")
+    (ws.src / "new.txt").write_bytes(b"new\n")
+
+    def failing_read(fh, spans, seed):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(changes, "_read_digests", failing_read)
+    result = ws.genarc("run", "--json", now=DAYS[1])
+    assert result.code == EXIT_OK, result.err  # the packer then reads it (and names it if it fails there too)
+    report = result.json["jobs"][0]["report"]
+    assert report["shared_files"] == 0 and report["bytes_packed"] == 20_000 + 4
+
+
+def test_the_clients_tripwire_sees_a_stored_payload_spread_over_text_files(workspace):
+    """Text files overwritten with copies of one stored random blob: shared content, and dense. The client
+    measures it as watch does, and trips."""
+    ws = workspace
+    rng = random.Random(14)
+    ws.write_config(password=PASSWORD)
+    assert ws.genarc("init").code == EXIT_OK
+    blob = rng.randbytes(30_000)
+    (ws.src / "blob.bin").write_bytes(blob)
+    for i in range(40):
+        (ws.src / f"doc{i:02d}.txt").write_bytes(text(rng, 30_000))
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    for i in range(40):
+        (ws.src / f"doc{i:02d}.txt").write_bytes(blob)
+    result = ws.genarc("run", "--json", now=DAYS[1])
+    report = result.json["jobs"][0]["report"]
+    assert report["shared_files"] == 40
+    profile = report["suspicion"]["profile"]
+    assert profile["turned_dense"] == 40 and report["suspicion"]["suspicious"], report["suspicion"]
