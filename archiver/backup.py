@@ -326,7 +326,8 @@ def _planned(scan: ScanTable, roots: tuple[str, ...]) -> Iterator[PlannedFile]:
         path = "/" + path_name(row["path"])
         if row["parts"]:
             for index, offset, size in scan.planned_parts(row["path"]):
-                yield PlannedFile(path, size, source_root(path, roots), part=index, offset=offset)
+                yield PlannedFile(path, size, source_root(path, roots), part=index, offset=offset,
+                                  identity=(row["ino"], row["dev"]))
         else:
             yield PlannedFile(path, row["size"], source_root(path, roots))
 

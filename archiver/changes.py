@@ -95,14 +95,30 @@ def _hash_unchanged(path: str, root: str, scanned: Mapping[str, Any], seed: int,
             has_holes(before))
 
 
-def _part_digests(path: str, root: str, spans: list[tuple[int, int]], seed: int) -> list[tuple[str, str]] | None:
-    """The xxh3-128 and keyed xxh3-128 of each part of a file, read in one pass; None when it changes while read."""
+def _part_digests(path: str, root: str, spans: list[tuple[int, int]], seed: int,
+                  scanned: tuple[int, int, int, int]) -> list[tuple[str, str]] | None:
+    """The xxh3-128 and keyed xxh3-128 of each part of a file, read in one pass; None when it is not the file the
+    scan saw (size, mtime, inode, device) or changes while read."""
     fh, before = open_source(path, root)
     with fh:
+        if (before.st_size, before.st_mtime_ns, storable("ino", before.st_ino), storable("dev", before.st_dev)) != scanned:
+            return None
         digests = _read_digests(fh, spans, seed)
         after = os.fstat(fh.fileno())
     same = (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (after.st_size, after.st_mtime_ns, after.st_ctime_ns)
     return digests if same and digests is not None else None
+
+
+def _still_reads(path: str, root: str, parts: list[Any], seed: int) -> bool:
+    """Whether a file grown since its parts were read still holds them, read again from the start: then it was
+    only appended to, and its parts are a prefix it had (as a whole file's grown-only check)."""
+    try:
+        fh, _ = open_source(path, root)
+        with fh:
+            digests = _read_digests(fh, [(0, p["size"]) for p in parts], seed)
+    except OSError:
+        return False
+    return digests is not None and all(d == p["xxh3"] for (d, _), p in zip(digests, parts))
 
 
 def _read_digests(fh: Any, spans: list[tuple[int, int]], seed: int) -> list[tuple[str, str]] | None:
@@ -294,14 +310,17 @@ class ScanTable(TreeTable):
             # changes the ctime and nothing else: it is metadata, and no content goes up).
             absolute = "/" + path_name(new["path"])
             try:
-                digest, keyed = xxh3_file(absolute, source_root(absolute, roots), self.seed) if new["size"] \
+                # None: another file than the scanned one is there now; it is packed as read.
+                read = xxh3_file(absolute, source_root(absolute, roots), self.seed,
+                                 (new["size"], new["mtime_ns"], new["ino"], new["dev"])) if new["size"] \
                     else (EMPTY_XXH3, None)
             except OSError as exc:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
                 self.put_parts(new["path"], [dict(p) for p in previous.parts_of(new["path"])])
                 return {**dict(old), "op": Op.SETTLED.value}
+            digest, keyed = read or ("", None)
             # The keyed hash is compared where it is known (content stored before it was kept has none).
-            if digest == old["xxh3"] and (old["kxxh3"] is None or keyed is None or keyed == old["kxxh3"]):
+            if read is not None and digest == old["xxh3"] and (old["kxxh3"] is None or keyed is None or keyed == old["kxxh3"]):
                 new.update({k: old[k] for k in _CONTENT})
                 new["op"] = Op.META if _meta_differs(new, old) else Op.SETTLED
             else:
@@ -319,7 +338,8 @@ class ScanTable(TreeTable):
         absolute = "/" + path_name(new["path"])
         before = [dict(p) for p in previous.parts_of(new["path"])]
         try:
-            digests = _part_digests(absolute, source_root(absolute, roots), spans, self.seed)
+            digests = _part_digests(absolute, source_root(absolute, roots), spans, self.seed,
+                                    (new["size"], new["mtime_ns"], new["ino"], new["dev"]))
         except OSError as exc:
             if new["size"] == old["size"]:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
@@ -369,16 +389,17 @@ class ScanTable(TreeTable):
         """Carried content of ``old_key`` now lives in its copy ``new_key``."""
         self.conn.execute(f"UPDATE scan SET obj_key = ?, obj_version = ?, obj_sha256 = ? WHERE obj_key = ? "
                           f"AND {CARRIED}", (new_key, version_id, sha256, old_key))
-        self.conn.execute(f"UPDATE scan_parts SET obj_key = ?, obj_version = ?, obj_sha256 = ? WHERE obj_key = ? "
-                          f"AND path IN (SELECT s.path FROM scan AS s WHERE {CARRIED_ROW})",
+        # Every part still naming an old volume is carried content, even in a file some other part of which is
+        # being repacked already (its row is PACK by then).
+        self.conn.execute("UPDATE scan_parts SET obj_key = ?, obj_version = ?, obj_sha256 = ? WHERE obj_key = ?",
                           (new_key, version_id, sha256, old_key))
 
     def repack(self, old_key: str) -> None:
         """Carried content of ``old_key`` is packed again from the source (parts: just the parts it holds)."""
         self.conn.execute(f"UPDATE scan SET op = ? WHERE obj_key = ? AND {CARRIED} AND type = 'file' AND size > 0",
                           (Op.PACK.value, old_key))
-        self.conn.execute(f"UPDATE scan_parts SET obj_key = NULL, obj_version = NULL, obj_sha256 = NULL, entry = NULL "
-                          f"WHERE obj_key = ? AND path IN (SELECT s.path FROM scan AS s WHERE {CARRIED_ROW})", (old_key,))
+        self.conn.execute("UPDATE scan_parts SET obj_key = NULL, obj_version = NULL, obj_sha256 = NULL, entry = NULL "
+                          "WHERE obj_key = ?", (old_key,))
         self.conn.execute(f"UPDATE scan SET op = ? WHERE {CARRIED} AND parts IS NOT NULL AND path IN "
                           "(SELECT path FROM scan_parts WHERE obj_key IS NULL)", (Op.PACK.value,))
 
@@ -430,6 +451,9 @@ class ScanTable(TreeTable):
                 now = folders.stat(absolute, source_root(absolute, roots))
                 moved = now is None or (now.st_size, now.st_mtime_ns, now.st_ino) != (row["size"], row["mtime_ns"], row["ino"]) \
                     or (row["ctime_ns"] is not None and now.st_ctime_ns != row["ctime_ns"])
+                if moved and pkey not in self.torn_parts and now is not None and now.st_size >= row["size"] \
+                        and storable("ino", now.st_ino) == row["ino"]:
+                    moved = not _still_reads(absolute, source_root(absolute, roots), parts, self.seed)  # grown only
                 torn = pkey in self.torn_parts or moved
                 keyed = parts_digest((p["size"], p["kxxh3"]) for p in parts) if all(p["kxxh3"] for p in parts) else None
                 self.conn.execute("UPDATE scan SET xxh3 = ?, kxxh3 = ?, torn = ?, sparse = ?, op = ? WHERE path = ?",

@@ -46,6 +46,7 @@ class PlannedFile:
     root: str = ""  # the source it was found under: no link below it is followed ("": the file's own folder)
     part: int | None = None  # the index of the part of the file this is, or None: the whole file
     offset: int = 0  # where the part starts in the file
+    identity: tuple[int, int] | None = None  # a part's file as scanned (inode, device; as the catalog holds them)
 
 
 @dataclass
@@ -183,11 +184,15 @@ def keyed_xxh3(seed: int) -> "xxhash.xxh3_128":
     return xxhash.xxh3_128(seed=seed)
 
 
-def xxh3_file(path: str, root: str = "", seed: int | None = None) -> tuple[str, str | None]:
-    """The xxh3-128 of a file and, with ``seed``, its keyed xxh3-128."""
+def xxh3_file(path: str, root: str = "", seed: int | None = None,
+              scanned: tuple[int, int, int, int] | None = None) -> tuple[str, str | None] | None:
+    """The xxh3-128 of a file and, with ``seed``, its keyed xxh3-128; None when ``scanned`` (size, mtime, inode,
+    device as the scan saw them) is given and the file opened is not that one any more."""
     h, k = xxhash.xxh3_128(), keyed_xxh3(seed) if seed is not None else None
-    fh, _ = open_source(path, root)
+    fh, before = open_source(path, root)
     with fh:
+        if scanned is not None and (before.st_size, before.st_mtime_ns, *_folded(before)) != scanned:
+            return None
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
             if k is not None:
@@ -285,17 +290,22 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ino, b.st_ctime_ns)
 
 
-def _prefix_hash(fd: int, length: int) -> str:
-    """xxh3-128 of the first ``length`` bytes of an open file, read again."""
+def _prefix_hash(fd: int, length: int, start: int = 0) -> str:
+    """xxh3-128 of ``length`` bytes of an open file from ``start`` (the first ones by default), read again."""
     h = xxhash.xxh3_128()
     offset = 0
     while offset < length:
-        chunk = os.pread(fd, min(1 << 20, length - offset), offset)
+        chunk = os.pread(fd, min(1 << 20, length - offset), start + offset)
         if not chunk:
             break
         h.update(chunk)
         offset += len(chunk)
     return h.hexdigest() if offset == length else ""
+
+
+def _folded(st: os.stat_result) -> tuple[int, int]:
+    """(inode, device) as the catalog holds them (unsigned 64-bit folded into signed range)."""
+    return tuple(v - 2**64 if v >= 2**63 else v for v in (st.st_ino, st.st_dev))  # type: ignore[return-value]
 
 
 def _grew_only(before: os.stat_result, after: os.stat_result, fd: int, digest: str) -> bool:
@@ -374,6 +384,10 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
         except OSError as exc:
             return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}", part=planned.part)
         with fh:
+            if planned.identity is not None and _folded(before) != planned.identity:
+                # Another file is at the path now: its bytes must not be stored as parts of the one scanned.
+                return PackedFile(planned.path, "unstable", message="was replaced since it was scanned",
+                                  part=planned.part)
             if before.st_size < planned.offset + planned.size:
                 return PackedFile(planned.path, "unstable", message="shrank while it was being read", part=planned.part)
             reader = _HashingReader(fh, planned.size, holes=has_holes(before), offset=planned.offset, seed=seed)
@@ -385,9 +399,13 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
                 return PackedFile(planned.path, "unreadable", message=f"read failed: {exc.strerror}", part=planned.part)
             used.add(entry)
             after = os.fstat(fh.fileno())
+            # Only grown (a log being appended to): the part is good when its range reads the same again.
+            grown = (not _same(before, after) and _folded(after) == _folded(before)
+                     and after.st_size >= planned.offset + planned.size
+                     and _prefix_hash(fh.fileno(), planned.size, planned.offset) == reader.hash.hexdigest())
         if reader.read_bytes != planned.size:
             return PackedFile(planned.path, "unstable", message="shrank while it was being read", part=planned.part)
-        status = "ok" if _same(before, after) else "torn"
+        status = "ok" if _same(before, after) or grown else "torn"
         last = PackedFile(planned.path, status, entry, reader.hash.hexdigest(), planned.size, before.st_mtime_ns,
                           stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev, before.st_ino,
                           message="" if status == "ok" else f"kept changing while being read ({TORN_RETRIES} attempts)",

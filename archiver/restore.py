@@ -372,6 +372,7 @@ def _restore_parted(repo: Repository, dest: Target, task: _PartedTask) -> _Volum
     key = ""
     try:
         for key, members in volumes.items():
+            interrupt.check()
             problem = write_parts(repo, new, row, key, members, task.workdir)
             if problem is not None:
                 new.discard()

@@ -13,7 +13,7 @@ from .errors import GenarcError
 from .repository import Repository
 from .sevenzip import EntryTooLarge, HashSink, extract_entries
 from .store import sha256_of
-from .target import NewFile
+from .target import NewFile, stops_everything
 
 
 class PositionedWriter:
@@ -22,14 +22,19 @@ class PositionedWriter:
     def __init__(self, fd: int, offset: int, holes: bool) -> None:
         self.fd, self.position, self.holes = fd, offset, holes
 
+    BLOCK = 64 * 1024
+
     def write(self, data: bytes) -> int:
-        if not (self.holes and data.count(0) == len(data)):
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(self.fd, view, self.position)
-                view, self.position = view[written:], self.position + written
-        else:
-            self.position += len(data)
+        view = memoryview(data)
+        while view:
+            # Up to the next 64 KiB boundary of the file: an all-zero block of a sparse file is left a hole.
+            step = min(len(view), self.BLOCK - self.position % self.BLOCK) if self.holes else len(view)
+            block = view[:step]
+            if not (self.holes and bytes(block).count(0) == step):
+                done = 0
+                while done < step:
+                    done += os.pwrite(self.fd, block[done:], self.position + done)
+            view, self.position = view[step:], self.position + step
         return len(data)
 
     def flush(self) -> None:
@@ -63,8 +68,10 @@ def write_parts(repo: Repository, new: NewFile, row: dict[str, Any], key: str, m
 
         try:
             extract_entries(local, repo.keys.password, list(by_entry), workdir / "x", make)
-        except OSError:
-            raise
+        except OSError as exc:
+            if stops_everything(exc):
+                raise
+            return f"cannot be written into the target ({exc.strerror})"  # one file's trouble (a forged offset)
         except Exception as exc:  # py7zr raises many unrelated types for damaged data
             why = "holds more bytes than recorded" if isinstance(exc, EntryTooLarge) else f"cannot be decoded ({type(exc).__name__})"
             return f"object {key} {why}"

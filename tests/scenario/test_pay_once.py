@@ -361,3 +361,39 @@ def test_the_clients_tripwire_sees_a_stored_payload_spread_over_text_files(works
     assert report["shared_files"] == 40
     profile = report["suspicion"]["profile"]
     assert profile["turned_dense"] == 40 and report["suspicion"]["suspicious"], report["suspicion"]
+
+
+def test_a_file_in_parts_replaced_before_its_parts_are_read_keeps_its_previous_version(workspace, monkeypatch):
+    """After the scan, another file is renamed over one stored in parts: its bytes are not stored as the scanned
+    file's parts (with the scanned file's mode); the previous version is kept, named, and the next run stores it."""
+    from archiver import backup
+
+    ws = workspace
+    rng = random.Random(15)
+    ws.write_config(password=PASSWORD, volume_size="64KiB")
+    assert ws.genarc("init").code == EXIT_OK
+    big = ws.src / "big.img"
+    first = rng.randbytes(300_000)
+    big.write_bytes(first)
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    second, intruder = rng.randbytes(300_000), rng.randbytes(300_000)
+    big.write_bytes(second)
+    (ws.root / "intruder").write_bytes(intruder)
+    real = backup._pack_and_upload
+
+    def swap_then_pack(run, *args, **kwargs):
+        os.rename(big, ws.root / "moved-away")
+        os.rename(ws.root / "intruder", big)
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr(backup, "_pack_and_upload", swap_then_pack)
+    result = ws.genarc("run", "--json", now=DAYS[1])
+    assert result.code == 1 and "was replaced since it was scanned" in result.err, result.err
+    target = ws.root / "r2"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    assert (restored_root(target, ws.src) / "big.img").read_bytes() == first  # the previous version, not the intruder
+    monkeypatch.setattr(backup, "_pack_and_upload", real)
+    assert ws.genarc("run", now=DAYS[2]).code == EXIT_OK
+    target = ws.root / "r3"
+    assert ws.genarc("restore", "data", "--target", str(target)).code == EXIT_OK
+    assert (restored_root(target, ws.src) / "big.img").read_bytes() == intruder  # what is there now
