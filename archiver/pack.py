@@ -315,6 +315,22 @@ def _grew_only(before: os.stat_result, after: os.stat_result, fd: int, digest: s
             and _prefix_hash(fd, before.st_size) == digest)
 
 
+def _attempt_entry(base: str, attempt: int, ordinal: int, used: set[str], tag: str) -> str:
+    """The entry name of a read: the first under ``base``, a re-read (the file changed) under a retry name."""
+    entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{tag}{ordinal:06d}"
+    return f"_genarc/odd/{tag}{ordinal:06d}-{attempt}" if entry in used else entry
+
+
+def _open_planned(folders: SourceFolders, planned: PlannedFile) -> tuple[BinaryIO, os.stat_result] | PackedFile:
+    """The planned file, open with its stat; or what it became: vanished, or unreadable (named)."""
+    try:
+        return folders.open(planned.path, planned.root)
+    except FileNotFoundError:
+        return PackedFile(planned.path, "vanished", message="vanished before it could be read", part=planned.part)
+    except OSError as exc:
+        return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}", part=planned.part)
+
+
 def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, used: set[str],
               folders: SourceFolders, tag: str = "", seed: int = 0) -> PackedFile:
     if planned.part is not None:
@@ -322,15 +338,11 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
     base = entry_name(planned.path, ordinal, tag)
     last: PackedFile | None = None
     for attempt in range(1, TORN_RETRIES + 1):
-        entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{tag}{ordinal:06d}"
-        if entry in used:
-            entry = f"_genarc/odd/{tag}{ordinal:06d}-{attempt}"
-        try:
-            fh, before = folders.open(planned.path, planned.root)
-        except FileNotFoundError:
-            return PackedFile(planned.path, "vanished", message="vanished before it could be read")
-        except OSError as exc:
-            return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}")
+        entry = _attempt_entry(base, attempt, ordinal, used, tag)
+        opened = _open_planned(folders, planned)
+        if isinstance(opened, PackedFile):
+            return opened
+        fh, before = opened
         with fh:
             fd = fh.fileno()
             reader = _HashingReader(fh, before.st_size, holes=has_holes(before), seed=seed)
@@ -374,15 +386,11 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
     base = name + suffix
     last: PackedFile | None = None
     for attempt in range(1, TORN_RETRIES + 1):
-        entry = base if attempt == 1 else f"_genarc/retry/{attempt}/{tag}{ordinal:06d}"
-        if entry in used:
-            entry = f"_genarc/odd/{tag}{ordinal:06d}-{attempt}"
-        try:
-            fh, before = folders.open(planned.path, planned.root)
-        except FileNotFoundError:
-            return PackedFile(planned.path, "vanished", message="vanished before it could be read", part=planned.part)
-        except OSError as exc:
-            return PackedFile(planned.path, "unreadable", message=f"cannot be read: {exc.strerror}", part=planned.part)
+        entry = _attempt_entry(base, attempt, ordinal, used, tag)
+        opened = _open_planned(folders, planned)
+        if isinstance(opened, PackedFile):
+            return opened
+        fh, before = opened
         with fh:
             if planned.identity is not None and _folded(before) != planned.identity:
                 # Another file is at the path now: its bytes must not be stored as parts of the one scanned.

@@ -48,6 +48,23 @@ def manifest_entries(ws, generation: int, point: int) -> list[dict]:
     return [loaded.header, *loaded.entries()]
 
 
+def every_point_restores_exactly(ws, states: dict, objects_at_least: int) -> None:
+    """Each point, by genarc's restore and by the recovery script, gives the tree it was taken of; every object
+    a replayed tree names is of its own generation; verify --deep finds nothing."""
+    for (gseq, pseq), state in states.items():
+        target = ws.root / f"restore-{gseq}-{pseq}"
+        done = ws.genarc("restore", "data", "--target", str(target), "--generation", str(gseq), "--point", str(pseq))
+        assert done.code == EXIT_OK, done.err
+        assert snapshot(restored_root(target, ws.src)) == state, (gseq, pseq)
+        mine = ws.root / f"script-{gseq}-{pseq}"
+        by_script = run_script(ws.repo, mine, "--generation", str(gseq), "--point", str(pseq))
+        assert by_script.returncode == 0, by_script.stderr
+        assert snapshot(restored_root(mine, ws.src)) == state, (gseq, pseq)
+    assert assert_self_contained(ws.config) > objects_at_least
+    deep = ws.genarc("verify", "--deep", "--json")
+    assert deep.code == EXIT_OK, deep.out + deep.err
+
+
 def test_a_moved_renamed_or_copied_file_refers_to_what_the_generation_stores(workspace):
     ws = workspace
     rng = random.Random(7)
@@ -100,18 +117,7 @@ def test_a_moved_renamed_or_copied_file_refers_to_what_the_generation_stores(wor
     assert synthetic.json["jobs"][0]["report"]["kind_detail"] == "synthetic full"
     states[(2, 1)] = snapshot(ws.src)
 
-    for (gseq, pseq), state in states.items():
-        target = ws.root / f"restore-{gseq}-{pseq}"
-        done = ws.genarc("restore", "data", "--target", str(target), "--generation", str(gseq), "--point", str(pseq))
-        assert done.code == EXIT_OK, done.err
-        assert snapshot(restored_root(target, ws.src)) == state, (gseq, pseq)
-        mine = ws.root / f"script-{gseq}-{pseq}"
-        by_script = run_script(ws.repo, mine, "--generation", str(gseq), "--point", str(pseq))
-        assert by_script.returncode == 0, by_script.stderr
-        assert snapshot(restored_root(mine, ws.src)) == state, (gseq, pseq)
-    assert assert_self_contained(ws.config) > 300
-    deep = ws.genarc("verify", "--deep", "--json")
-    assert deep.code == EXIT_OK, deep.out + deep.err
+    every_point_restores_exactly(ws, states, 300)
 
 
 def test_a_file_that_changes_after_the_scan_is_packed_not_shared(workspace, monkeypatch):
@@ -218,18 +224,7 @@ def test_a_large_file_is_stored_in_parts_and_an_incremental_stores_only_the_chan
     assert ws.genarc("run", now=DAYS[4]).code == EXIT_OK
     states[(2, 2)] = snapshot(ws.src)
 
-    for (gseq, pseq), state in states.items():
-        target = ws.root / f"restore-{gseq}-{pseq}"
-        done = ws.genarc("restore", "data", "--target", str(target), "--generation", str(gseq), "--point", str(pseq))
-        assert done.code == EXIT_OK, done.err
-        assert snapshot(restored_root(target, ws.src)) == state, (gseq, pseq)
-        mine = ws.root / f"script-{gseq}-{pseq}"
-        by_script = run_script(ws.repo, mine, "--generation", str(gseq), "--point", str(pseq))
-        assert by_script.returncode == 0, by_script.stderr
-        assert snapshot(restored_root(mine, ws.src)) == state, (gseq, pseq)
-    assert assert_self_contained(ws.config) > 40
-    deep = ws.genarc("verify", "--deep", "--json")
-    assert deep.code == EXIT_OK, deep.out + deep.err
+    every_point_restores_exactly(ws, states, 40)
 
 
 def colliding_pair() -> tuple[bytes, bytes]:
