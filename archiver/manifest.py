@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import mmap
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +133,8 @@ class Manifest:
     plain_path: Path
     sha256: str
     version_id: str | None
+    count: int  # entry lines between the header and the trailer, as the HMAC'd trailer says
+    body: tuple[int, int]  # the byte offsets where the entry lines start and end
 
     @property
     def key(self) -> str:
@@ -140,16 +144,42 @@ class Manifest:
     def objects(self) -> list[dict[str, Any]]:
         return list(self.header["objects"])
 
-    def entries(self) -> Iterator[dict[str, Any]]:
-        with open(self.plain_path, "rb") as fh:
-            fh.readline()
-            for line in fh:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("a line that is not a JSON object")
-                if record.get("type") == "trailer":
-                    return
-                yield record
+    def entries(self, needles: tuple[bytes, ...] | None = None) -> Iterator[dict[str, Any]]:
+        """The entries, in order; with ``needles``, only lines holding one of them are parsed and yielded (a
+        pre-filter, found at the speed of a regular-expression search over the file: the caller still checks
+        what it gets). A line that is not a JSON object is refused."""
+        try:
+            if needles is None:
+                with open(self.plain_path, "rb") as fh:
+                    fh.readline()
+                    for _, line in zip(range(self.count), fh):
+                        yield _entry(line)
+                return
+            if not needles or self.body[1] <= self.body[0]:
+                return
+            yield from self._found(needles)
+        except (ValueError, UnicodeDecodeError):
+            raise IntegrityError(f"Manifest {self.key} is malformed; it is corrupt or forged.") from None
+
+    def _found(self, needles: tuple[bytes, ...]) -> Iterator[dict[str, Any]]:
+        common = os.path.commonprefix(list(needles))
+        pattern = re.compile(re.escape(common) + b"(?:" + b"|".join(re.escape(n[len(common):]) for n in needles) + b")")
+        start, end = self.body
+        with open(self.plain_path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            done = start - 1  # the end of the last line yielded
+            for match in pattern.finditer(view, start, end):
+                if match.start() < done:
+                    continue  # a second needle in a line already yielded
+                line_start = view.rfind(b"\n", start - 1, match.start()) + 1
+                done = view.find(b"\n", match.start(), end)
+                yield _entry(view[line_start:done])
+
+
+def _entry(line: bytes) -> dict[str, Any]:
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError("a line that is not a JSON object")
+    return record
 
 
 def extract_single(archive_path: Path, dest_dir: Path, password: str | None, what: str) -> Path:
@@ -186,6 +216,47 @@ def _header_problem(header: dict[str, Any], name: ManifestName) -> str | None:
     return None
 
 
+_TAIL = 1 << 16  # the trailer is one short line; a longer last line is not one genarc wrote
+
+
+def _authenticate(plain: Path, key: bytes, name: ManifestName
+                  ) -> tuple[dict[str, Any], dict[str, Any], int, str, tuple[int, int]]:
+    """The header, the trailer, the number of entry lines, the HMAC of every byte before the trailer and the
+    span of the entry lines, of a manifest's plain text. Entry lines are not parsed here: whoever reads them does (:meth:`Manifest.entries`),
+    so reading a manifest of a million entries costs one pass of hashing."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    truncated = IntegrityError(f"Manifest {name.key} is truncated; it is corrupt or forged.")
+    try:
+        with open(plain, "rb") as fh:
+            first = fh.readline()
+            start = max(len(first), os.fstat(fh.fileno()).st_size - _TAIL)
+            fh.seek(start)
+            tail = fh.read()
+            if not first.endswith(b"\n") or not tail.endswith(b"\n"):
+                raise truncated
+            cut = tail.rfind(b"\n", 0, len(tail) - 1)  # the end of the line before the trailer
+            if cut < 0 and start != len(first):
+                raise ValueError("a last line too long to be a trailer")
+            trailer_at = start + cut + 1 if cut >= 0 else len(first)
+            header, trailer = json.loads(first), json.loads(tail[trailer_at - start:])
+            mac.update(first)
+            fh.seek(len(first))
+            count, left = 0, trailer_at - len(first)
+            while left > 0:
+                chunk = fh.read(min(left, 1 << 20))
+                if not chunk:
+                    raise truncated
+                mac.update(chunk)
+                count += chunk.count(b"\n")
+                left -= len(chunk)
+    except (ValueError, UnicodeDecodeError):
+        raise IntegrityError(f"Manifest {name.key} is malformed; it is corrupt or forged.") from None
+    if not isinstance(header, dict) or not isinstance(trailer, dict) or header.get("type") != "header" \
+            or trailer.get("type") != "trailer":
+        raise truncated
+    return header, trailer, count, mac.hexdigest(), (len(first), trailer_at)
+
+
 def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | None = None) -> Manifest:
     """Download, decrypt and authenticate one manifest."""
     slot = workdir / f"m-{name.gseq}-{name.pseq}-{name.run_id}"
@@ -199,31 +270,8 @@ def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | 
     digest = sha256_of(packed)
     plain = extract_single(packed, slot, repo.keys.password, f"Manifest {name.key}")
     os.unlink(packed)
-    mac = hmac.new(repo.keys.manifest_hmac, digestmod=hashlib.sha256)
-    header: dict[str, Any] | None = None
-    trailer: dict[str, Any] | None = None
-    count = 0
-    try:
-        with open(plain, "rb") as fh:
-            for line in fh:
-                if trailer is not None:
-                    raise ValueError("data after trailer")
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("a line that is not a JSON object")
-                if record.get("type") == "trailer":
-                    trailer = record
-                    continue
-                mac.update(line)
-                if header is None:
-                    header = record
-                else:
-                    count += 1
-    except (ValueError, UnicodeDecodeError):
-        raise IntegrityError(f"Manifest {name.key} is malformed; it is corrupt or forged.") from None
-    if header is None or trailer is None or header.get("type") != "header":
-        raise IntegrityError(f"Manifest {name.key} is truncated; it is corrupt or forged.")
-    if not hmac.compare_digest(mac.hexdigest(), str(trailer.get("hmac"))) or trailer.get("entries") != count:
+    header, trailer, count, mac, body = _authenticate(plain, repo.keys.manifest_hmac, name)
+    if not hmac.compare_digest(mac, str(trailer.get("hmac"))) or trailer.get("entries") != count:
         raise IntegrityError(f"Manifest {name.key} fails its HMAC check; it was altered or forged, do not trust it.")
     problem = _header_problem(header, name)
     if problem is not None:
@@ -233,4 +281,4 @@ def load(repo: Repository, name: ManifestName, workdir: Path, version_id: str | 
         name.job, name.gseq, name.pseq, name.run_id
     ):
         raise IntegrityError(f"Manifest {name.key} describes a different restore point than its key says; it was moved or forged.")
-    return Manifest(name, header, plain, digest, version_id or info.version_id)
+    return Manifest(name, header, plain, digest, version_id or info.version_id, count, body)

@@ -14,6 +14,7 @@ import concurrent.futures.process
 import errno
 import multiprocessing
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class RestoreReport:
     blocked: list[str] = field(default_factory=list)  # the target's: a link or file in the way, a write it refuses
     changed_while_read: list[str] = field(default_factory=list)  # files stored as last read (names escaped)
     unset: dict[str, int] = field(default_factory=dict)  # extended attributes the target refused, by kind
+    read: dict[str, int] = field(default_factory=dict)  # from the repository: {"objects": gets, "bytes": bytes}
 
     def refused_metadata(self, kinds: list[str]) -> None:
         for kind in kinds:
@@ -64,8 +66,15 @@ class _Selection:
     def __init__(self, includes: list[str]) -> None:
         try:
             self.patterns = [glob_regex(p.strip("/")) for p in includes]
+            self.includes = list(includes)
         except ValueError as exc:
             raise UsageError(f"--include {exc}.") from None
+
+    def scope(self) -> chain_mod.Scope | None:
+        """What the patterns can match: every path starting with a pattern's literal start (before its first
+        wildcard, class or escape), with its ancestors. None (the whole tree) when a pattern starts with one."""
+        return chain_mod.Scope.of([re.split(r"[*?\[\\]", p.strip("/"), maxsplit=1)[0] for p in self.includes]) \
+            if self.includes else None
 
     def wants(self, name: str) -> bool:
         if not self.patterns:
@@ -85,8 +94,8 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     job = history.job
     with chain_mod.scratch_tree(workdir, "restore.sqlite") as tree:
-        chain_mod.replay(repo, history, point, tree, workdir)
         selection = _Selection(includes)
+        chain_mod.replay(repo, history, point, tree, workdir, scope=selection.scope())
         unsafe = {p: why for p, why in unsafe_entries(tree) if selection.wants(path_name(p))}
         report.errors += [f"{path_name(p)}: refused: {reason}" for p, reason in unsafe.items()]
         selected = _select(tree, selection, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
@@ -120,6 +129,9 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
         except OSError as exc:
             raise LocalIOError(f"Cannot write into the restore target {target}: {exc.strerror}; "
                                f"{_target_advice(exc)}.") from exc
+    got = repo.store.counts.snapshot()
+    report.read = {"objects": got["gets"] + report.read.get("objects", 0),
+                   "bytes": got["bytes_got"] + report.read.get("bytes", 0)}
     if report.errors or report.blocked:
         raise RestoreFailed(report)
     return report
@@ -332,6 +344,7 @@ class _VolumeResult:
     blocked: list[str] = field(default_factory=list)
     unset: list[str] = field(default_factory=list)
     written: list[bytes] = field(default_factory=list)  # first names of hard-linked files, once committed
+    read: tuple[int, int] = (0, 0)  # (objects, bytes) a worker process got from the repository
 
 
 def _restore_volume(repo: Repository, dest: Target, task: _VolumeTask) -> _VolumeResult:
@@ -498,7 +511,11 @@ def _restore_task(repo: Repository, dest: Target, task: "_VolumeTask | _PartedTa
 
 def _restore_in_worker(task: "_VolumeTask | _PartedTask") -> _VolumeResult:
     assert _WORKER is not None
-    return _restore_task(*_WORKER, task)
+    before = _WORKER[0].store.counts.snapshot()
+    result = _restore_task(*_WORKER, task)
+    after = _WORKER[0].store.counts.snapshot()
+    result.read = (after["gets"] - before["gets"], after["bytes_got"] - before["bytes_got"])
+    return result
 
 
 def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], workers: int, report: RestoreReport,
@@ -512,6 +529,9 @@ def _restore_volumes(repo: Repository, dest: Target, tasks: list[_VolumeTask], w
         report.blocked.extend(result.blocked)
         report.refused_metadata(result.unset)
         written.update(result.written)
+        if result.read != (0, 0):  # a worker's reads: the parent's counts do not see them
+            report.read = {"objects": report.read.get("objects", 0) + result.read[0],
+                           "bytes": report.read.get("bytes", 0) + result.read[1]}
         emit("volume", {"key": key, "files_done": report.files, "packed": report.bytes})
 
     if workers <= 1 or len(tasks) <= 1:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     rows, matched = [], 0
     with workdir("genarc-ls-") as tmp, chain_mod.scratch_tree(tmp, "ls.sqlite") as tree:
         repo, history, point = chosen_point(ctx, args, tmp)
-        chain_mod.replay(repo, history, point, tree, tmp)
+        chain_mod.replay(repo, history, point, tree, tmp, scope=chain_mod.Scope.of([prefix]) if prefix else None)
         name = point.name
         for row in tree.rows():
             path = path_name(row["path"])
@@ -61,5 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"Nothing at {prefix} in point {name.gseq}.{name.pseq} of job '{args.job}'; stored paths are "
                          f"absolute without the leading slash (`genarc ls {args.job}` lists them all).")
     if args.json:
-        emit_json({"job": args.job, "generation": name.gseq, "point": name.pseq, "entries": rows})
+        got = repo.store.counts.snapshot()
+        emit_json({"job": args.job, "generation": name.gseq, "point": name.pseq, "entries": rows,
+                   "read": {"objects": got["gets"], "bytes": got["bytes_got"]}})
     return 0
