@@ -38,6 +38,7 @@ from .sevenzip import prepare_key
 from .synthetic import synthesize
 from .tripwire import Measurer, Profile, Protection, TripState, Verdict
 from .units import human_bytes
+from .uploads import UploadQueue
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -342,16 +343,18 @@ def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
                          volume_size=settings.size, max_files=settings.max_files, first_index=first_index,
                          tag=f"{run.writer.run_id}-", seed=run.repo.keys.content_seed)
     password = run.repo.keys.password
-    if settings.effective_workers <= 1:
-        for plan in plans:
-            interrupt.check()
-            _upload(run, write_volume(plan, str(run.spool / f"v{plan.index:06d}.7z"), password))
-        return
-    _pack_in_workers(run, plans, settings.effective_workers, password)
+    with _uploads(run) as uploads:
+        if settings.effective_workers <= 1:
+            for plan in plans:
+                interrupt.check()
+                uploads.add(write_volume(plan, str(run.spool / f"v{plan.index:06d}.7z"), password))
+            return
+        _pack_in_workers(run, plans, settings.effective_workers, password, uploads)
 
 
-def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: str | None) -> None:
-    # At most `workers` volumes exist on local disk at once: a finished one is uploaded before the next is planned.
+def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: str | None,
+                     uploads: UploadQueue[PackedVolume, Any]) -> None:
+    # At most `workers` volumes are being packed, and UPLOADS_IN_FLIGHT sent, at once: each is on local disk.
     prepare_key(password)
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
@@ -364,11 +367,11 @@ def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: st
                 if len(pending) >= workers:
                     done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                     for future in done:
-                        _upload(run, future.result())
+                        uploads.add(future.result())
             while pending:
                 done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
-                    _upload(run, future.result())
+                    uploads.add(future.result())
         except concurrent.futures.process.BrokenProcessPool:
             interrupt.check()  # the workers were signalled along with us: report the interruption
             raise LocalIOError("A volume packing process died (out of memory?); nothing was committed, rerun.") from None
@@ -393,22 +396,33 @@ def _settle_parts(run: _Run) -> None:
     run.scan.conn.execute("COMMIT")
 
 
-def _upload(run: _Run, volume: PackedVolume) -> None:
-    """Upload one packed volume with the point's lock, then record where each of its files now lives."""
-    assert run.scan is not None
-    report = run.report
-    ok = [f for f in volume.files if f.status in ("ok", "torn")]
-    key = run.writer.volume_key(volume.index)
-    version_id = None
+def _uploads(run: _Run) -> UploadQueue[PackedVolume, Any]:
+    """Volumes go up in threads while the next ones are packed, and are recorded here as each one lands."""
+    return UploadQueue(lambda volume: _send(run, volume), lambda volume, info: _record(run, volume, info),
+                       lambda volume: os.unlink(volume.path))
+
+
+def _send(run: _Run, volume: PackedVolume) -> Any:
+    """Upload one packed volume with the point's lock (in an upload thread: a store call and nothing else)."""
     try:
-        interrupt.check()
-        if ok:
-            version_id = run.writer.put_volume(key, Path(volume.path), volume.sha256, method=volume.method,
-                                               content_bytes=sum(f.size for f in ok), dense=volume.dense).version_id
-            report.volumes += 1
-            report.bytes_uploaded += volume.size
+        if not any(f.status in ("ok", "torn") for f in volume.files):
+            return None
+        return run.writer.send_volume(run.writer.volume_key(volume.index), Path(volume.path), volume.sha256)
     finally:
         os.unlink(volume.path)
+
+
+def _record(run: _Run, volume: PackedVolume, info: Any) -> None:
+    """Record an uploaded volume in the point, and where each of its files now lives."""
+    assert run.scan is not None
+    report = run.report
+    key, version_id = run.writer.volume_key(volume.index), None
+    if info is not None:
+        ok = [f for f in volume.files if f.status in ("ok", "torn")]
+        version_id = run.writer.record_volume(key, info, volume.sha256, method=volume.method,
+                                              content_bytes=sum(f.size for f in ok), dense=volume.dense).version_id
+        report.volumes += 1
+        report.bytes_uploaded += volume.size
     run.scan.conn.execute("BEGIN")
     for packed in volume.files:
         if packed.part is not None:  # a part of a large file: the file is settled once all its parts are

@@ -22,7 +22,7 @@ from .generation import GenerationRef, RetentionPolicy, lock_until
 from .layout import is_generation_volume, manifest_key, volume_generation_prefix, volume_key
 from .manifest import ManifestWriter, build_header, entry_of
 from .repository import Repository, effective_lock_mode
-from .store import Retention, sha256_of
+from .store import ObjectInfo, Retention, sha256_of
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,17 @@ class PointWriter:
 
     def put_volume(self, key: str, path: Path, sha256: str, *, method: str, content_bytes: int,
                    dense: bool = False) -> StoredObject:
-        """Upload a packed volume under ``key`` with the point's lock."""
-        info = self.repo.store.put(key, path, sha256=sha256, retention=self.lock.retention)
+        """Upload a packed volume under ``key`` with the point's lock, and record it."""
+        info = self.send_volume(key, path, sha256)
+        return self.record_volume(key, info, sha256, method=method, content_bytes=content_bytes, dense=dense)
+
+    def send_volume(self, key: str, path: Path, sha256: str) -> ObjectInfo:
+        """Upload a packed volume under ``key`` with the point's lock; safe in an upload thread (it records
+        nothing: :meth:`record_volume` does, in the thread that owns the writer)."""
+        return self.repo.store.put(key, path, sha256=sha256, retention=self.lock.retention)
+
+    def record_volume(self, key: str, info: ObjectInfo, sha256: str, *, method: str, content_bytes: int,
+                      dense: bool = False) -> StoredObject:
         return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method, content_bytes,
                                             dense=dense))
 

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import io
 import os
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -102,6 +103,7 @@ class S3Store:
         self._client_factory, self.bucket = client_factory, bucket
         self._client: Any = None
         self._client_pid = 0
+        self._client_lock = threading.Lock()
         self._counts = counts  # a RequestCounts: every HTTP request this store sends, HEADs included
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.multipart_threshold, self.part_size = multipart_threshold, part_size
@@ -121,11 +123,13 @@ class S3Store:
     # -- helpers ---------------------------------------------------------------------------------
     @property
     def client(self) -> Any:
-        if self._client is None or self._client_pid != os.getpid():
-            self._client, self._client_pid = self._client_factory(), os.getpid()
-            if self._counts is not None:
-                self._client.meta.events.register("before-send.s3", self._count_request)
-        return self._client
+        with self._client_lock:  # upload threads share one client (boto3's are thread-safe); make it once
+            if self._client is None or self._client_pid != os.getpid():
+                client = self._client_factory()
+                if self._counts is not None:
+                    client.meta.events.register("before-send.s3", self._count_request)
+                self._client, self._client_pid = client, os.getpid()
+            return self._client
 
     def _count_request(self, **kwargs: Any) -> None:
         self._counts.add("http_requests")
