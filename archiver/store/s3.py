@@ -13,6 +13,7 @@ path here that could.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import io
 import os
@@ -28,6 +29,7 @@ from .base import MAX_SINGLE_PUT, Capabilities, ObjectInfo, PutSource, Retention
 
 MULTIPART_THRESHOLD = 256 * 1024**2
 PART_SIZE = 64 * 1024**2
+PARTS_IN_FLIGHT = 4  # parts of one multipart upload sent at once (each streams from the file: no part in memory)
 MAX_COPY_OBJECT = 5 * 1024**3
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "OperationAborted", "503", "500", "502", "504"}
@@ -79,6 +81,30 @@ def translate(exc: Exception, what: str) -> GenarcError:
     return StoreError(f"{what}: unexpected S3 error ({type(exc).__name__}: {exc}).")
 
 
+def _range_sha256(source: PutSource, start: int, length: int) -> bytes:
+    if isinstance(source, bytes):
+        return hashlib.sha256(memoryview(source)[start:start + length]).digest()
+    digest = hashlib.sha256()
+    with open(source, "rb") as stream:
+        stream.seek(start)
+        while length > 0:
+            chunk = stream.read(min(length, 1024**2))
+            if not chunk:
+                raise LocalIOError(f"{source} became shorter while it was uploaded; rerun.")
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest.digest()
+
+
+def _range_body(source: PutSource, start: int, length: int) -> Any:
+    """A part's body: its byte range, read from the file as it is sent."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source[start:start + length])
+    from s3transfer.utils import ReadFileChunk
+
+    return ReadFileChunk.from_filename(str(source), start, length, enable_callbacks=False)
+
+
 def make_client(endpoint_url: str | None, region: str | None, profile: str | None) -> Any:
     import boto3
     from botocore.config import Config as BotoConfig
@@ -90,6 +116,7 @@ def make_client(endpoint_url: str | None, region: str | None, profile: str | Non
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if endpoint_url else None,
         connect_timeout=20, read_timeout=120,
+        max_pool_connections=32,  # upload threads, each with its parts in flight, share one client
     )
     return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
@@ -329,29 +356,37 @@ class S3Store:
         return any(item["Key"] == full for item in page.get("Contents", []))
 
     def _multipart(self, full: str, key: str, source: PutSource, sha256: str, retention: Retention | None) -> str | None:
+        # Not boto3's transfer manager (upload_file): it cannot send If-None-Match with the completion and
+        # returns no version id. Its way is kept: up to PARTS_IN_FLIGHT parts at once, in threads, each
+        # read from the file by its byte range (s3transfer's ReadFileChunk), so memory stays a read buffer
+        # per part whatever the part size.
         self._refuse_existing(full, key)
         created = self._call(f"Starting the upload of {key}", self.client.create_multipart_upload, Bucket=self.bucket,
                              Key=full, ChecksumAlgorithm="SHA256", **self._lock_args(retention))
-        upload_id = created["UploadId"]
-        parts = []
+        upload_id, size = created["UploadId"], size_of(source)
         # An abandoned multipart upload is not deleted by genarc: the lifecycle rule aborts it after a day.
-        stream: Any = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-        try:
-            number = 1
-            while True:
-                chunk = stream.read(self.part_size)
-                if not chunk and number > 1:
-                    break
-                digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+
+        def send(number: int) -> dict[str, Any]:
+            start = (number - 1) * self.part_size
+            length = min(self.part_size, size - start)
+            digest = base64.b64encode(_range_sha256(source, start, length)).decode()
+            body = _range_body(source, start, length)
+            try:
                 part = self._call(f"Uploading part {number} of {key}", self.client.upload_part, Bucket=self.bucket,
-                                  Key=full, UploadId=upload_id, PartNumber=number, Body=chunk,
+                                  Key=full, UploadId=upload_id, PartNumber=number, Body=body, ContentLength=length,
                                   ChecksumAlgorithm="SHA256", ChecksumSHA256=digest)
-                parts.append({"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": digest})
-                number += 1
-                if not chunk:
-                    break
-        finally:
-            stream.close()
+            finally:
+                body.close()
+            return {"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": digest}
+
+        count = max(1, -(-size // self.part_size))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(PARTS_IN_FLIGHT, count),
+                                                   thread_name_prefix="genarc-part") as pool:
+            futures = [pool.submit(send, number) for number in range(1, count + 1)]
+            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for future in futures:
+                future.cancel()  # after a failed part, the parts not yet started are not sent
+            parts = [future.result() for future in futures]  # raises the first part's error
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "UploadId": upload_id,
                                 "MultipartUpload": {"Parts": parts}}
         if self._conditional:

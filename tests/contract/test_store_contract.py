@@ -93,7 +93,9 @@ def test_reads_are_pinned_to_the_version_written(store):
 
 def test_large_objects_go_multipart_and_keep_their_lock(store, tmp_path):
     big = tmp_path / "big"
-    big.write_bytes(bytes(range(256)) * 40000)  # 10 MB: above the test stores' multipart threshold
+    # 13 MiB of distinct bytes: three parts of the test stores' 5 MiB (sent at once), the last one short;
+    # parts joined in the wrong order would not read back equal
+    big.write_bytes(__import__("random").Random(94).randbytes(13 * 1024**2 + 1234))
     info = store.put("k/big", big, sha256=sha(big.read_bytes()), retention=RET)
     out = tmp_path / "out"
     store.download("k/big", out, version_id=info.version_id)
