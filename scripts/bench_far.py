@@ -13,6 +13,9 @@ each time. The table gives wall time, MB/s, peak RSS and the share of the direct
 kept at a distance; genarc's row adds its requests and the temporary disk it may use, from
 its report. It writes JSON and never fails on a timing.
 
+Every full stays in the bucket (genarc's are locked), and the test Ceph keeps its objects in a
+4 GiB memstore: the script refuses sizes whose fulls would not fit (0.5 GiB with --repeat 2 do).
+
 Target (reported, not asserted): at 50 ms each way, genarc's full keeps >= 80 % of its
 direct throughput. genarc sends up to four volumes at once while the next ones are packed,
 and a multipart upload's parts four at once; temporary disk is (workers + 4) volumes.
@@ -69,6 +72,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_far.json"))
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
+    fulls = args.repeat * 2 * (1 if args.no_peers else 2)
+    if args.s3 == "ceph" and args.size_gib * fulls > 4.5:
+        raise SystemExit(f"{fulls} fulls of {args.size_gib} GiB would overflow the test Ceph's 4 GiB memstore; "
+                         "lower --size-gib or --repeat.")
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="genarc-far-"))
     work.mkdir(parents=True, exist_ok=True)

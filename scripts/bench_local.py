@@ -2,13 +2,18 @@
 """Benchmark genarc on a local repository, side by side with its peers on the same corpus.
 
     python scripts/bench_local.py [--size-gib 1.0] [--corpus classic|mixed] [--repeat 1] [--workdir DIR] [--json FILE]
+                                  [--many-files N] [--far-ms MS]
 
 Steps, each for genarc and for every peer (7zz, restic, borg, duplicity; missing ones are
 installed from Debian's packages when run as root): an active full, an incremental after
 changing 1 % of the files, a run over the unchanged tree, a full restore, an incremental
 after renaming the folder of small files (bytes each tool adds to its repository), and one
 large file (``--big-gib``, 2 by default; 20 is the case genarc's parts were made for) backed
-up, 1 % of it rewritten in place, and backed up again. It prints
+up, 1 % of it rewritten in place, and backed up again. ``--many-files N`` then runs
+scripts/bench_many.py on a tree of N small files (full, unchanged rerun, ``ls`` of a folder,
+one-file restore, with bytes read), and ``--far-ms MS`` runs scripts/bench_far.py (a full to
+Ceph RGW directly and behind a proxy adding MS each way); each writes its JSON beside this
+one's. It prints
 MB/s, wall-time ratios against each peer, stored bytes and peak RSS, and writes JSON. It never
 fails on a timing.
 
@@ -136,6 +141,19 @@ class Bench:
         return timing
 
 
+def companions(args: argparse.Namespace, work: Path) -> None:
+    """The scale benches, run as their own scripts (each prints its table and writes its JSON)."""
+    here, peers = Path(__file__).resolve().parent, ["--no-peers"] if args.no_peers else []
+    if args.many_files:
+        subprocess.run([sys.executable, str(here / "bench_many.py"), "--files", str(args.many_files),
+                        "--workdir", str(work / "many"), "--json", str(args.json.with_name("bench_many.json")),
+                        *peers], check=True)
+    if args.far_ms:
+        subprocess.run([sys.executable, str(here / "bench_far.py"), "--size-gib", str(args.size_gib),
+                        "--delay-ms", str(args.far_ms), "--repeat", str(args.repeat), "--workdir", str(work / "far"),
+                        "--json", str(args.json.with_name("bench_far.json")), *peers], check=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=1.0)
@@ -147,6 +165,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_local.json"))
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--s3", default="", help="also back up to S3 servers: comma-separated moto,ceph")
+    parser.add_argument("--many-files", type=int, default=0, help="also run scripts/bench_many.py with this many files")
+    parser.add_argument("--far-ms", type=float, default=0, help="also run scripts/bench_far.py with this latency")
     args = parser.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="genarc-bench-"))
@@ -305,6 +325,7 @@ def main() -> int:
     for target in targets:
         target.stop()
     report(bench, corpus, changes, peers, args.json, work, s3_runs, metadata_reads, renamed, big)
+    companions(args, work)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -11,7 +11,7 @@ restic, writes JSON, and never fails on a timing.
 
 Targets (reported, not asserted): full <= 1.0x restic's wall time with peak RSS <= 200 MB;
 unchanged rerun <= 0.5x restic's; ls of a folder and the restore of one file in <= 3 s.
-``scripts/bench_local.py --many-files N`` runs this too.
+``scripts/bench_local.py --many-files N`` runs this after its own steps.
 """
 
 from __future__ import annotations

@@ -28,17 +28,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
             queue.put_nowait((loop.time() + delay, b""))
 
     async def push() -> None:
-        try:
-            while True:
-                due, data = await queue.get()
-                if due > loop.time():
-                    await asyncio.sleep(due - loop.time())
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
+        while True:
+            due, data = await queue.get()
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            if not data:  # the sender is done: pass its half-close on, the other direction goes on
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            writer.write(data)
+            await writer.drain()
 
     await asyncio.gather(pull(), push(), return_exceptions=True)
 
@@ -54,12 +53,17 @@ class LatencyProxy:
         self._thread = threading.Thread(target=self._run, name="latency-proxy", daemon=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_writer = None
         try:
             await asyncio.sleep(2 * self.delay)  # a new connection costs a round trip (TCP's handshake) first
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             await asyncio.gather(_pipe(reader, up_writer, self.delay), _pipe(up_reader, writer, self.delay))
         except (OSError, asyncio.CancelledError):  # the server went away, or the proxy is stopping
-            writer.close()
+            pass
+        finally:
+            for end in (writer, up_writer):
+                if end is not None:
+                    end.close()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

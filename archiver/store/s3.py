@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import dataclasses
 import hashlib
 import io
 import os
@@ -228,7 +229,9 @@ class S3Store:
         return S3Inspector(self)
 
     def use_conditional(self, honoured: bool) -> None:
-        self._conditional, self._caps = honoured, None
+        self._conditional = honoured
+        if self._caps is not None:  # the bucket's answers stand; only what they say of conditional writes changes
+            self._caps = dataclasses.replace(self._caps, conditional_put=honoured)
 
     def probe_conditional_put(self) -> bool:
         """Does this server honour If-None-Match: * ? Some accept the header and overwrite anyway.
@@ -298,8 +301,7 @@ class S3Store:
             except Exception as exc:
                 if self._conditional and self._is_unsupported_conditional(exc):
                     # The server does not know If-None-Match: check existence first, from now on.
-                    self._conditional = False
-                    self._caps = None
+                    self.use_conditional(False)
                     body.seek(0)
                     self._refuse_existing(full, key)
                     args.pop("IfNoneMatch")
