@@ -182,6 +182,8 @@ class Measurer:
         p.dense_bytes += size if dense else 0
         if old is None or old["type"] != "file":
             p.added += 1
+            if self.previous is None:  # nothing was there before, so nothing was renamed: keep no names
+                return
             stem = _stem(entry["path"])
             self._added[stem] = self._added.get(stem, False) or dense
             if isinstance(entry.get("xxh3"), str):
