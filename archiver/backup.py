@@ -405,7 +405,7 @@ def _uploads(run: _Run) -> UploadQueue[PackedVolume, Any]:
 def _send(run: _Run, volume: PackedVolume) -> Any:
     """Upload one packed volume with the point's lock (in an upload thread: a store call and nothing else)."""
     try:
-        if not any(f.status in ("ok", "torn") for f in volume.files):
+        if not any(f.stored for f in volume.files):
             return None
         return run.writer.send_volume(run.writer.volume_key(volume.index), Path(volume.path), volume.sha256)
     finally:
@@ -418,21 +418,21 @@ def _record(run: _Run, volume: PackedVolume, info: Any) -> None:
     report = run.report
     key, version_id = run.writer.volume_key(volume.index), None
     if info is not None:
-        ok = [f for f in volume.files if f.status in ("ok", "torn")]
         version_id = run.writer.record_volume(key, info, volume.sha256, method=volume.method,
-                                              content_bytes=sum(f.size for f in ok), dense=volume.dense).version_id
+                                              content_bytes=sum(f.size for f in volume.files if f.stored),
+                                              dense=volume.dense).version_id
         report.volumes += 1
         report.bytes_uploaded += volume.size
     run.scan.conn.execute("BEGIN")
     for packed in volume.files:
         if packed.part is not None:  # a part of a large file: the file is settled once all its parts are
-            if packed.status in ("ok", "torn"):
+            if packed.stored:
                 run.scan.stored_part(packed, key, version_id, volume.sha256)
                 report.bytes_packed += packed.size
             else:
                 run.scan.not_stored(packed, run.previous)
             continue
-        if packed.status in ("ok", "torn"):
+        if packed.stored:
             run.scan.stored(packed, run.previous, key, version_id, volume.sha256)
             report.bytes_packed += packed.size
             if packed.status == "torn":

@@ -84,6 +84,11 @@ class PackedFile:
     part: int | None = None  # the part of the file this is (None: the whole file)
     kxxh3: str | None = None  # the content hash keyed by the repository (see keyed_xxh3)
 
+    @property
+    def stored(self) -> bool:
+        """Its bytes are in the volume (as read, or as last read when it changed meanwhile)."""
+        return self.status in ("ok", "torn")
+
 
 @dataclass(frozen=True)
 class PackedVolume:

@@ -1,8 +1,9 @@
 """Files larger than a volume are stored in parts (pure arithmetic, shared by the packer, the catalog and restore).
 
 A part is ``part_size`` bytes of the file (the last one shorter), stored as an entry of its own with its
-own xxh3-128, so temporary disk stays within a volume per packing process (and per upload in flight) whatever the file's size, and an
-incremental stores again only the parts that changed. Parts refer only to volumes of their generation.
+own xxh3-128, so temporary disk stays within a volume per packing process (and per upload in flight)
+whatever the file's size, and an incremental stores again only the parts that changed. Parts refer only
+to volumes of their generation.
 """
 
 from __future__ import annotations
