@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -70,6 +71,7 @@ class B2Store:
         # A factory, not an API object: a process forked for parallel restore must not share the
         # parent's HTTP sessions, so each process authorizes its own on first use.
         self._api_factory, self._api, self._api_pid, self._bucket = api_factory, None, 0, None
+        self._api_lock = threading.Lock()
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.bucket_name = bucket_name
         self._caps: Capabilities | None = None
@@ -77,19 +79,21 @@ class B2Store:
 
     @property
     def api(self) -> Any:
-        if self._api is None or self._api_pid != os.getpid():
-            self._api, self._api_pid, self._bucket = self._api_factory(), os.getpid(), None
-        return self._api
+        with self._api_lock:  # upload threads share one authorized API; make it once
+            if self._api is None or self._api_pid != os.getpid():
+                self._api, self._api_pid, self._bucket = self._api_factory(), os.getpid(), None
+            return self._api
 
     @property
     def bucket(self) -> Any:
         api = self.api
-        if self._bucket is None:
-            try:
-                self._bucket = api.get_bucket_by_name(self.bucket_name)
-            except Exception as exc:
-                raise translate(exc, f"Opening B2 bucket {self.bucket_name}") from exc
-        return self._bucket
+        with self._api_lock:
+            if self._bucket is None:
+                try:
+                    self._bucket = api.get_bucket_by_name(self.bucket_name)
+                except Exception as exc:
+                    raise translate(exc, f"Opening B2 bucket {self.bucket_name}") from exc
+            return self._bucket
 
     def _key(self, key: str) -> str:
         return self.prefix + key

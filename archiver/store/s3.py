@@ -147,6 +147,8 @@ class S3Store:
         self._simple_put_lock_checked = False
         self._missing_is_denied = False  # a HEAD of a missing key answers 403 (ListBucket limited to the prefix)
         self._simple_put_drops_lock = False
+        self._simple_put_lock_lock = threading.Lock()
+        self._existence_learned, self._existence_lock = False, threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------------
     @property
@@ -272,16 +274,25 @@ class S3Store:
         full, size = self._key(key), size_of(source)
         if size > self.multipart_threshold:
             version_id = self._multipart(full, key, source, sha256, retention)
-            check_lock = retention is not None
+            if retention is not None:
+                self._ensure_retention(full, key, version_id, retention)
         else:
             version_id = self._simple_put(full, key, source, sha256, retention)
-            check_lock = retention is not None and (not self._simple_put_lock_checked or self._simple_put_drops_lock)
-        if check_lock:
-            assert retention is not None
-            dropped = self._ensure_retention(full, key, version_id, retention)
-            if size <= self.multipart_threshold and not self._simple_put_lock_checked:
-                self._simple_put_lock_checked, self._simple_put_drops_lock = True, dropped
+            if retention is not None:
+                self._check_simple_put_lock(full, key, version_id, retention)
         return ObjectInfo(key=key, size=size, sha256=sha256, version_id=version_id, retention=retention)
+
+    def _check_simple_put_lock(self, full: str, key: str, version_id: str | None, retention: Retention) -> None:
+        """The first single PUT's lock is checked; later ones only on a server that dropped it. Upload threads
+        wait for that first verdict rather than each checking (one request each, and a request budget to keep)."""
+        if not self._simple_put_lock_checked:
+            with self._simple_put_lock_lock:
+                if not self._simple_put_lock_checked:
+                    self._simple_put_drops_lock = self._ensure_retention(full, key, version_id, retention)
+                    self._simple_put_lock_checked = True
+                    return
+        if self._simple_put_drops_lock:
+            self._ensure_retention(full, key, version_id, retention)
 
     def _simple_put(self, full: str, key: str, source: PutSource, sha256: str, retention: Retention | None) -> str | None:
         args = {"Bucket": self.bucket, "Key": full, "ChecksumAlgorithm": "SHA256", "ChecksumSHA256": b64_of_hex(sha256),
@@ -326,6 +337,16 @@ class S3Store:
         return code == "NotImplemented" or status == 501
 
     def _refuse_existing(self, full: str, key: str) -> None:
+        if not self._existence_learned:  # the first check learns how this key hears of a missing object; threads wait
+            with self._existence_lock:
+                if not self._existence_learned:
+                    try:
+                        return self._check_absent(full, key)
+                    finally:
+                        self._existence_learned = True
+        self._check_absent(full, key)
+
+    def _check_absent(self, full: str, key: str) -> None:
         if self._missing_is_denied:  # learned below: one listing answers where a HEAD would only hear 403
             if self._listed(full, key):
                 raise ObjectExists(f"Uploading {key}: the key already exists; genarc never overwrites a key.")

@@ -225,3 +225,43 @@ def test_retry_budget_exhausted_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="failed 6 times"):
         store.put("k/v", b"data", sha256=sha(b"data"))
     assert not (tmp_path / "k" / "v").exists()
+
+
+@pytest.mark.parametrize("server_name", ["moto", "ceph"])
+def test_puts_from_upload_threads_cost_what_one_thread_pays(request, server_name):
+    """Volumes go up from several threads at once. What an S3 store learns on its first write (whether a single
+    PUT keeps its lock, how a missing key answers) is learned once, not once per thread: the requests equal a
+    one-thread run's, and every object carries its lock."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from archiver.store.s3 import S3Store
+
+    server = request.getfixturevalue(server_name)
+    bodies = [f"volume {i}".encode() * 100 for i in range(8)]
+
+    def run(threads: int) -> tuple[dict, S3Store]:
+        counts = RequestCounts()
+        backend = S3Store(server.client, server.make_bucket(), "contract/prefix", counts=counts)
+        backend.use_conditional(backend.probe_conditional_put())
+        backend.capabilities  # noqa: B018 - probed before counting, as a run reads them from the settings
+        before = counts.snapshot()["http_requests"]
+        barrier = threading.Barrier(threads)
+
+        def put(i: int):
+            if threads > 1:
+                barrier.wait()
+            return backend.put(f"job/volumes/g/v{i}.7z", bodies[i], sha256=sha(bodies[i]), retention=RET)
+
+        with ThreadPoolExecutor(threads) as pool:
+            infos = list(pool.map(put, range(len(bodies))))
+        spent = counts.snapshot()["http_requests"] - before
+        assert backend.capabilities.object_lock
+        for info in infos:
+            lock = backend.stat(info.key, version_id=info.version_id).retention
+            assert lock is not None and lock.mode == "compliance" and abs((lock.until - RET.until).total_seconds()) <= 1
+        return spent, backend
+
+    alone, _ = run(1)
+    together, _ = run(4)
+    assert together == alone
