@@ -274,6 +274,7 @@ def _scan(run: _Run) -> None:
             continue
         if entry.type == "file" and entry.nlink > 1:
             inodes.setdefault((entry.dev, entry.ino), []).append(path_key(entry.name))
+    run.scan.flush(run.warn)
     run.scan.link_names(inodes)
     run.catalog.conn.execute("COMMIT")
     run.report.files_scanned, run.report.bytes_scanned = run.scan.totals()

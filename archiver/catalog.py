@@ -73,17 +73,26 @@ def link_target(value: bytes | str | None) -> str | None:
     return None if value is None else os.fsdecode(value)
 
 
+# The columns of a tree row that make its line of the tree digest, in the line's order (link and xattrs last).
+DIGEST_COLUMNS = ("path", "type", "size", "xxh3", "mode", "mtime_ns", "uid", "gid", "target", "link", "xattrs")
+
+
 def canonical_line(row: Mapping[str, Any]) -> bytes:
     """One entry's contribution to the tree digest."""
+    return _digest_line([row[c] for c in DIGEST_COLUMNS])
+
+
+def _digest_line(values: Any) -> bytes:
+    """:func:`canonical_line` of the row's :data:`DIGEST_COLUMNS` values, in that order."""
     from .manifest import dumps
 
-    fields = [path_name(row["path"]), row["type"], row["size"], row["xxh3"], row["mode"], row["mtime_ns"],
-              row["uid"], row["gid"], link_target(row["target"])]
+    path, kind, size, xxh3, mode, mtime_ns, uid, gid, target, link, xattrs = values
+    fields = [path_name(path), kind, size, xxh3, mode, mtime_ns, uid, gid, link_target(target)]
     extra = {}  # absent before hard links and extended attributes were kept, so older digests still hold
-    if row["link"] is not None:  # another name of the same file (a hard link)
-        extra["link"] = path_name(row["link"])
-    if row["xattrs"] is not None:
-        extra["xattrs"] = json.loads(row["xattrs"])
+    if link is not None:  # another name of the same file (a hard link)
+        extra["link"] = path_name(link)
+    if xattrs is not None:
+        extra["xattrs"] = json.loads(xattrs)
     if extra:
         fields.append(extra)
     return (dumps(fields) + "\n").encode()
@@ -143,16 +152,22 @@ class TreeTable:
             count += 1
         return count
 
-    def put(self, row: Mapping[str, Any]) -> None:
-        """Insert or replace a row. Link targets are stored as the OS's bytes, so any target round-trips;
-        numbers sqlite cannot hold are brought into its range (see :func:`storable`)."""
+    @staticmethod
+    def values_of(row: Mapping[str, Any]) -> list[Any]:
+        """A row's values in column order, as stored. Link targets are stored as the OS's bytes, so any target
+        round-trips; numbers sqlite cannot hold are brought into its range (see :func:`storable`)."""
         values = [row.get(c) for c in TREE_COLUMNS]
         for index in _CONVERTED:
             values[index] = storable(TREE_COLUMNS[index], values[index])
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO {self.name} ({','.join(TREE_COLUMNS)}) VALUES ({','.join('?' * len(TREE_COLUMNS))})",
-            values,
-        )
+        return values
+
+    @property
+    def insert_sql(self) -> str:
+        return f"INSERT OR REPLACE INTO {self.name} ({','.join(TREE_COLUMNS)}) VALUES ({','.join('?' * len(TREE_COLUMNS))})"
+
+    def put(self, row: Mapping[str, Any]) -> None:
+        """Insert or replace a row (:meth:`values_of`)."""
+        self.conn.execute(self.insert_sql, self.values_of(row))
 
     def get(self, path: bytes) -> sqlite3.Row | None:
         return self.conn.execute(f"SELECT * FROM {self.name} WHERE path = ?", (path,)).fetchone()
@@ -163,28 +178,33 @@ class TreeTable:
 
     def rows(self, where: str = "", params: Iterable[Any] = ()) -> Iterator[sqlite3.Row]:
         """Rows in path order, fetched in batches so a large tree never sits in memory."""
+        for batch in self.batches("*", where, params):
+            yield from batch
+
+    def batches(self, columns: str = "*", where: str = "", params: Iterable[Any] = ()) -> Iterator[list[sqlite3.Row]]:
+        """Rows (``columns``, path first when not ``*``) in path order, a batch at a time."""
         last: bytes | None = None
         clause = f"AND ({where})" if where else ""
         while True:
             if last is None:
                 batch = self.conn.execute(
-                    f"SELECT * FROM {self.name} WHERE 1 {clause} ORDER BY path LIMIT 2000", tuple(params)).fetchall()
+                    f"SELECT {columns} FROM {self.name} WHERE 1 {clause} ORDER BY path LIMIT 2000", tuple(params)).fetchall()
             else:
                 batch = self.conn.execute(
-                    f"SELECT * FROM {self.name} WHERE path > ? {clause} ORDER BY path LIMIT 2000",
+                    f"SELECT {columns} FROM {self.name} WHERE path > ? {clause} ORDER BY path LIMIT 2000",
                     (last, *params)).fetchall()
             if not batch:
                 return
-            yield from batch
-            last = batch[-1]["path"]
+            yield batch
+            last = batch[-1][0]
 
     def count(self) -> int:
         return int(self.conn.execute(f"SELECT count(*) FROM {self.name}").fetchone()[0])
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        for row in self.rows():
-            h.update(canonical_line(row))
+        for batch in self.batches(", ".join(DIGEST_COLUMNS)):
+            h.update(b"".join(map(_digest_line, batch)))
         return h.hexdigest()
 
     def apply_manifest(self, entries: Iterable[Mapping[str, Any]], objects: list[Mapping[str, Any]], what: str) -> None:
@@ -375,7 +395,7 @@ class Catalog:
         """A point was committed: its scanned tree becomes the catalog's tree, in one transaction."""
         self.conn.execute("BEGIN")
         self.record_objects(objects, replace=replace)
-        self.conn.execute(f"UPDATE {scan.name} SET op = NULL")
+        self.conn.execute(f"UPDATE {scan.name} SET op = NULL WHERE op IS NOT NULL")
         self.conn.execute("DROP TABLE tree")
         self.conn.execute("DROP TABLE tree_parts")
         self.conn.execute(f"ALTER TABLE {scan.name} RENAME TO tree")

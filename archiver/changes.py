@@ -18,6 +18,7 @@ becomes the catalog's tree, its ops cleared (:meth:`archiver.catalog.Catalog.ado
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Iterator, Mapping
@@ -38,7 +39,8 @@ class Op(str, Enum):
     ADD = "add"  # new entry (content, if any, already stored)
     CHANGE = "change"  # other content or another type than the previous point
     META = "meta"  # same content, other metadata
-    SETTLED = "="  # internal to classification: unchanged, decided in SQL
+    SETTLED = "="  # internal to classification: unchanged, decided per file
+    UNDECIDED = "?"  # internal to classification: scanned, not yet compared with the previous point
 
 
 # Rows whose content the previous point already holds (unchanged, or metadata only).
@@ -50,11 +52,13 @@ _CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn", "sp
 CARRIED_ROW = f"(s.op IS NULL OR s.op = '{Op.META.value}')"
 
 
-def _row_from_entry(entry: Entry) -> dict[str, Any]:
-    return {"path": path_key(entry.name), "type": entry.type, "size": entry.size, "mtime_ns": entry.mtime_ns,
-            "mode": entry.mode, "uid": entry.uid, "gid": entry.gid, "dev": entry.dev, "ino": entry.ino,
-            "target": entry.target, "xxh3": EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None,
-            "ctime_ns": entry.ctime_ns, "xattrs": entry.xattrs}
+def _values_from_entry(entry: Entry) -> list[Any]:
+    """A scanned entry's row, in :data:`~archiver.catalog.TREE_COLUMNS` order and as stored (``storable``): built
+    directly, as it runs once per file of every run."""
+    return [path_key(entry.name), entry.type, entry.size, storable("mtime_ns", entry.mtime_ns), entry.mode, entry.uid,
+            entry.gid, storable("dev", entry.dev), storable("ino", entry.ino), storable("target", entry.target),
+            EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None, None, None, None, None,
+            Op.UNDECIDED.value, storable("ctime_ns", entry.ctime_ns), None, None, entry.xattrs, None, None, None]
 
 
 @dataclass(frozen=True)
@@ -155,18 +159,43 @@ class ScanTable(TreeTable):
         self._reuse: str | None = None
         self.failed_parts: dict[bytes, str] = {}  # a file some part of which could not be packed: why
         self.torn_parts: set[bytes] = set()  # a file some part of which kept changing while it was read
+        self._pending: list[tuple[str, list[Any]]] = []  # scanned rows not yet written (:meth:`add`)
+        self.unrecorded: set[bytes] = set()  # scanned entries whose row could not be written
 
     def add(self, entry: Entry, warn: Callable[[str], None]) -> None:
-        row = _row_from_entry(entry)
-        if storable("mtime_ns", entry.mtime_ns) != entry.mtime_ns:
+        """Record a scanned entry. Rows are written in batches: :meth:`flush` before the table is read."""
+        values = _values_from_entry(entry)
+        if values[3] != entry.mtime_ns:  # mtime_ns, brought into range
             warn(f"{entry.path} has a modification time outside 1677-2262, which the catalog cannot hold; "
                  "its content is kept, its time is stored as the nearest it can hold")
-        self.put(row)
+        self._pending.append((entry.path, values))
+        if len(self._pending) >= 1000:
+            self.flush(warn)
+
+    def flush(self, warn: Callable[[str], None]) -> None:
+        """Write the batched rows. Should a batch fail, its rows are written one by one, and one that cannot be
+        recorded is named and left out of the point (:attr:`unrecorded`); the others are kept."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        sql = self.insert_sql
+        try:
+            self.conn.executemany(sql, [values for _, values in pending])
+            return
+        except (OverflowError, sqlite3.Error):
+            pass
+        for path, values in pending:
+            try:
+                self.conn.execute(sql, values)
+            except (OverflowError, sqlite3.Error) as exc:
+                warn(f"{path} cannot be recorded ({exc}); it is not in this restore point")
+                self.unrecorded.add(values[0])
 
     def link_names(self, inodes: Mapping[tuple[int, int], list[bytes]]) -> None:
         """Files seen under several names (same device and inode): every name but the first (bytewise) records
         the first as its ``link``, so a restore makes them hard links again."""
         for names in inodes.values():
+            names = [name for name in names if name not in self.unrecorded]
             if len(names) > 1:
                 first = min(names)
                 for name in names:
@@ -184,7 +213,8 @@ class ScanTable(TreeTable):
                  sharing: Sharing | None = None, volume_size: int = 0, seed: int = 0) -> None:
         """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
 
-        The common cases are settled in SQL in one pass; only rows that need a decision per file
+        The common cases are settled in SQL in one pass (an unchanged row is written once, a rerun over an
+        unchanged tree rewrites nothing else); only rows that need a decision per file
         (new, changed size, or same size with another mtime, ctime, inode or device) come back to Python.
         A ctime the previous point does not know (a catalog from before it was kept) is not compared.
         With ``sharing`` (an incremental), content to pack that ``previous`` already stores is referred to
@@ -203,15 +233,15 @@ class ScanTable(TreeTable):
             UPDATE scan SET xxh3 = t.xxh3, obj_key = t.obj_key, obj_version = t.obj_version,
                    obj_sha256 = t.obj_sha256, entry = t.entry, torn = t.torn, sparse = t.sparse, parts = t.parts,
                    kxxh3 = t.kxxh3,
-                   op = CASE WHEN {_META_SAME} THEN ? ELSE ? END
+                   op = CASE WHEN {_META_SAME} THEN NULL ELSE ? END
             FROM {previous.name} AS t
             WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
                   t.size = scan.size AND t.mtime_ns = scan.mtime_ns AND t.ino = scan.ino AND t.dev = scan.dev
                   AND (t.ctime_ns IS NULL OR t.ctime_ns = scan.ctime_ns)))""",
-                     (Op.SETTLED.value, Op.META.value))
+                     (Op.META.value,))
         conn.execute(f"INSERT INTO scan_parts SELECT t.* FROM {previous.parts_name} AS t JOIN scan AS s "
-                     "ON s.path = t.path WHERE s.op IN (?, ?) AND s.parts IS NOT NULL", (Op.SETTLED.value, Op.META.value))
-        for row in self.rows("op IS NULL"):
+                     f"ON s.path = t.path WHERE {CARRIED_ROW} AND s.parts IS NOT NULL")
+        for row in self.rows("op = ?", (Op.UNDECIDED.value,)):
             interrupt.check()
             self.put(self._decide(dict(row), previous, warn, roots))
         conn.execute("UPDATE scan SET op = NULL WHERE op = ?", (Op.SETTLED.value,))
@@ -499,8 +529,5 @@ class ScanTable(TreeTable):
 
     def listed(self, full: bool) -> Iterator[tuple[Any, Op]]:
         """The rows a manifest lists with their op: every row for a full, only changes otherwise."""
-        for row in self.rows():
-            if full:
-                yield row, Op.ADD
-            elif row["op"] is not None:
-                yield row, Op(row["op"])
+        for row in self.rows("" if full else "op IS NOT NULL"):
+            yield row, Op.ADD if full else Op(row["op"])

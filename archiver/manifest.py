@@ -37,9 +37,12 @@ FORMAT = 1
 ENTRY_NAME = "manifest.jsonl"
 
 
+_CANONICAL = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Canonical JSON: ASCII (names that are not UTF-8 survive as \\udcXX escapes), sorted keys."""
-    return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL.encode(value)
 
 
 def build_header(*, job: str, repository: str, kind: str, reason: str, generation_seq: int, generation_start: str,

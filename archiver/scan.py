@@ -12,8 +12,8 @@ A matching directory is skipped with everything below it.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import errno
+import functools
 import json
 import os
 import re
@@ -26,7 +26,7 @@ from .config import JobConfig
 from .errors import ConfigError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     path: str  # absolute, as the OS names it (undecodable bytes kept by surrogateescape)
     type: str  # "file" | "dir" | "symlink"
@@ -48,17 +48,23 @@ class Entry:
         return self.path.lstrip("/")
 
 
-def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) -> Entry | None:
+def entry_type(st: os.stat_result) -> str | None:
+    """"file", "dir" or "symlink"; None for what genarc does not keep (devices, sockets, FIFOs)."""
     if stat.S_ISREG(st.st_mode):
-        kind = "file"
-    elif stat.S_ISDIR(st.st_mode):
-        kind = "dir"
-    elif stat.S_ISLNK(st.st_mode):
-        kind = "symlink"
-    else:
+        return "file"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    return None
+
+
+def entry_from_stat(path: str, st: os.stat_result, target: str | None = None, xattrs: str | None = None) -> Entry | None:
+    kind = entry_type(st)
+    if kind is None:
         return None
     return Entry(path, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
-                 st.st_uid, st.st_gid, st.st_dev, st.st_ino, target, st.st_ctime_ns, st.st_nlink)
+                 st.st_uid, st.st_gid, st.st_dev, st.st_ino, target, st.st_ctime_ns, st.st_nlink, xattrs)
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -186,13 +192,10 @@ def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
         except OSError as exc:
             report("warning", f"cannot read source {root}: {exc.strerror}; it is not in this restore point")
             continue
-        root_entry = entry_from_stat(root, root_st)
-        if root_entry is not None and root_entry.type == "dir":
-            root_entry = dataclasses.replace(root_entry, xattrs=read_xattrs(root, report))
-        if root_entry is None or root_entry.type != "dir":
+        if entry_type(root_st) != "dir":
             report("warning", f"source {root} is not a directory; skipped")
             continue
-        yield root_entry
+        yield entry_from_stat(root, root_st, xattrs=read_xattrs(root, report))
         stack = [root]
         while stack:
             directory = stack.pop()
@@ -254,18 +257,26 @@ def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher", root: str, 
     except OSError as exc:
         report("warning", f"cannot stat {path}: {exc.strerror}")
         return None
-    entry = entry_from_stat(path, st, target)
-    if entry is None:
+    kind = entry_type(st)
+    if kind is None:
         report("note", f"skipped special file {path} (device, socket or FIFO)")
-    elif entry.type != "symlink":
-        entry = dataclasses.replace(entry, xattrs=_xattrs_at(fd, name, st, path, report))
-    return entry
+        return None
+    return entry_from_stat(path, st, target, None if kind == "symlink" else _xattrs_at(fd, name, st, path, report))
 
 
 def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Report) -> str | None:
     """The attributes of the very entry that was stat'ed in its folder: reached through an O_PATH descriptor
     (no folder above it is resolved again, so one swapped for a link meanwhile cannot lend another file's
-    attributes); by path only where /proc cannot show the descriptor."""
+    attributes); by path only where /proc cannot show the descriptor.
+
+    Most files have none: one call through the folder's own descriptor (which resolves no folder again and
+    follows no link) says so, and only a file that has some is opened and checked to be the one stat'ed."""
+    if _proc_shows_descriptors():
+        try:
+            if not os.listxattr(f"/proc/self/fd/{dir_fd}/{name}", follow_symlinks=False):
+                return None
+        except OSError:
+            return None  # none, a file system without them, or gone (as read_xattrs answers)
     try:
         opened = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
@@ -274,12 +285,21 @@ def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Re
         now = os.fstat(opened)
         if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
             return None  # replaced since the stat: its attributes are not this entry's
-        proc = f"/proc/self/fd/{opened}"
-        if os.path.exists(proc):
-            return read_xattrs(proc, report, shown=path, follow=True)
+        if _proc_shows_descriptors():
+            return read_xattrs(f"/proc/self/fd/{opened}", report, shown=path, follow=True)
         return read_xattrs(path, report)
     finally:
         os.close(opened)
+
+
+@functools.cache
+def _proc_shows_descriptors() -> bool:
+    """Whether /proc/self/fd names this process's open descriptors (asked once: it holds for the process)."""
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        return os.path.exists(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def read_xattrs(path: str, report: Report, shown: str | None = None, follow: bool = False) -> str | None:

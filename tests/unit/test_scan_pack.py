@@ -184,3 +184,25 @@ def test_holes_are_read_as_zeros_without_reading_them(tmp_path):
     finally:
         os.close(fd)
     assert bytes(out) == expected
+
+
+def test_a_scanned_row_is_what_the_tree_table_stores_for_the_entry(tmp_path):
+    """The scan builds each row directly (it runs once per file); it must equal the general conversion, with
+    numbers past sqlite's range folded, odd link targets and attributes kept, and the op undecided."""
+    from archiver.catalog import TREE_COLUMNS, TreeTable
+    from archiver.changes import Op, _values_from_entry
+    from archiver.scan import Entry
+
+    entries = [
+        Entry("/src/a file", "file", 0, 2**64 + 5, 0o644, 1000, 1000, 2**64 - 1, 2**63 + 7, None, -5, 2, '{"user.k":"dg=="}'),
+        Entry("/src/link", "symlink", 0, 1, 0o777, 0, 0, 1, 2, os.fsdecode(b"to-\xff"), 3),
+        Entry("/src/" + os.fsdecode(b"\xfe"), "dir", 0, -(2**70), 0o755, 1, 1, 1, 3, None, 4),
+    ]
+    for entry in entries:
+        row = {"path": os.fsencode(entry.name), "type": entry.type, "size": entry.size, "mtime_ns": entry.mtime_ns,
+               "mode": entry.mode, "uid": entry.uid, "gid": entry.gid, "dev": entry.dev, "ino": entry.ino,
+               "target": entry.target, "xxh3": None if entry.size or entry.type != "file" else _values_from_entry(entry)[10],
+               "ctime_ns": entry.ctime_ns, "xattrs": entry.xattrs, "op": Op.UNDECIDED.value}
+        assert _values_from_entry(entry) == TreeTable.values_of(row)
+        assert len(_values_from_entry(entry)) == len(TREE_COLUMNS)
+    assert _values_from_entry(entries[0])[10] is not None  # an empty file's hash is known without reading it
