@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import concurrent.futures.process
 import dataclasses
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from . import chain as chain_mod
 from . import interrupt, processes, tripwire
-from .catalog import Catalog, TreeTable, path_key, path_name
+from .catalog import Catalog, TreeTable, canonical_line, path_key, path_name
 from .changes import Op, ScanTable, Sharing
 from .clock import Clock, format_time
 from .config import Config, JobConfig
@@ -425,6 +426,8 @@ def _record(run: _Run, volume: PackedVolume, info: Any) -> None:
         report.volumes += 1
         report.bytes_uploaded += volume.size
     run.scan.conn.execute("BEGIN")
+    run.scan.stored([f for f in volume.files if f.part is None and f.stored], run.previous, key, version_id,
+                    volume.sha256)
     for packed in volume.files:
         if packed.part is not None:  # a part of a large file: the file is settled once all its parts are
             if packed.stored:
@@ -434,7 +437,6 @@ def _record(run: _Run, volume: PackedVolume, info: Any) -> None:
                 run.scan.not_stored(packed, run.previous)
             continue
         if packed.stored:
-            run.scan.stored(packed, run.previous, key, version_id, volume.sha256)
             report.bytes_packed += packed.size
             if packed.status == "torn":
                 run.warn(f"{packed.path} {packed.message}; stored as last read, and flagged in the manifest "
@@ -464,7 +466,11 @@ def _commit(run: _Run) -> CommittedPoint:
     elif run.baseline:
         for path in run.scan.removed_since(catalog.tree):
             measurer.removal(path_name(path))
+    # A full lists every row, in path order: the tree digest is taken in the same pass.
+    tree_digest = hashlib.sha256() if run.full else None
     for row, op in run.scan.listed(full=run.full):
+        if tree_digest is not None:
+            tree_digest.update(canonical_line(row))
         parts = run.scan.parts_of(row["path"]) if row["parts"] and op in (Op.ADD, Op.CHANGE) else []
         for key in [row["obj_key"]] + [p["obj_key"] for p in parts]:
             if op in (Op.ADD, Op.CHANGE) and key is not None and not writer.holds(key):
@@ -487,7 +493,7 @@ def _commit(run: _Run) -> CommittedPoint:
         job_config=job_config(run.config, run.job),
         parent=None if run.full else {**tip, "version_id": catalog.get_meta("tip_version")},
         previous_generation_tip=tip if run.full and catalog.tip else None,
-        tree={"digest": run.scan.digest(), "entries": run.scan.count(), "bytes": report.bytes_scanned},
+        tree={"digest": tree_digest.hexdigest() if tree_digest is not None else run.scan.digest(), "entries": run.scan.count(), "bytes": report.bytes_scanned},
         warnings=len(report.warnings), profile=run.profile.as_dict(),
         tripwire={"enabled": run.config.tripwire.enabled, "score": verdict.score if verdict else None,
                   "suspicious": bool(verdict and verdict.suspicious), "reasons": verdict.reasons if verdict else []})

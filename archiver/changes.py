@@ -493,18 +493,19 @@ class ScanTable(TreeTable):
                 if torn:
                     yield absolute, "kept changing while its parts were read", True
 
-    def stored(self, packed: PackedFile, previous: TreeTable | None, key: str, version_id: str | None,
+    def stored(self, files: list[PackedFile], previous: TreeTable | None, key: str, version_id: str | None,
                sha256: str) -> None:
-        """A file was packed into the volume ``key``: the row takes what was read."""
-        pkey = path_key(packed.path.lstrip("/"))
-        row = dict(self.get(pkey))
-        old = previous.get(pkey) if previous is not None else None
-        row.update(xxh3=packed.xxh3, kxxh3=packed.kxxh3, size=packed.size, mtime_ns=packed.mtime_ns, mode=packed.mode, uid=packed.uid,
-                   gid=packed.gid, dev=packed.dev, ino=packed.ino, ctime_ns=packed.ctime_ns, obj_key=key,
-                   obj_version=version_id, torn=1 if packed.status == "torn" else None,
-                   sparse=1 if packed.sparse else None,
-                   obj_sha256=sha256, entry=packed.entry, op=(Op.ADD if old is None else Op.CHANGE).value)
-        self.put(row)
+        """Whole files were packed into the volume ``key``: each row takes what was read (one statement for the
+        volume's files; the op is ADD, or CHANGE where the previous point holds the path)."""
+        op = (f"CASE WHEN EXISTS (SELECT 1 FROM {previous.name} WHERE path = scan.path) THEN '{Op.CHANGE.value}' "
+              f"ELSE '{Op.ADD.value}' END") if previous is not None else f"'{Op.ADD.value}'"
+        self.conn.executemany(
+            "UPDATE scan SET xxh3 = ?, kxxh3 = ?, size = ?, mtime_ns = ?, mode = ?, uid = ?, gid = ?, dev = ?, ino = ?, "
+            f"ctime_ns = ?, obj_key = ?, obj_version = ?, torn = ?, sparse = ?, obj_sha256 = ?, entry = ?, op = {op} "
+            "WHERE path = ?",
+            [(f.xxh3, f.kxxh3, f.size, storable("mtime_ns", f.mtime_ns), f.mode, f.uid, f.gid, storable("dev", f.dev),
+              storable("ino", f.ino), storable("ctime_ns", f.ctime_ns), key, version_id, 1 if f.status == "torn" else None,
+              1 if f.sparse else None, sha256, f.entry, path_key(f.path.lstrip("/"))) for f in files])
 
     def not_stored(self, packed: PackedFile, previous: TreeTable | None) -> bool:
         """A file could not be packed: keep its previous version (True), or leave it out of the point."""

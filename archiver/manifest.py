@@ -64,7 +64,10 @@ def build_header(*, job: str, repository: str, kind: str, reason: str, generatio
 
 def _get(row: Any, key: str) -> Any:
     """A column of a tree row (a sqlite row or a dict) that rows from before it was kept may lack."""
-    return row[key] if key in row.keys() else None
+    try:
+        return row[key]
+    except (KeyError, IndexError):
+        return None
 
 
 def entry_of(row: Any, path: str, op: str, obj_index: dict[str, int], parts: list[Any] = ()) -> dict[str, Any]:

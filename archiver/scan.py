@@ -132,6 +132,8 @@ class ExcludeMatcher:
                 self.relative.append(regex)
 
     def excluded(self, path: str, root: str) -> bool:
+        if not (self.by_name or self.absolute or self.relative):
+            return False
         name = path.rsplit("/", 1)[-1]
         if any(r.match(name) for r in self.by_name) or any(r.match(path) for r in self.absolute):
             return True

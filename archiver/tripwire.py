@@ -142,6 +142,7 @@ class Measurer:
         self._added_content: dict[str, set[str]] = {}  # stem of an added file -> the xxh3 of its content
         self._removed: dict[str, bool] = {}  # removed file -> its content was compressible
         self._removed_content: dict[str, str] = {}  # removed file -> the xxh3 of its content
+        self._dense_objects: dict[int, bool] = {}  # object index -> its content is incompressible
 
     def _dense_new(self, entry: Mapping[str, Any]) -> bool:
         """Whether the content an entry lists is incompressible: its object is dense, or, for a file stored in
@@ -151,7 +152,14 @@ class Measurer:
             parts else [entry.get("obj")]
         if not self.profile.density_known or not all(type(i) is int and 0 <= i < len(self.objects) for i in indexes):
             return False
-        return all(dense_object(self.objects[i]) for i in indexes)
+        return all(self._dense_object(i) for i in indexes)
+
+    def _dense_object(self, index: int) -> bool:
+        """Whether the point's object ``index`` holds incompressible content (asked once per object)."""
+        dense = self._dense_objects.get(index)
+        if dense is None:
+            dense = self._dense_objects[index] = dense_object(self.objects[index])
+        return dense
 
     def _compressible_old(self, row: Mapping[str, Any]) -> bool:
         if not self.profile.density_known or not row["size"]:
@@ -164,7 +172,7 @@ class Measurer:
         """One entry of the point (any op; a full lists everything as ``add``). A malformed entry (a forged
         manifest; replaying it fails anyway) is not measured."""
         p = self.profile
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str) or (
+        if not isinstance(entry, (dict, Mapping)) or not isinstance(entry.get("path"), str) or (
                 entry.get("size") is not None and type(entry.get("size")) is not int) or not _key_of(entry["path"]):
             return
         op = entry.get("op")
