@@ -142,9 +142,18 @@ class PointWriter:
         """Copy ``src_key`` server-side to ``key`` with the point's lock (the copy's SHA-256 must match).
         ``packing``: how the source was packed and whether it is dense, which a copy keeps (unknown: recorded
         as ``copy``, which the tripwire reads as incompressible)."""
-        method, dense = packing or ("copy", False)
-        info = self.repo.store.copy(src_key, key, src_version_id=src_version_id, sha256=sha256,
+        info = self.send_copy(src_key, src_version_id, sha256, key)
+        return self.record_copy(src_key, info, sha256, key, content_bytes=content_bytes, packing=packing)
+
+    def send_copy(self, src_key: str, src_version_id: str | None, sha256: str, key: str) -> ObjectInfo:
+        """The server-side copy of :meth:`copy_volume`, and nothing else: safe in an upload thread."""
+        return self.repo.store.copy(src_key, key, src_version_id=src_version_id, sha256=sha256,
                                     retention=self.lock.retention)
+
+    def record_copy(self, src_key: str, info: ObjectInfo, sha256: str, key: str, *, content_bytes: int | None = None,
+                    packing: tuple[str, bool] | None = None) -> StoredObject:
+        """Record a copy :meth:`send_copy` made, in the thread that owns the writer."""
+        method, dense = packing or ("copy", False)
         return self.add_object(StoredObject(key, info.size, sha256, info.version_id, method, content_bytes,
                                             copied_from=src_key, dense=dense))
 

@@ -17,6 +17,10 @@ from typing import Callable
 from .changes import ScanTable
 from .errors import GenarcError
 from .point import PointWriter
+from .store import ObjectInfo
+from .uploads import UploadQueue
+
+COPIES_IN_FLIGHT = 4
 
 
 @dataclass
@@ -50,20 +54,36 @@ def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | No
     sources = scan.carried_volumes()
     to_copy, to_repack = choose(live, content, threshold)
     report = SyntheticReport(next_index=len(to_copy) + 1)
-    for index, old in enumerate(list(to_copy), start=1):
+
+    def send(job: tuple[int, str]) -> ObjectInfo | GenarcError:
+        index, old = job
         version_id, sha256 = sources[old]
         try:
-            copy = writer.copy_volume(old, version_id, sha256, writer.volume_key(index), content_bytes=content.get(old),
-                                     packing=(packing or {}).get(old))
+            return writer.send_copy(old, version_id, sha256, writer.volume_key(index))
         except GenarcError as exc:
+            return exc
+
+    def record(job: tuple[int, str], sent: ObjectInfo | GenarcError) -> None:
+        index, old = job
+        if isinstance(sent, GenarcError):
             # Nothing will point at a failed or mismatching copy: its files are repacked from the source.
-            note(f"server-side copy of {old} failed ({exc.message}); its files are repacked")
+            note(f"server-side copy of {old} failed ({sent.message}); its files are repacked")
             report.failed_copies.append(old)
             to_repack.append(old)
-            continue
+            return
+        sha256 = sources[old][1]
+        copy = writer.record_copy(old, sent, sha256, writer.volume_key(index), content_bytes=content.get(old),
+                                  packing=(packing or {}).get(old))
         scan.repoint(old, copy.key, copy.version_id, sha256)
         report.copied_volumes += 1
         report.copied_bytes += copy.size
+
+    # Copies are server work and a round trip or several each: several go at once, recorded here as each ends.
+    with UploadQueue(send, record, lambda job: None, slots=COPIES_IN_FLIGHT) as copies:
+        for job in enumerate(list(to_copy), start=1):
+            copies.add(job)
+    report.failed_copies.sort()
+    to_repack.sort()
     for old in to_repack:
         report.repacked_volumes += 1
         report.repacked_bytes += live.get(old, 0)
