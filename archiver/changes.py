@@ -52,13 +52,20 @@ _CONTENT = ("xxh3", "obj_key", "obj_version", "obj_sha256", "entry", "torn", "sp
 CARRIED_ROW = f"(s.op IS NULL OR s.op = '{Op.META.value}')"
 
 
+# The columns a scan fills (the others start NULL): binding fewer values makes the per-file insert cheaper.
+SCANNED_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3", "op",
+                   "ctime_ns", "xattrs")
+_INSERT_SCANNED = (f"INSERT OR REPLACE INTO scan ({','.join(SCANNED_COLUMNS)}) "
+                   f"VALUES ({','.join('?' * len(SCANNED_COLUMNS))})")
+
+
 def _values_from_entry(entry: Entry) -> list[Any]:
-    """A scanned entry's row, in :data:`~archiver.catalog.TREE_COLUMNS` order and as stored (``storable``): built
-    directly, as it runs once per file of every run."""
+    """A scanned entry's :data:`SCANNED_COLUMNS`, as stored (``storable``): built directly, as it runs once per
+    file of every run."""
     return [path_key(entry.name), entry.type, entry.size, storable("mtime_ns", entry.mtime_ns), entry.mode, entry.uid,
             entry.gid, storable("dev", entry.dev), storable("ino", entry.ino), storable("target", entry.target),
-            EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None, None, None, None, None,
-            Op.UNDECIDED.value, storable("ctime_ns", entry.ctime_ns), None, None, entry.xattrs, None, None, None]
+            EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None, Op.UNDECIDED.value,
+            storable("ctime_ns", entry.ctime_ns), entry.xattrs]
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,7 @@ class ScanTable(TreeTable):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        sql = self.insert_sql
+        sql = _INSERT_SCANNED
         try:
             self.conn.executemany(sql, [values for _, values in pending])
             return
@@ -443,7 +450,9 @@ class ScanTable(TreeTable):
         return int(files), int(whole) + int(parts)
 
     def to_pack(self) -> Iterator[Any]:
-        return self.rows("op = ?", (Op.PACK.value,))
+        """The rows to pack, in path order: their path, size, parts, inode and device."""
+        for batch in self.batches("path, size, parts, ino, dev", "op = ?", (Op.PACK.value,)):
+            yield from batch
 
     def planned_parts(self, path: bytes) -> Iterator[tuple[int, int, int]]:
         """(index, offset, size) of each part of ``path`` still to be packed."""

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 import zlib
 from collections import OrderedDict
@@ -36,7 +37,7 @@ INCOMPRESSIBLE_RATIO = 0.95
 # methods (LZMA2 spends seconds a megabyte on random bytes, deflate a good share) send such files to COPY.
 PER_BLOCK_METHODS = ("zstd",)
 DENSE_ZSTD_LEVEL = 3
-_ODD = set(range(0x00, 0x20)) | {0x7F}
+_ODD = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and backslashes: stock tools mangle them
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def entry_name(path: str, ordinal: int, tag: str = "") -> str:
     except UnicodeEncodeError:
         return f"_genarc/odd/{tag}{ordinal:06d}"
     parts = name.split("/")
-    if (not name or "\\" in name or any(ord(c) in _ODD for c in name) or any(p in ("", ".", "..") for p in parts)
+    if (not name or _ODD.search(name) or any(p in ("", ".", "..") for p in parts)
             or name.startswith("_genarc/")):
         return f"_genarc/odd/{tag}{ordinal:06d}"
     return name

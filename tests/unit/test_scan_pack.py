@@ -190,7 +190,7 @@ def test_a_scanned_row_is_what_the_tree_table_stores_for_the_entry(tmp_path):
     """The scan builds each row directly (it runs once per file); it must equal the general conversion, with
     numbers past sqlite's range folded, odd link targets and attributes kept, and the op undecided."""
     from archiver.catalog import TREE_COLUMNS, TreeTable
-    from archiver.changes import Op, _values_from_entry
+    from archiver.changes import SCANNED_COLUMNS, Op, _values_from_entry
     from archiver.scan import Entry
 
     entries = [
@@ -203,6 +203,7 @@ def test_a_scanned_row_is_what_the_tree_table_stores_for_the_entry(tmp_path):
                "mode": entry.mode, "uid": entry.uid, "gid": entry.gid, "dev": entry.dev, "ino": entry.ino,
                "target": entry.target, "xxh3": None if entry.size or entry.type != "file" else _values_from_entry(entry)[10],
                "ctime_ns": entry.ctime_ns, "xattrs": entry.xattrs, "op": Op.UNDECIDED.value}
-        assert _values_from_entry(entry) == TreeTable.values_of(row)
-        assert len(_values_from_entry(entry)) == len(TREE_COLUMNS)
-    assert _values_from_entry(entries[0])[10] is not None  # an empty file's hash is known without reading it
+        stored = dict(zip(TREE_COLUMNS, TreeTable.values_of(row)))
+        assert _values_from_entry(entry) == [stored.pop(c) for c in SCANNED_COLUMNS]
+        assert set(stored.values()) == {None}  # what a scan leaves NULL, classification fills
+    assert _values_from_entry(entries[0])[SCANNED_COLUMNS.index("xxh3")] is not None  # an empty file's hash
