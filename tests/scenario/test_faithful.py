@@ -8,6 +8,7 @@ from archiver.errors import EXIT_OK
 from tests.conftest import restored_root, snapshot
 
 DAYS = [f"2027-04-{d:02d}T02:00:00Z" for d in range(1, 10)]
+CHUNKS = 509  # of the file rewritten during a run
 
 
 def report_of(result) -> dict:
@@ -67,9 +68,20 @@ def busy_writer(ws, path, mode: str, seconds: float):
     import subprocess
     import sys
 
+    import time
+
     script = ws.root / "writer.py"
     script.write_text(WRITER)
-    return subprocess.Popen([sys.executable, str(script), str(path), mode, str(seconds)])
+    before = os.stat(path)
+    writer = subprocess.Popen([sys.executable, str(script), str(path), mode, str(seconds)])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the run starts once the writer is writing, however slow the machine
+        now = os.stat(path)
+        if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            return writer
+        time.sleep(0.005)
+    writer.kill()
+    raise AssertionError("the busy writer never started writing")
 
 
 def test_a_log_appended_to_without_pause_is_in_every_point_as_the_prefix_read(workspace):
@@ -98,9 +110,11 @@ def test_a_log_appended_to_without_pause_is_in_every_point_as_the_prefix_read(wo
 def test_a_file_rewritten_in_place_during_the_run_is_stored_as_last_read_and_flagged(workspace):
     ws = workspace
     db = ws.src / "db.bin"
-    db.write_bytes(os.urandom(8 * 65536))
+    # 509 chunks of 64 KiB (about 32 MiB, one volume): each read spans many clock ticks and scheduler slices, and
+    # the writer's bytes for a chunk differ on every pass (509 is not a multiple of 256).
+    db.write_bytes(os.urandom(CHUNKS * 65536))
     (ws.src / "calm.txt").write_text("calm\n")
-    ws.write_config(workers=1)
+    ws.write_config(workers=1, volume_size="64MiB")
     assert ws.genarc("init").code == EXIT_OK
     writer = busy_writer(ws, db, "rewrite", 30)
     try:
@@ -111,13 +125,13 @@ def test_a_file_rewritten_in_place_during_the_run_is_stored_as_last_read_and_fla
     assert result.code == 1, result.err  # partial: named
     assert any("db.bin" in w and "stored as last read" in w for w in report_of(result)["warnings"])
     entries = {e["path"].rsplit("/", 1)[-1]: e for e in ws.genarc("ls", "data", "--json").json["entries"]}
-    assert entries["db.bin"]["changed_while_read"] is True and entries["db.bin"]["size"] == 8 * 65536
+    assert entries["db.bin"]["changed_while_read"] is True and entries["db.bin"]["size"] == CHUNKS * 65536
     assert "changed_while_read" not in entries["calm.txt"]
     assert "(changed while read" in ws.genarc("ls", "data").out
     target = ws.root / "restored"
     restored = ws.genarc("restore", "data", "--target", str(target))
     assert restored.code == EXIT_OK and "db.bin kept changing while it was backed up" in restored.err
-    assert (restored_root(target, ws.src) / "db.bin").stat().st_size == 8 * 65536
+    assert (restored_root(target, ws.src) / "db.bin").stat().st_size == CHUNKS * 65536
     # Once it holds still, the next run stores it cleanly and the flag is gone.
     again = ws.genarc("run", "--json", now=DAYS[1])
     assert again.code == EXIT_OK and report_of(again)["changed"] == 1

@@ -207,3 +207,20 @@ def test_a_scanned_row_is_what_the_tree_table_stores_for_the_entry(tmp_path):
         assert _values_from_entry(entry) == [stored.pop(c) for c in SCANNED_COLUMNS]
         assert set(stored.values()) == {None}  # what a scan leaves NULL, classification fills
     assert _values_from_entry(entries[0])[SCANNED_COLUMNS.index("xxh3")] is not None  # an empty file's hash
+
+
+def test_py7zr_asks_for_the_memory_available_at_most_once_a_second(monkeypatch):
+    """py7zr sizes each entry's decompression chunk from the memory available, asking psutil per entry; genarc
+    lets it ask at most once a second (a restore of 14,000 files spent a second there)."""
+    import psutil
+    import py7zr.py7zr
+
+    from archiver import sevenzip
+
+    assert sevenzip.CHECKED_VERSION and getattr(py7zr.py7zr.get_memory_limit, "throttled", False)
+    asked = []
+    real = psutil.virtual_memory
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: asked.append(1) or real())
+    limits = {py7zr.py7zr.get_memory_limit() for _ in range(5000)}
+    assert len(asked) <= 1 and len(limits) == 1
+    assert 1_000_000 <= limits.pop() <= 128_000_000  # py7zr's own bounds
