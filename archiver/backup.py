@@ -42,6 +42,9 @@ from .units import human_bytes
 from .uploads import UploadQueue
 
 Progress = Callable[[str, dict[str, Any]], None]
+# A file whose ctime is this close to (or after) the start of the scan that read it is confirmed by content next run:
+# a write just after the read, in the same tick of a coarse file-system clock, leaves the stat the scan saw.
+RACY_MARGIN_NS = 2 * 10**9
 
 
 @dataclass
@@ -121,7 +124,8 @@ def rebuild_catalog(repo: Repository, catalog: Catalog, history: History, latest
         catalog.conn.execute("COMMIT")
         return False
     catalog.set_meta({"tip_key": tip.key, "tip_sha256": tip.sha256, "tip_version": tip.version_id,
-                      "gseq": str(latest.name.gseq), "gstart": format_time(latest.name.gstart), "broken_key": None})
+                      "gseq": str(latest.name.gseq), "gstart": format_time(latest.name.gstart), "broken_key": None,
+                      "read_from_ns": None})
     catalog.conn.execute("COMMIT")
     return True
 
@@ -148,6 +152,7 @@ class _Run:
     previous: TreeTable | None = None  # the baseline an incremental lists its changes against
     profile: Profile | None = None
     verdict: Verdict | None = None
+    scan_started_ns: int = 0
 
     @property
     def full(self) -> bool:
@@ -264,6 +269,7 @@ def _scan(run: _Run) -> None:
         (run.warn if level == "warning" else notes.append)(message)
 
     run.scan = ScanTable(run.catalog.conn)
+    run.scan_started_ns = time.time_ns()  # the real clock, as the kernel's ctimes (never GENARC_NOW)
     inodes: dict[tuple[int, int], list[bytes]] = {}  # files with more than one name
     run.catalog.conn.execute("BEGIN")
     for entry in walk(run.job, on_scan):
@@ -291,8 +297,10 @@ def _classify(run: _Run, full_mode: str) -> bool:
     sharing = None if run.full else Sharing(run.writer.volume_prefix,
                                             lambda key: run.catalog.object_record(key) is not None)
     run.catalog.conn.execute("BEGIN")
+    read_from = run.catalog.get_meta("read_from_ns")  # when the catalog's tree was scanned (absent: unknown)
     run.scan.classify(run.catalog.tree if synthetic else run.previous, run.warn, run.roots, sharing,
-                      volume_size=run.config.volumes.size, seed=run.repo.keys.content_seed)
+                      volume_size=run.config.volumes.size, seed=run.repo.keys.content_seed,
+                      racy_from_ns=int(read_from) - RACY_MARGIN_NS if read_from else None)
     run.catalog.conn.execute("COMMIT")
     run.report.shared_files, run.report.shared_bytes = run.scan.shared_files, run.scan.shared_bytes
     if run.full:
@@ -516,7 +524,8 @@ def _adopt(run: _Run, committed: CommittedPoint) -> None:
     run.catalog.adopt(run.scan, [o.record() for o in run.writer.objects], replace=run.full,
                       tip={"tip_key": committed.key, "tip_sha256": committed.sha256,
                            "tip_version": committed.version_id, "gseq": str(gen.seq),
-                           "gstart": format_time(gen.start), "broken_key": None})
+                           "gstart": format_time(gen.start), "broken_key": None,
+                           "read_from_ns": str(run.scan_started_ns)})
 
 
 def _tripwire(run: _Run, committed: CommittedPoint, clock: Clock) -> None:

@@ -375,8 +375,9 @@ class Catalog:
         return state_dir / "catalog" / repo_id / f"{job}.sqlite"
 
     def get_meta(self, key: str) -> str | None:
+        """A value :meth:`set_meta` stored; None when it was never set or was set to None (not the text "None")."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None or row[0] is None else str(row[0])
 
     def set_meta(self, values: Mapping[str, str | None]) -> None:
         for key, value in values.items():

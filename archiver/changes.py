@@ -217,7 +217,8 @@ class ScanTable(TreeTable):
 
     # -- classification ----------------------------------------------------------------------------
     def classify(self, previous: TreeTable | None, warn: Callable[[str], None], roots: tuple[str, ...] = (),
-                 sharing: Sharing | None = None, volume_size: int = 0, seed: int = 0) -> None:
+                 sharing: Sharing | None = None, volume_size: int = 0, seed: int = 0,
+                 racy_from_ns: int | None = None) -> None:
         """Give each row its op against ``previous`` (None: a full without a baseline, everything is new).
 
         The common cases are settled in SQL in one pass (an unchanged row is written once, a rerun over an
@@ -227,6 +228,9 @@ class ScanTable(TreeTable):
         With ``sharing`` (an incremental), content to pack that ``previous`` already stores is referred to
         instead (:meth:`share`). Files larger than ``volume_size`` are stored in parts: a changed one stores
         again only the parts whose hash changed, and refers to the others.
+        A file whose recorded ctime is at or after ``racy_from_ns`` (shortly before the previous point read it) is
+        confirmed by content even when its stat is the same: a write in the same tick of a coarse file-system
+        clock, just after it was read, leaves the stat unchanged.
         """
         conn = self.conn
         self.volume_size, self.seed = volume_size, seed
@@ -244,8 +248,8 @@ class ScanTable(TreeTable):
             FROM {previous.name} AS t
             WHERE t.path = scan.path AND t.type = scan.type AND (scan.type != 'file' OR (
                   t.size = scan.size AND t.mtime_ns = scan.mtime_ns AND t.ino = scan.ino AND t.dev = scan.dev
-                  AND (t.ctime_ns IS NULL OR t.ctime_ns = scan.ctime_ns)))""",
-                     (Op.META.value,))
+                  AND (t.ctime_ns IS NULL OR (t.ctime_ns = scan.ctime_ns AND (? IS NULL OR t.ctime_ns < ?)))))""",
+                     (Op.META.value, racy_from_ns, racy_from_ns))
         conn.execute(f"INSERT INTO scan_parts SELECT t.* FROM {previous.parts_name} AS t JOIN scan AS s "
                      f"ON s.path = t.path WHERE {CARRIED_ROW} AND s.parts IS NOT NULL")
         for row in self.rows("op = ?", (Op.UNDECIDED.value,)):

@@ -297,3 +297,47 @@ def test_a_second_name_is_never_linked_to_a_first_name_this_restore_did_not_writ
     assert result.code == 1 and "a.txt" in result.err  # the first name is named
     assert (root / "b.txt").read_text() == "the real content\n" * 100  # the second comes back on its own
     assert (root / "b.txt").stat().st_nlink == 1 and (root / "a.txt" / "keep").read_text() == "not the backup's\n"
+
+
+def test_a_change_the_stat_cannot_show_is_caught_when_the_file_was_read_as_it_changed(workspace):
+    """A file system whose clock ticks coarsely gives a write made just after genarc read a file, in the same tick,
+    the very stat genarc recorded. A file whose ctime is that close to (or after) the start of the scan that read
+    it is confirmed by content on the next run; an older one is trusted by its stat, as before.
+
+    The same-tick write is simulated in the catalog (its recorded content no longer matches the file's), since a
+    test cannot hold a kernel clock still."""
+    import sqlite3
+
+    from archiver.backup import RACY_MARGIN_NS
+
+    ws = workspace
+    fresh = ws.src / "fresh.txt"
+    fresh.write_text("the content genarc should have\n")
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    catalog = sqlite3.connect(next((ws.root / "state").rglob("catalog/*/data.sqlite")), isolation_level=None)
+
+    def read_before_the_last_write() -> None:  # as if the run had read the file just before a same-tick write
+        done = catalog.execute("UPDATE tree SET xxh3 = ?, kxxh3 = ? WHERE CAST(path AS TEXT) LIKE '%/fresh.txt'",
+                               ("0" * 32, "0" * 32))
+        assert done.rowcount == 1
+
+    ctime = fresh.stat().st_ctime_ns
+    read_from = catalog.execute("SELECT value FROM meta WHERE key = 'read_from_ns'").fetchone()
+    assert read_from is not None and int(read_from[0]) >= ctime  # the scan started after the file was written
+    # Just inside the margin (on a slow machine the run may start later than that: the boundary is set here).
+    catalog.execute("UPDATE meta SET value = ? WHERE key = 'read_from_ns'", (str(ctime + RACY_MARGIN_NS - 10**6),))
+    read_before_the_last_write()
+    second = report_of(ws.genarc("run", "--json", now=DAYS[1]))
+    assert second["changed"] == 1 and second["bytes_packed"] == fresh.stat().st_size  # caught, and stored again
+    target = ws.root / "second"
+    assert ws.genarc("restore", "data", "--target", str(target), "--at", DAYS[1]).code == EXIT_OK
+    assert (restored_root(target, ws.src) / "fresh.txt").read_text() == "the content genarc should have\n"
+
+    # Read long after its last change, a file's stat is trusted: it is not read again (the forged hash stays).
+    assert fresh.stat().st_ctime_ns == ctime
+    catalog.execute("UPDATE meta SET value = ? WHERE key = 'read_from_ns'", (str(ctime + RACY_MARGIN_NS + 10**9),))
+    read_before_the_last_write()
+    third = report_of(ws.genarc("run", "--json", now=DAYS[2]))
+    assert (third["changed"], third["bytes_packed"]) == (0, 0)
