@@ -525,7 +525,7 @@ def _adopt(run: _Run, committed: CommittedPoint) -> None:
                       tip={"tip_key": committed.key, "tip_sha256": committed.sha256,
                            "tip_version": committed.version_id, "gseq": str(gen.seq),
                            "gstart": format_time(gen.start), "broken_key": None,
-                           "read_from_ns": str(run.scan_started_ns)})
+                           "read_from_ns": str(min(run.scan_started_ns, time.time_ns()))})  # a clock set back
 
 
 def _tripwire(run: _Run, committed: CommittedPoint, clock: Clock) -> None:

@@ -27,6 +27,7 @@ import xxhash
 
 from . import interrupt
 from .catalog import TreeTable, path_key, path_name, storable
+from .errors import IntegrityError
 from .pack import PackedFile, SourceFolders, has_holes, keyed_xxh3, open_source, source_root, xxh3_file
 from .parts import part_spans, parts_digest
 from .scan import Entry
@@ -189,12 +190,12 @@ class ScanTable(TreeTable):
         try:
             self.conn.executemany(sql, [values for _, values in pending])
             return
-        except (OverflowError, sqlite3.Error):
+        except (OverflowError, ValueError, sqlite3.Error):
             pass
         for path, values in pending:
             try:
                 self.conn.execute(sql, values)
-            except (OverflowError, sqlite3.Error) as exc:
+            except (OverflowError, ValueError, sqlite3.Error) as exc:
                 warn(f"{path} cannot be recorded ({exc}); it is not in this restore point")
                 self.unrecorded.add(values[0])
 
@@ -358,7 +359,7 @@ class ScanTable(TreeTable):
             except OSError as exc:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
                 self.put_parts(new["path"], [dict(p) for p in previous.parts_of(new["path"])])
-                return {**dict(old), "op": Op.SETTLED.value}
+                return {**dict(old), "ino": None, "op": Op.SETTLED.value}  # unverified: hashed next run
             digest, keyed = read or ("", None)
             # The keyed hash is compared where it is known (content stored before it was kept has none).
             if read is not None and digest == old["xxh3"] and (old["kxxh3"] is None or keyed is None or keyed == old["kxxh3"]):
@@ -385,7 +386,7 @@ class ScanTable(TreeTable):
             if new["size"] == old["size"]:
                 warn(f"{absolute} cannot be read ({exc.strerror}); the previous version is kept")
                 self.put_parts(new["path"], before)
-                return {**dict(old), "op": Op.SETTLED.value}
+                return {**dict(old), "ino": None, "op": Op.SETTLED.value}  # unverified: hashed next run
             digests = None  # it is packed whole again; the packer names what it cannot read
         lengths = [length for _, length in spans]
         if digests is not None and new["size"] == old["size"] and \
@@ -512,13 +513,15 @@ class ScanTable(TreeTable):
         volume's files; the op is ADD, or CHANGE where the previous point holds the path)."""
         op = (f"CASE WHEN EXISTS (SELECT 1 FROM {previous.name} WHERE path = scan.path) THEN '{Op.CHANGE.value}' "
               f"ELSE '{Op.ADD.value}' END") if previous is not None else f"'{Op.ADD.value}'"
-        self.conn.executemany(
+        done = self.conn.executemany(
             "UPDATE scan SET xxh3 = ?, kxxh3 = ?, size = ?, mtime_ns = ?, mode = ?, uid = ?, gid = ?, dev = ?, ino = ?, "
             f"ctime_ns = ?, obj_key = ?, obj_version = ?, torn = ?, sparse = ?, obj_sha256 = ?, entry = ?, op = {op} "
             "WHERE path = ?",
             [(f.xxh3, f.kxxh3, f.size, storable("mtime_ns", f.mtime_ns), f.mode, f.uid, f.gid, storable("dev", f.dev),
               storable("ino", f.ino), storable("ctime_ns", f.ctime_ns), key, version_id, 1 if f.status == "torn" else None,
               1 if f.sparse else None, sha256, f.entry, path_key(f.path.lstrip("/"))) for f in files])
+        if files and done.rowcount != len(files):
+            raise IntegrityError(f"internal: {len(files) - done.rowcount} packed files of {key} are not in the scan")
 
     def not_stored(self, packed: PackedFile, previous: TreeTable | None) -> bool:
         """A file could not be packed: keep its previous version (True), or leave it out of the point."""
@@ -528,7 +531,7 @@ class ScanTable(TreeTable):
             return True
         old = previous.get(pkey) if previous is not None else None
         if old is not None:
-            self.put({**dict(old), "op": None})
+            self.put({**dict(old), "ino": None, "op": None})  # kept unverified: no inode, so the next run reads it
             self.put_parts(pkey, [dict(p) for p in previous.parts_of(pkey)])  # type: ignore[union-attr]
             return True
         self.remove(pkey)

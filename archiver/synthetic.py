@@ -78,12 +78,14 @@ def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | No
         report.copied_volumes += 1
         report.copied_bytes += copy.size
 
-    # Copies are server work and a round trip or several each: several go at once, recorded here as each ends.
-    with UploadQueue(send, record, lambda job: None, slots=COPIES_IN_FLIGHT) as copies:
+    # Copies are server work and a round trip or several each: several go at once. They are recorded here, once
+    # all have ended, in the order of their keys, so the same rollover writes the same manifest.
+    ended: dict[tuple[int, str], ObjectInfo | GenarcError] = {}
+    with UploadQueue(send, ended.__setitem__, lambda job: None, slots=COPIES_IN_FLIGHT) as copies:
         for job in enumerate(list(to_copy), start=1):
             copies.add(job)
-    report.failed_copies.sort()
-    to_repack.sort()
+    for job in sorted(ended):
+        record(job, ended[job])
     for old in to_repack:
         report.repacked_volumes += 1
         report.repacked_bytes += live.get(old, 0)
