@@ -299,6 +299,23 @@ def test_a_second_name_is_never_linked_to_a_first_name_this_restore_did_not_writ
     assert (root / "b.txt").stat().st_nlink == 1 and (root / "a.txt" / "keep").read_text() == "not the backup's\n"
 
 
+def _backed_up_once(ws, text: str):
+    """A job holding one file, ``fresh.txt``, backed up once; the file and the job's catalog (sqlite)."""
+    import sqlite3
+
+    fresh = ws.src / "fresh.txt"
+    fresh.write_text(text)
+    ws.write_config()
+    assert ws.genarc("init").code == EXIT_OK
+    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
+    return fresh, sqlite3.connect(next((ws.root / "state").rglob("catalog/*/data.sqlite")), isolation_level=None)
+
+
+def _set_read_from(catalog, ns: int) -> None:
+    """Say in the catalog that its tree was read at ``ns`` (the racy-timestamp guard's reference)."""
+    catalog.execute("UPDATE meta SET value = ? WHERE key = 'read_from_ns'", (str(ns),))
+
+
 def test_a_change_the_stat_cannot_show_is_caught_when_the_file_was_read_as_it_changed(workspace):
     """A file system whose clock ticks coarsely gives a write made just after genarc read a file, in the same tick,
     the very stat genarc recorded. A file whose ctime is that close to (or after) the start of the scan that read
@@ -306,17 +323,10 @@ def test_a_change_the_stat_cannot_show_is_caught_when_the_file_was_read_as_it_ch
 
     The same-tick write is simulated in the catalog (its recorded content no longer matches the file's), since a
     test cannot hold a kernel clock still."""
-    import sqlite3
-
     from archiver.backup import RACY_MARGIN_NS
 
     ws = workspace
-    fresh = ws.src / "fresh.txt"
-    fresh.write_text("the content genarc should have\n")
-    ws.write_config()
-    assert ws.genarc("init").code == EXIT_OK
-    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
-    catalog = sqlite3.connect(next((ws.root / "state").rglob("catalog/*/data.sqlite")), isolation_level=None)
+    fresh, catalog = _backed_up_once(ws, "the content genarc should have\n")
 
     def read_before_the_last_write() -> None:  # as if the run had read the file just before a same-tick write
         done = catalog.execute("UPDATE tree SET xxh3 = ?, kxxh3 = ? WHERE CAST(path AS TEXT) LIKE '%/fresh.txt'",
@@ -327,7 +337,7 @@ def test_a_change_the_stat_cannot_show_is_caught_when_the_file_was_read_as_it_ch
     read_from = catalog.execute("SELECT value FROM meta WHERE key = 'read_from_ns'").fetchone()
     assert read_from is not None and int(read_from[0]) >= ctime  # the scan started after the file was written
     # Just inside the margin (on a slow machine the run may start later than that: the boundary is set here).
-    catalog.execute("UPDATE meta SET value = ? WHERE key = 'read_from_ns'", (str(ctime + RACY_MARGIN_NS - 10**6),))
+    _set_read_from(catalog, ctime + RACY_MARGIN_NS - 10**6)
     read_before_the_last_write()
     second = report_of(ws.genarc("run", "--json", now=DAYS[1]))
     assert second["changed"] == 1 and second["bytes_packed"] == fresh.stat().st_size  # caught, and stored again
@@ -337,7 +347,7 @@ def test_a_change_the_stat_cannot_show_is_caught_when_the_file_was_read_as_it_ch
 
     # Read long after its last change, a file's stat is trusted: it is not read again (the forged hash stays).
     assert fresh.stat().st_ctime_ns == ctime
-    catalog.execute("UPDATE meta SET value = ? WHERE key = 'read_from_ns'", (str(ctime + RACY_MARGIN_NS + 10**9),))
+    _set_read_from(catalog, ctime + RACY_MARGIN_NS + 10**9)
     read_before_the_last_write()
     third = report_of(ws.genarc("run", "--json", now=DAYS[2]))
     assert (third["changed"], third["bytes_packed"]) == (0, 0)
@@ -347,18 +357,12 @@ def test_a_file_that_could_not_be_confirmed_is_read_again_until_it_is(workspace,
     """A racy file (see above) whose confirming read fails keeps its previous version, named; the next runs must
     not then trust its stat, or the old bytes would stay in every point without a word."""
     import errno
-    import sqlite3
 
     from archiver import changes
     from archiver.backup import RACY_MARGIN_NS
 
     ws = workspace
-    fresh = ws.src / "fresh.txt"
-    fresh.write_text("VERSION-1 content\n")
-    ws.write_config()
-    assert ws.genarc("init").code == EXIT_OK
-    assert ws.genarc("run", now=DAYS[0]).code == EXIT_OK
-    catalog = sqlite3.connect(next((ws.root / "state").rglob("catalog/*/data.sqlite")), isolation_level=None)
+    fresh, catalog = _backed_up_once(ws, "VERSION-1 content\n")
     # The same-tick write just after run 1 read it: other bytes, the same size and mtime, and the ctime the catalog
     # holds (set in the catalog: a test cannot hold a kernel clock still).
     before = fresh.stat()
@@ -368,10 +372,7 @@ def test_a_file_that_could_not_be_confirmed_is_read_again_until_it_is(workspace,
     assert catalog.execute("UPDATE tree SET ctime_ns = ? WHERE CAST(path AS TEXT) LIKE '%/fresh.txt'",
                            (ctime,)).rowcount == 1
 
-    def read_from(ns: int) -> None:
-        catalog.execute("UPDATE meta SET value = ? WHERE key = 'read_from_ns'", (str(ns),))
-
-    read_from(ctime)  # racy: run 2 confirms it by content, but that read fails
+    _set_read_from(catalog, ctime)  # racy: run 2 confirms it by content, but that read fails
     real = changes.xxh3_file
 
     def failing(path, *args, **kwargs):
@@ -384,7 +385,7 @@ def test_a_file_that_could_not_be_confirmed_is_read_again_until_it_is(workspace,
     assert second.code == 1 and any("fresh.txt" in w and "previous version is kept" in w
                                     for w in report_of(second)["warnings"])
     monkeypatch.setattr(changes, "xxh3_file", real)
-    read_from(ctime + RACY_MARGIN_NS + 10**9)  # long after: only the missing confirmation sends it to be read
+    _set_read_from(catalog, ctime + RACY_MARGIN_NS + 10**9)  # long after: only the missing confirmation sends it to be read
     third = ws.genarc("run", "--json", now=DAYS[2])
     assert third.code == EXIT_OK and report_of(third)["changed"] == 1
     target = ws.root / "third"
