@@ -501,7 +501,8 @@ def _commit(run: _Run) -> CommittedPoint:
         job_config=job_config(run.config, run.job),
         parent=None if run.full else {**tip, "version_id": catalog.get_meta("tip_version")},
         previous_generation_tip=tip if run.full and catalog.tip else None,
-        tree={"digest": tree_digest.hexdigest() if tree_digest is not None else run.scan.digest(), "entries": run.scan.count(), "bytes": report.bytes_scanned},
+        tree={"digest": run.scan.digest() if tree_digest is None else tree_digest.hexdigest(),
+              "entries": run.scan.count(), "bytes": report.bytes_scanned},
         warnings=len(report.warnings), profile=run.profile.as_dict(),
         tripwire={"enabled": run.config.tripwire.enabled, "score": verdict.score if verdict else None,
                   "suspicious": bool(verdict and verdict.suspicious), "reasons": verdict.reasons if verdict else []})
