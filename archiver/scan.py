@@ -59,10 +59,9 @@ def entry_type(st: os.stat_result) -> str | None:
     return None
 
 
-def entry_from_stat(path: str, st: os.stat_result, target: str | None = None, xattrs: str | None = None) -> Entry | None:
-    kind = entry_type(st)
-    if kind is None:
-        return None
+def entry_from_stat(path: str, st: os.stat_result, kind: str, target: str | None = None,
+                    xattrs: str | None = None) -> Entry:
+    """The entry of ``st``, whose :func:`entry_type` the caller has taken (``kind``)."""
     return Entry(path, kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
                  st.st_uid, st.st_gid, st.st_dev, st.st_ino, target, st.st_ctime_ns, st.st_nlink, xattrs)
 
@@ -197,7 +196,7 @@ def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
         if entry_type(root_st) != "dir":
             report("warning", f"source {root} is not a directory; skipped")
             continue
-        yield entry_from_stat(root, root_st, xattrs=read_xattrs(root, report))
+        yield entry_from_stat(root, root_st, "dir", xattrs=read_xattrs(root, report))
         stack = [root]
         while stack:
             directory = stack.pop()
@@ -263,7 +262,7 @@ def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher", root: str, 
     if kind is None:
         report("note", f"skipped special file {path} (device, socket or FIFO)")
         return None
-    return entry_from_stat(path, st, target, None if kind == "symlink" else _xattrs_at(fd, name, st, path, report))
+    return entry_from_stat(path, st, kind, target, None if kind == "symlink" else _xattrs_at(fd, name, st, path, report))
 
 
 def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Report) -> str | None:
