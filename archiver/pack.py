@@ -24,6 +24,14 @@ from typing import BinaryIO, Iterable, Iterator
 import py7zr
 import xxhash
 
+try:  # zstd, which py7zr itself packs with: the standard library's from 3.14, its backport before
+    from compression import zstd as _zstd  # type: ignore[import-not-found]
+except ImportError:
+    try:
+        from backports import zstd as _zstd  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        _zstd = None
+
 from .errors import LocalIOError
 from . import sevenzip
 from .scan import open_below
@@ -206,9 +214,15 @@ def xxh3_file(path: str, root: str = "", seed: int | None = None,
     return h.hexdigest(), k.hexdigest() if k is not None else None
 
 
+def _probe(sample: bytes) -> int:
+    """The compressed size of a sample: zstd level 1 takes ~20 us on 64 KiB of random bytes and ~250 us on text,
+    zlib level 1 (the fallback) ~1 ms on either; the probe runs in the main process, once a file."""
+    return len(_zstd.compress(sample, 1)) if _zstd is not None else len(zlib.compress(sample, 1))
+
+
 def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFolders | None = None,
                          offset: int = 0) -> bool:
-    """A quick probe: zlib level 1 on up to two 64 KiB samples (start and middle) of ``size`` bytes at ``offset``."""
+    """A quick probe: zstd level 1 on up to two 64 KiB samples (start and middle) of ``size`` bytes at ``offset``."""
     if size < PROBE_MIN:
         return False
     try:
@@ -223,7 +237,7 @@ def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFo
         return False
     if not sample:
         return False
-    return len(zlib.compress(sample, 1)) >= INCOMPRESSIBLE_RATIO * len(sample)
+    return _probe(sample) >= INCOMPRESSIBLE_RATIO * len(sample)
 
 
 class _HashingReader(io.BufferedIOBase):

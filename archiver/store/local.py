@@ -23,6 +23,27 @@ from .inspect import KeyRights, LockSettings
 _TMP_MARK = ".genarc-tmp-"
 
 
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF, errno.EPERM)
+
+
+def _copy(src, out) -> None:
+    """Copy an open file to another from their current positions, in the kernel where it can
+    (``copy_file_range``: no pass through Python's buffers, a reflink on file systems that share extents),
+    else through Python. A disk that fills up still raises."""
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is not None:
+        out.flush()
+        try:
+            while copy_range(src.fileno(), out.fileno(), 1 << 30):
+                pass
+            return
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+            # Nothing, or a whole number of chunks, was copied: both positions are where they should be.
+    shutil.copyfileobj(src, out, 1 << 20)
+
+
 def _local_error(exc: OSError, what: str) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return LocalIOError(f"The repository disk is full while writing {what}; free space and rerun.")
@@ -69,7 +90,7 @@ class LocalStore:
                         out.write(source)
                     else:
                         with open(source, "rb") as src:
-                            shutil.copyfileobj(src, out, 1 << 20)
+                            _copy(src, out)
                     out.flush()
                     os.fsync(out.fileno())
                 try:
@@ -114,7 +135,7 @@ class LocalStore:
         with self._open(key) as src:
             try:
                 with open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                    _copy(src, out)
             except OSError as exc:
                 raise _local_error(exc, f"the local copy of {key}") from exc
 

@@ -1,3 +1,4 @@
+import io
 import os
 import threading
 import time
@@ -224,3 +225,74 @@ def test_py7zr_asks_for_the_memory_available_at_most_once_a_second(monkeypatch):
     limits = {py7zr.py7zr.get_memory_limit() for _ in range(5000)}
     assert len(asked) <= 1 and len(limits) == 1
     assert 1_000_000 <= limits.pop() <= 128_000_000  # py7zr's own bounds
+
+
+def test_7z_aes_runs_in_openssl_and_gives_the_bytes_pycryptodomex_gives(tmp_path, monkeypatch):
+    """py7zr's 7zAES cipher is OpenSSL's AES-CBC (several times pycryptodomex's speed): a volume written through
+    it opens with pycryptodomex's CBC, and the other way round; 7zz opens it too when installed."""
+    import shutil
+    import subprocess
+
+    import py7zr.compressor
+    from Cryptodome.Cipher import AES
+
+    from archiver import sevenzip
+
+    assert getattr(py7zr.compressor.AES, "openssl", False)
+    payload = {f"d/f{i}": os.urandom(i * 997) + b"text " * (i * 300) for i in range(12)}
+
+    def write(path):
+        with sevenzip.open_for_writing(path, "deflate", 0, "pw") as archive:  # a method stock 7zz reads
+            for name, data in payload.items():
+                archive.writestr(data, name)
+
+    def read(path):
+        out = tmp_path / f"{path.stem}-out"
+        with py7zr.SevenZipFile(path, "r", password="pw") as archive:
+            archive.extractall(out)
+        return {f"d/{p.name}": p.read_bytes() for p in (out / "d").iterdir()}
+
+    write(tmp_path / "openssl.7z")
+    monkeypatch.setattr(py7zr.compressor, "AES", AES)  # pycryptodomex alone, as py7zr ships
+    assert read(tmp_path / "openssl.7z") == payload
+    write(tmp_path / "pycryptodomex.7z")
+    monkeypatch.undo()
+    assert read(tmp_path / "pycryptodomex.7z") == payload
+    assert py7zr.compressor.AES.new(b"k" * 32, AES.MODE_ECB).encrypt(b"x" * 16) == \
+        AES.new(b"k" * 32, AES.MODE_ECB).encrypt(b"x" * 16)  # other modes go to pycryptodomex
+    with pytest.raises(ValueError):
+        py7zr.compressor.AES.new(b"k" * 32, AES.MODE_CBC, b"i" * 16).encrypt(b"x" * 15)
+    if shutil.which("7zz"):
+        out = tmp_path / "7zz-out"
+        subprocess.run(["7zz", "x", "-y", "-ppw", f"-o{out}", str(tmp_path / "openssl.7z")], check=True,
+                       capture_output=True)
+        assert {f"d/{p.name}": p.read_bytes() for p in (out / "d").iterdir()} == payload
+
+
+def test_extraction_into_sinks_vets_entry_names_without_resolving_paths(tmp_path, monkeypatch):
+    """Entries streamed into genarc's sinks are not resolved on disk (py7zr's realpath costs ~14 lstat calls an
+    entry), but a name that climbs out or is absolute is still refused; a real extraction keeps py7zr's check."""
+    import py7zr.exceptions
+
+    from archiver import sevenzip
+
+    def volume(name, entries):
+        path = tmp_path / name
+        with sevenzip.open_for_writing(path, "zstd", 3, "pw") as archive:
+            for entry in entries:
+                sevenzip.write_entry(archive, io.BytesIO(entry.encode()), entry)
+        return path
+
+    resolved = []
+    real = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda *a, **k: resolved.append(a[0]) or real(*a, **k))
+    good = volume("good.7z", ["a/b", "c"])
+    sinks = sevenzip.extract_entries(good, "pw", ["a/b", "c"], tmp_path / "x", lambda entry: sevenzip.HashSink())
+    assert {e: s.length for e, s in sinks.items()} == {"a/b": 3, "c": 1} and resolved == []
+    for bad in ("../evil", "a/../../evil"):
+        with pytest.raises(py7zr.exceptions.Bad7zFile):
+            sevenzip.extract_entries(volume("bad.7z", [bad]), "pw", [bad], tmp_path / "x", lambda e: sevenzip.HashSink())
+        (tmp_path / "bad.7z").unlink()
+    with py7zr.SevenZipFile(good, "r", password="pw") as archive:
+        archive.extractall(tmp_path / "real")
+    assert resolved and (tmp_path / "real" / "a" / "b").read_bytes() == b"a/b"
