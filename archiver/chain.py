@@ -59,9 +59,15 @@ def replay(
     on_point: Callable[[Manifest], None] | None = None,
     before_point: Callable[[Manifest, TreeTable], None] | None = None,
     scope: Scope | None = None,
+    every_digest: bool = True,
 ) -> Manifest:
     """Replay ``tip``'s chain, from the full that opens it, into ``tree``. ``before_point`` sees each
     manifest with the tree as it was before it; ``on_point`` sees it after.
+
+    The tree digest each point recorded is checked at every point; with ``every_digest=False``, at the tip
+    only: a restore of the tip needs the tree the tip's writer had, which its digest covers whole, and a
+    digest is a pass over the whole tree (a chain of 30 points of 100,000 files spent seconds on them).
+    ``verify`` checks every point.
 
     With a ``scope``, only the entries of its paths are replayed (one folder for ``ls``, the files a
     restore includes): every manifest of the chain is still authenticated and linked, but the tree digest
@@ -75,7 +81,7 @@ def replay(
     if own:
         tree.conn.execute("BEGIN")
     try:
-        return _replay(repo, history, tip, tree, workdir, on_point, before_point, scope)
+        return _replay(repo, history, tip, tree, workdir, on_point, before_point, scope, every_digest)
     finally:
         if own and tree.conn.in_transaction:
             tree.conn.execute("COMMIT")
@@ -84,10 +90,10 @@ def replay(
 def _replay(repo: Repository, history: History, tip: Point, tree: TreeTable, workdir: Path,
             on_point: Callable[[Manifest], None] | None,
             before_point: Callable[[Manifest, TreeTable], None] | None = None,
-            scope: Scope | None = None) -> Manifest:
+            scope: Scope | None = None, every_digest: bool = True) -> Manifest:
     chain = history.chain(repo, tip, workdir)
     tree.clear()
-    for current in chain:
+    for index, current in enumerate(chain):
         if before_point is not None:
             before_point(current, tree)
         entries = current.entries() if scope is None else (
@@ -95,7 +101,7 @@ def _replay(repo: Repository, history: History, tip: Point, tree: TreeTable, wor
             if not isinstance(e.get("path"), str) or scope.holds(e["path"]))  # a path not text: the tree refuses it
         tree.apply_manifest(entries, current.objects, f"Manifest {current.key}")
         recorded = current.header.get("tree", {}).get("digest")
-        if scope is None and tree.digest() != recorded:
+        if scope is None and (every_digest or index == len(chain) - 1) and tree.digest() != recorded:
             raise IntegrityError(f"Replaying the chain up to {current.key} does not give the tree it recorded; the chain is inconsistent.")
         if on_point is not None:
             on_point(current)

@@ -132,6 +132,7 @@ def source_root(path: str, roots: Iterable[str]) -> str:
     return max(holding, key=len) if holding else os.path.dirname(path)
 
 
+_BUFFER = 1 << 16
 _SOURCE_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -173,7 +174,7 @@ class SourceFolders:
         if not stat.S_ISREG(st.st_mode):
             os.close(file_fd)
             raise OSError(errno.EINVAL, "it is no longer a regular file")
-        return os.fdopen(file_fd, "rb"), st
+        return os.fdopen(file_fd, "rb", buffering=_BUFFER), st  # a size given: no isatty() probe per file
 
     def stat(self, path: str, root: str = "") -> os.stat_result | None:
         """What now sits at ``path`` (not followed if a link), or None when nothing can be seen there."""

@@ -95,7 +95,7 @@ def restore(repo: Repository, history: History, point: Point, *, target: Path, i
     job = history.job
     with chain_mod.scratch_tree(workdir, "restore.sqlite") as tree:
         selection = _Selection(includes)
-        chain_mod.replay(repo, history, point, tree, workdir, scope=selection.scope())
+        chain_mod.replay(repo, history, point, tree, workdir, scope=selection.scope(), every_digest=False)
         unsafe = {p: why for p, why in unsafe_entries(tree) if selection.wants(path_name(p))}
         report.errors += [f"{path_name(p)}: refused: {reason}" for p, reason in unsafe.items()]
         selected = _select(tree, selection, f"point {name.gseq}.{name.pseq} of job {job!r}", set(unsafe))
@@ -154,11 +154,15 @@ def _select(tree: TreeTable, selection: _Selection, what: str, unsafe: set[bytes
     selected = TreeTable(tree.conn, "selected")
     tree.conn.execute("BEGIN")
     wanted = 0
-    for row in tree.rows():
-        if selection.wants(path_name(row["path"])):
-            wanted += 1
-            if row["path"] not in unsafe:
-                selected.put(dict(row))
+    if not selection.patterns:  # the whole point: copied by sqlite, without a Python object per row
+        wanted = tree.conn.execute(f"INSERT INTO {selected.name} SELECT * FROM {tree.name}").rowcount
+        tree.conn.executemany(f"DELETE FROM {selected.name} WHERE path = ?", [(path,) for path in unsafe])
+    else:
+        for row in tree.rows():
+            if selection.wants(path_name(row["path"])):
+                wanted += 1
+                if row["path"] not in unsafe:
+                    selected.put(dict(row))
     tree.conn.execute(f"INSERT INTO {selected.parts_name} SELECT p.* FROM {tree.parts_name} AS p "
                       f"JOIN {selected.name} AS s ON s.path = p.path")
     tree.conn.execute("COMMIT")
@@ -168,6 +172,8 @@ def _select(tree: TreeTable, selection: _Selection, what: str, unsafe: set[bytes
 
 
 def _refuse_clashes(selected: TreeTable, dest: Target, target: Path) -> None:
+    if dest.empty():
+        return  # nothing there to clash with (and a restore that adds to an empty target checks nothing per file)
     clashes = [path_name(r["path"]) for r in selected.rows("type != 'dir'") if dest.exists(path_name(r["path"]))]
     if clashes:
         raise UsageError(
@@ -265,17 +271,13 @@ def _finish_dirs(selected: TreeTable, dest: Target, report: RestoreReport) -> No
 
 
 def _volume_tasks(selected: TreeTable, workdir: Path, firsts: set[bytes]) -> list["_VolumeTask"]:
-    conn = selected.conn
-    volumes = conn.execute(
-        f"SELECT DISTINCT obj_key, obj_version, obj_sha256 FROM selected WHERE type = 'file' AND size > 0 "
-        f"AND parts IS NULL AND NOT {_LINKED} ORDER BY obj_key").fetchall()
-    tasks = []
-    for index, volume in enumerate(volumes):
-        rows = conn.execute(f"SELECT * FROM selected WHERE obj_key = ? AND type = 'file' AND size > 0 "
-                            f"AND parts IS NULL AND NOT {_LINKED}", (volume["obj_key"],)).fetchall()
-        tasks.append(_VolumeTask(volume["obj_key"], volume["obj_version"], volume["obj_sha256"],
-                                 [{**dict(r), "first": r["path"] in firsts} for r in rows], workdir / f"v{index}"))
-    return tasks
+    by_volume: dict[tuple[str, str | None, str], list[dict[str, Any]]] = {}
+    for row in selected.conn.execute(f"SELECT * FROM selected WHERE type = 'file' AND size > 0 AND parts IS NULL "
+                                     f"AND NOT {_LINKED} ORDER BY obj_key, path"):
+        volume = (row["obj_key"], row["obj_version"], row["obj_sha256"])  # a forged chain may name a key twice
+        by_volume.setdefault(volume, []).append({**dict(row), "first": row["path"] in firsts})
+    return [_VolumeTask(key, version, sha256, rows, workdir / f"v{index}")
+            for index, ((key, version, sha256), rows) in enumerate(by_volume.items())]
 
 
 def _parted_tasks(selected: TreeTable, rows: Iterable[Any], workdir: Path, firsts: set[bytes],

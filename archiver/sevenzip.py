@@ -4,11 +4,11 @@ Five uses of py7zr internals live here and nowhere else. All were checked agains
 py7zr 1.1.4 (the version the test suite installs; ``pyproject.toml`` allows
 ``>=1.0,<2``), and all fall back to py7zr's own behaviour when the internal is missing:
 
-- ``py7zr.compressor.calculate_key`` is memoized. The 7z AES key derivation costs
-  2^19 SHA-256 rounds (~0.16 s a call) and py7zr repeats it for every archive it
-  opens and twice for every archive it writes. The key is a pure function of
-  password, cycles, salt and digest, and IVs stay random per archive, so caching
-  it changes no output.
+- ``py7zr.compressor.calculate_key`` is memoized, and computed faster. The 7z AES
+  key derivation hashes 2^19 records (~0.16 s a call in py7zr, ~25 ms here, same
+  key) and py7zr repeats it for every archive it opens and twice for every
+  archive it writes. The key is a pure function of password, cycles, salt and
+  digest, and IVs stay random per archive, so caching it changes no output.
 - ``SevenZipFile._writef`` writes an entry without ``writef``'s path check, which
   costs about 18 ``lstat`` calls per file. genarc vets every entry name itself
   (:func:`archiver.pack.entry_name`), so the check adds nothing.
@@ -32,10 +32,13 @@ py7zr 1.1.4 (the version the test suite installs; ``pyproject.toml`` allows
 
 from __future__ import annotations
 
+import array
 import functools
+import hashlib
 import importlib
 import os
 import pathlib
+import sys
 import time
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable
@@ -48,11 +51,43 @@ import xxhash
 CHECKED_VERSION = "1.1.4"
 
 
+_KEY_CHUNK = 1 << 14  # rounds hashed at a time: a few MB of buffer whatever the password's length
+
+
+def _key_rounds(password: bytes, cycles: int, salt: bytes) -> bytes:
+    """7zAES's key: SHA-256 over 2^cycles records of salt, password and the record's number (8 bytes, little
+    endian), exactly as py7zr computes it, with the records built by slices instead of one Python object
+    each (~25 ms instead of ~160 ms for 2^19 records)."""
+    record = salt + password
+    width, rounds = len(record) + 8, 1 << cycles
+    chunk = min(rounds, _KEY_CHUNK)
+    buf = bytearray(width * chunk)
+    for j, byte in enumerate(record):
+        buf[j::width] = bytes((byte,)) * chunk
+    digest = hashlib.sha256()
+    for start in range(0, rounds, chunk):
+        counters = array.array("Q", range(start, start + chunk))
+        if sys.byteorder != "little":
+            counters.byteswap()
+        numbers = counters.tobytes()
+        for k in range(8):
+            buf[len(record) + k::width] = numbers[k::8]
+        digest.update(buf)
+    return digest.digest()[:32]
+
+
 def _memoize_key_derivation() -> None:
     compressor = getattr(py7zr, "compressor", None)
     original = getattr(compressor, "calculate_key", None)
-    if original is not None and not hasattr(original, "cache_info"):
-        compressor.calculate_key = functools.lru_cache(maxsize=16)(original)  # type: ignore[union-attr]
+    if original is None or hasattr(original, "cache_info"):
+        return
+
+    def calculate_key(password: bytes, cycles: int, salt: bytes, digest: str) -> bytes:
+        if digest == "sha256" and 0 <= cycles < 0x3F:
+            return _key_rounds(password, cycles, salt)
+        return original(password, cycles, salt, digest)
+
+    compressor.calculate_key = functools.lru_cache(maxsize=16)(calculate_key)  # type: ignore[union-attr]
 
 
 _memoize_key_derivation()

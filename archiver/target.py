@@ -63,7 +63,7 @@ class NewFile:
 
     def __init__(self, dir_fd: int, path: str, name: str, temp: str | None, fd: int) -> None:
         self.dir_fd, self.path, self.name, self.temp = dir_fd, path, name, temp
-        self.out: BinaryIO = os.fdopen(fd, "wb")
+        self.out: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 16)  # a size given: no isatty() probe per file
         self.holes = False
 
     def sparse(self) -> "SparseWriter":
@@ -265,6 +265,11 @@ class Target:
         return (self._open_dir(name, parts[:-1], create) if len(parts) > 1 else self.fd), parts[-1]
 
     # -- what a restore does -----------------------------------------------------------------------
+    def empty(self) -> bool:
+        """Nothing at all is in the target yet (whatever appears later still meets O_EXCL, and is named)."""
+        with os.scandir(self.fd) as entries:
+            return next(entries, None) is None
+
     def exists(self, name: str) -> bool:
         """Whether something already sits at ``name`` (a link counts; a path under a link does not)."""
         try:

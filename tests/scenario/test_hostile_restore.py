@@ -401,3 +401,23 @@ def test_a_forged_part_that_fails_its_hash_leaves_no_file_and_is_named(workspace
     assert not (target / "big.img").exists() and (target / "fine.txt").read_bytes() == b"fine\n"
     deep = ws.genarc("verify", "data", "--deep", "--json", now=NOW)
     assert deep.code == EXIT_INTEGRITY and "big.img" in deep.out, deep.out
+
+
+def test_a_point_whose_tree_is_not_the_one_it_records(workspace):
+    """Each point records the digest of its whole tree. A restore checks the digest of the point it restores
+    (the tree that point's writer had); verify checks every point of the chain and names the one that is off."""
+    ws = workspace
+    repo, forger = forged_repository(ws)
+    a, b, c = row("a.txt", content=b"a\n"), row("b.txt", content=b"b\n"), row("c.txt", content=b"c\n")
+    forger.point([a])
+    forger.point([a, b], listed=[], full=False)  # records a tree holding b, but lists nothing that adds it
+    forger.point([a, c], listed=[(c, "add")], full=False)  # consistent again: a and c is what the chain gives
+    tip = ws.genarc("restore", "data", "--target", str(ws.root / "tip"), now=NOW)
+    assert tip.code == EXIT_OK, tip.err
+    assert sorted(p.name for p in (ws.root / "tip").iterdir()) == ["a.txt", "c.txt"]
+    middle = ws.genarc("restore", "data", "--target", str(ws.root / "middle"), "--point", "2", now=NOW)
+    assert middle.code == EXIT_INTEGRITY and "does not give the tree it recorded" in middle.err
+    assert not (ws.root / "middle").exists() or not any((ws.root / "middle").iterdir())
+    verified = ws.genarc("verify", "data", "--json", now=NOW)
+    assert verified.code == EXIT_INTEGRITY
+    assert any("does not give the tree it recorded" in p for p in verified.json["report"]["problems"])

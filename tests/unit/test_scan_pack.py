@@ -296,3 +296,19 @@ def test_extraction_into_sinks_vets_entry_names_without_resolving_paths(tmp_path
     with py7zr.SevenZipFile(good, "r", password="pw") as archive:
         archive.extractall(tmp_path / "real")
     assert resolved and (tmp_path / "real" / "a" / "b").read_bytes() == b"a/b"
+
+
+def test_the_7z_key_is_the_one_py7zr_derives():
+    """genarc derives 7zAES's key with slices instead of an object per round; it must be py7zr's key, for any
+    password length (records wider than a cache line), salt and number of rounds, including 7-Zip's 2^19."""
+    import py7zr.helpers
+
+    from archiver import sevenzip
+
+    for password in ("", "p", "correct horse battery staple \u00fc", "x" * 300):
+        for salt in (b"", b"\x01\x02salt"):
+            for cycles in (0, 1, 8, 9, 14, 15, 16):
+                encoded = password.encode("utf-16LE")
+                assert sevenzip._key_rounds(encoded, cycles, salt) == \
+                    py7zr.helpers.calculate_key(encoded, cycles, salt, "sha256"), (password, salt, cycles)
+    assert sevenzip._key_rounds(b"p\x00w\x00", 19, b"") == py7zr.helpers.calculate_key(b"p\x00w\x00", 19, b"", "sha256")
