@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_local import PASSWORD, S3Target, genarc_cmd  # noqa: E402
-from benchlib import build_corpus, install_peers, table, timed, write_json  # noqa: E402
+from benchlib import compile_genarc, build_corpus, install_peers, table, timed, write_json  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_far.json"))
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
+    compile_genarc()
     fulls = args.repeat * 2 * (1 if args.no_peers else 2)
     if args.s3 == "ceph" and args.size_gib * fulls > 4.5:
         raise SystemExit(f"{fulls} fulls of {args.size_gib} GiB would overflow the test Ceph's 4 GiB memstore; "

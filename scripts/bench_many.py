@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import fresh, install_peers, table, timed, write_json  # noqa: E402
+from benchlib import compile_genarc, fresh, install_peers, table, timed, write_json  # noqa: E402
 
 PASSWORD = "benchmark password"
 NOW = ["2027-01-04T02:00:00Z", "2027-01-04T03:00:00Z"]
@@ -141,6 +141,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_many.json"))
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
+    compile_genarc()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="genarc-many-"))
     work.mkdir(parents=True, exist_ok=True)
     if not args.no_peers:

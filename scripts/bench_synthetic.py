@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_local import PASSWORD, S3Target, genarc_cmd  # noqa: E402
-from benchlib import build_corpus, change_share, dir_bytes, table, timed, write_json  # noqa: E402
+from benchlib import compile_genarc, build_corpus, change_share, dir_bytes, table, timed, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_synthetic.json"))
     args = parser.parse_args()
+    compile_genarc()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="genarc-bench-synthetic-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "pw").write_text(PASSWORD + "\n")
