@@ -36,6 +36,7 @@ from .point import CommittedPoint, PointWriter, lock_plan
 from .repository import Repository
 from .scan import check_sources, walk
 from .sevenzip import prepare_key
+from .store import SpoolFile
 from .synthetic import synthesize
 from .tripwire import Measurer, Profile, Protection, TripState, Verdict
 from .units import human_bytes
@@ -163,18 +164,8 @@ class _Run:
         return tuple(os.path.normpath(s) for s in self.job.sources)
 
 
-def run_job(
-    repo: Repository,
-    config: Config,
-    job: JobConfig,
-    *,
-    clock: Clock,
-    state_dir: Path,
-    force_full: bool = False,
-    full_mode: str = "auto",
-    progress: Progress | None = None,
-    spool_parent: str | None = None,
-) -> RunReport:
+def run_job(repo: Repository, config: Config, job: JobConfig, *, clock: Clock, state_dir: Path, force_full: bool = False,
+            full_mode: str = "auto", progress: Progress | None = None, spool_parent: str | None = None) -> RunReport:
     """Back up one job: scan, classify, (synthesize,) pack and upload, then commit with the manifest."""
     started = time.monotonic()
     requests_before = repo.store.counts.snapshot()
@@ -417,7 +408,7 @@ def _send(run: _Run, volume: PackedVolume) -> Any:
     try:
         if not any(f.stored for f in volume.files):
             return None
-        return run.writer.send_volume(run.writer.volume_key(volume.index), Path(volume.path), volume.sha256)
+        return run.writer.send_volume(run.writer.volume_key(volume.index), SpoolFile(volume.path), volume.sha256)
     finally:
         os.unlink(volume.path)
 

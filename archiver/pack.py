@@ -37,7 +37,7 @@ from . import sevenzip
 from .scan import open_below
 
 TORN_RETRIES = 3
-PROBE_BYTES = 64 * 1024
+PROBE_BYTES = 16 * 1024  # two samples of this: cheap enough for the main process, and plenty to tell noise from data
 PROBE_MIN = 512  # smaller files are packed with the job's method (and count as compressible to the tripwire)
 INCOMPRESSIBLE_RATIO = 0.95
 # Methods that decide per block: zstd stores a block it cannot shrink as it is, at about the speed of COPY, so a
@@ -223,7 +223,7 @@ def _probe(sample: bytes) -> int:
 
 def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFolders | None = None,
                          offset: int = 0) -> bool:
-    """A quick probe: zstd level 1 on up to two 64 KiB samples (start and middle) of ``size`` bytes at ``offset``."""
+    """A quick probe: zstd level 1 on up to two 16 KiB samples (start and middle) of ``size`` bytes at ``offset``."""
     if size < PROBE_MIN:
         return False
     try:

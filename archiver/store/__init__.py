@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Callable, Mapping, cast
 
 from ..errors import ConfigError
-from .base import MAX_SINGLE_PUT, Backend, Capabilities, ObjectInfo, PutSource, Retention, Store, sha256_of, size_of
+from .base import (MAX_SINGLE_PUT, Backend, Capabilities, ObjectInfo, PutSource, Retention, SpoolFile, Store,
+                   sha256_of, size_of)
 from .inspect import Inspector, KeyRights, LifecycleRule, LockSettings
 from .local import LocalStore
 from .wrappers import CountingStore, RequestCounts, RetryingStore, StoreWrapper, VerifyingStore, backend_of
 
 __all__ = [
     "MAX_SINGLE_PUT", "Capabilities", "ObjectInfo", "PutSource", "Retention", "Store", "LocalStore", "CountingStore",
-    "RequestCounts", "RetryingStore", "StoreOptions", "StoreWrapper", "VerifyingStore", "open_store", "sha256_of",
+    "RequestCounts", "RetryingStore", "SpoolFile", "StoreOptions", "StoreWrapper", "VerifyingStore", "open_store", "sha256_of",
     "size_of", "backend_of", "Inspector", "KeyRights", "LifecycleRule", "LockSettings", "inspector_for",
 ]
 

@@ -11,13 +11,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PosixPath
 from typing import Any, Iterator, Protocol, Union, runtime_checkable
 
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
 
 PutSource = Union[bytes, Path]
 """A rewindable upload source: bytes in memory, or a path that can be re-read on retry."""
+
+
+class SpoolFile(PosixPath):
+    """A path to put whose file the caller only deletes afterwards (a packed volume in the spool): a store may
+    take the file over instead of copying it (the local store links it in when it is on the same file system).
+    To every other store it is a path like any other."""
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import IntegrityError, LocalIOError, ObjectExists, ObjectNotFound, PermissionDenied, StoreError
-from .base import Capabilities, ObjectInfo, PutSource, Retention
+from .base import Capabilities, ObjectInfo, PutSource, Retention, SpoolFile
 from .inspect import KeyRights, LockSettings
 
 _TMP_MARK = ".genarc-tmp-"
@@ -42,6 +43,46 @@ def _copy(src, out) -> None:
                 raise
             # Nothing, or a whole number of chunks, was copied: both positions are where they should be.
     shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _link_in(source: Path, tmp: Path) -> bool:
+    """Put a spool file in place of the empty ``tmp`` by a hard link instead of a copy, when both are on one file
+    system: made read-only and synced first, and only a file with no other name (the caller deletes its own
+    afterwards, and nothing writes to it again). False when it cannot be linked: the caller copies."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # copying names the trouble, if there is one
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_dev != os.stat(tmp.parent).st_dev:
+            return False
+        os.fchmod(fd, 0o444)
+        os.fsync(fd)
+        _replace_with_link(source, tmp)
+        return True
+    except OSError as exc:
+        if exc.errno in _NO_KERNEL_COPY or exc.errno in (errno.EMLINK, errno.EACCES):
+            return False
+        raise
+    finally:
+        os.close(fd)
+
+
+def _linked(source: Path, tmp: Path) -> Path:
+    """A new name for ``source`` beside ``tmp`` (a private temporary name, like tmp's own)."""
+    name = tmp.with_name(f"{tmp.name}-link")
+    os.link(source, name, follow_symlinks=False)
+    return name
+
+
+def _replace_with_link(source: Path, tmp: Path) -> None:
+    name = _linked(source, tmp)
+    try:
+        os.replace(name, tmp)
+    except OSError:
+        name.unlink(missing_ok=True)
+        raise
 
 
 def _local_error(exc: OSError, what: str) -> Exception:
@@ -88,7 +129,7 @@ class LocalStore:
                 with os.fdopen(fd, "wb") as out:
                     if isinstance(source, bytes):
                         out.write(source)
-                    else:
+                    elif not (isinstance(source, SpoolFile) and _link_in(source, tmp)):
                         with open(source, "rb") as src:
                             _copy(src, out)
                     out.flush()

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from archiver.errors import ObjectExists, ObjectNotFound, StoreError, TransientStoreError
-from archiver.store import LocalStore, RequestCounts, Retention, Store, StoreWrapper, open_store
+from archiver.store import LocalStore, RequestCounts, Retention, SpoolFile, Store, StoreWrapper, open_store
 
 FORBIDDEN = ("delete", "remove", "hide", "overwrite", "rename", "unlink", "shorten", "bypass")
 
@@ -162,6 +162,40 @@ def test_the_client_store_has_no_way_to_destroy(store):
         if not isinstance(layer, StoreWrapper):
             break
         layer = layer.inner
+
+
+def test_a_spool_file_is_put_like_any_path(store, tmp_path):
+    """A volume the caller only deletes afterwards: every store stores its bytes; then the caller's name goes."""
+    spool = SpoolFile(tmp_path / "volume")
+    spool.write_bytes(b"v" * 70000)
+    info = store.put("k/volume", spool, sha256=sha(b"v" * 70000))
+    spool.unlink()
+    assert store.get("k/volume", version_id=info.version_id) == b"v" * 70000
+
+
+def test_the_local_store_links_a_spool_file_in_rather_than_copying_it(tmp_path):
+    """On the repository's file system a spool file becomes the object (one write of a volume, not two), made
+    read-only first; a file with another name, or a plain path, is copied, so no one else's file is taken over."""
+    store = LocalStore(tmp_path / "repo")
+    spool = SpoolFile(tmp_path / "v1")
+    spool.write_bytes(b"one")
+    inode = spool.stat().st_ino
+    store.put("g/v1", spool, sha256=sha(b"one"))
+    spool.unlink()
+    stored = tmp_path / "repo" / "g" / "v1"
+    assert stored.stat().st_ino == inode and stored.stat().st_nlink == 1 and stored.stat().st_mode & 0o222 == 0
+    shared = SpoolFile(tmp_path / "v2")
+    shared.write_bytes(b"two")
+    (tmp_path / "other-name").hardlink_to(shared)
+    plain = tmp_path / "v3"
+    plain.write_bytes(b"three")
+    store.put("g/v2", shared, sha256=sha(b"two"))
+    store.put("g/v3", plain, sha256=sha(b"three"))
+    assert (tmp_path / "repo" / "g" / "v2").stat().st_ino != shared.stat().st_ino
+    assert (tmp_path / "repo" / "g" / "v3").stat().st_ino != plain.stat().st_ino
+    assert shared.stat().st_mode & 0o200 and plain.stat().st_mode & 0o200  # not made read-only: not taken over
+    assert sorted(p.name for p in (tmp_path / "repo" / "g").iterdir()) == ["v1", "v2", "v3"]  # no temporary left
+    assert store.get("g/v2") == b"two" and store.get("g/v3") == b"three"
 
 
 def test_local_objects_are_read_only_files(tmp_path):
