@@ -334,6 +334,11 @@ def _planned(scan: ScanTable, roots: tuple[str, ...]) -> Iterator[PlannedFile]:
             yield PlannedFile(path, row["size"], source_root(path, roots))
 
 
+# Packed here rather than in worker processes (whose start and end cost more than they save): this few files and
+# bytes, a typical daily incremental's.
+SMALL_PACK = (500, 8 << 20)
+
+
 def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
     """Pack the content to store into volumes (in worker processes) and upload each as it is finished."""
     assert run.scan is not None
@@ -345,7 +350,7 @@ def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
                          tag=f"{run.writer.run_id}-", seed=run.repo.keys.content_seed)
     password = run.repo.keys.password
     with _uploads(run) as uploads:
-        if settings.effective_workers <= 1:
+        if settings.effective_workers <= 1 or (files <= SMALL_PACK[0] and size <= SMALL_PACK[1]):
             for plan in plans:
                 interrupt.check()
                 uploads.add(write_volume(plan, str(run.spool / f"v{plan.index:06d}.7z"), password))

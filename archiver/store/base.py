@@ -84,7 +84,8 @@ class Store(Protocol):
         """Read an object (or ``byte_range`` = (start, end exclusive)), pinned to ``version_id`` when given."""
 
     def download(self, key: str, dest: Path, *, version_id: str | None = None) -> None:
-        """Stream an object into the local file ``dest``."""
+        """Stream an object into the local file ``dest``, replacing what is there. Callers only read ``dest``:
+        a store may make it a name of the object itself (the local store links it, on one file system)."""
 
     def stat(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
         """Metadata, including the lock mode and date as the server reports them."""

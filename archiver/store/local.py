@@ -45,6 +45,26 @@ def _copy(src, out) -> None:
     shutil.copyfileobj(src, out, 1 << 20)
 
 
+def _same_file_system(fd: int, folder: Path) -> bool:
+    try:
+        return os.fstat(fd).st_dev == os.stat(folder).st_dev
+    except OSError:
+        return False
+
+
+def _link_object(path: Path, fd: int, dest: Path) -> bool:
+    """``dest`` as another name of the object at ``path`` (open as ``fd``), when it is that very file and no
+    link; False when it cannot be linked (the caller copies)."""
+    try:
+        here, opened = os.stat(path, follow_symlinks=False), os.fstat(fd)
+        if not stat.S_ISREG(here.st_mode) or (here.st_ino, here.st_dev) != (opened.st_ino, opened.st_dev):
+            return False
+        os.link(path, dest, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+
+
 def _link_in(source: Path, tmp: Path) -> bool:
     """Put a spool file in place of the empty ``tmp`` by a hard link instead of a copy, when both are on one file
     system: made read-only and synced first, and only a file with no other name (the caller deletes its own
@@ -173,9 +193,15 @@ class LocalStore:
             return fh.read(max(0, end - start))
 
     def download(self, key: str, dest: Path, *, version_id: str | None = None) -> None:
+        """``dest`` becomes a new name of the object when both are on one file system (read-only, as every
+        object; nothing is copied), else a copy. Whatever was at ``dest`` is replaced, never written into: it
+        may be an earlier download, that is, an object."""
         with self._open(key) as src:
             try:
-                with open(dest, "wb") as out:
+                dest.unlink(missing_ok=True)
+                if _same_file_system(src.fileno(), dest.parent) and _link_object(self._path(key), src.fileno(), dest):
+                    return
+                with open(dest, "xb") as out:
                     _copy(src, out)
             except OSError as exc:
                 raise _local_error(exc, f"the local copy of {key}") from exc

@@ -420,24 +420,30 @@ class S3Store:
     def _ensure_retention(self, full: str, key: str, version_id: str | None, retention: Retention,
                           head: dict | None = None) -> bool:
         """Make sure the version carries at least ``retention``. Returns True when the server had dropped it."""
-        version = {"VersionId": version_id} if version_id else {}
         if head is None:
+            version = {"VersionId": version_id} if version_id else {}
             head = self._call(f"Checking the lock of {key}", self.client.head_object, Bucket=self.bucket, Key=full,
                               **version)
         if _covers(head, retention):
             return False
+        self._raise_retention(full, key, version_id, retention, head)
+        return True
+
+    def _raise_retention(self, full: str, key: str, version_id: str | None, retention: Retention, head: dict) -> dict:
+        """Set the lock a version was stored without (``head`` shows what it has); returns its HEAD, which must
+        show the lock now."""
         if not self.retention_updates:
             raise IntegrityError(f"{key} was stored without its lock, and retention_updates = false forbids setting "
                                  "it afterwards; this server drops lock headers on this kind of upload.")
         request = retention.raised_to(_lock_of(head))  # a retention request never lowers a date or a mode
         self._call(f"Setting the lock of {key}", self.client.put_object_retention, Bucket=self.bucket, Key=full,
                    Retention={"Mode": request.mode.upper(), "RetainUntilDate": request.until},
-                   ChecksumAlgorithm="SHA256", **version)
-        head = self._call(f"Checking the lock of {key}", self.client.head_object, Bucket=self.bucket, Key=full, **version)
+                   ChecksumAlgorithm="SHA256", **({"VersionId": version_id} if version_id else {}))
+        head = self._head(full, key, version_id)
         if not _covers(head, retention):
             raise IntegrityError(f"{key} is not locked until {retention.until:%Y-%m-%dT%H:%M:%SZ} even after setting its "
                                  "retention; the bucket does not enforce Object Lock.")
-        return True
+        return head
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None, sha256: str,
              retention: Retention | None = None) -> ObjectInfo:
@@ -454,8 +460,8 @@ class S3Store:
             version_id = done.get("VersionId")
         # One HEAD answers three questions: which version was made, does it carry the lock, and its SHA-256.
         head = self._head(full, dst_key, version_id)
-        if retention is not None and self._ensure_retention(full, dst_key, head.get("VersionId"), retention, head=head):
-            head = self._head(full, dst_key, head.get("VersionId"))
+        if retention is not None and not _covers(head, retention):  # a server that drops lock headers on a copy
+            head = self._raise_retention(full, dst_key, head.get("VersionId"), retention, head)
         info = self._info(dst_key, head)
         if info.sha256 and info.sha256 != sha256:
             raise IntegrityError(f"The copy {dst_key} does not have the SHA-256 recorded for {src_key}.")
@@ -464,8 +470,8 @@ class S3Store:
     def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
         full = self._key(key)
         head = self._head(full, key, version_id)
-        if self._ensure_retention(full, key, head.get("VersionId"), retention, head=head):
-            head = self._head(full, key, head.get("VersionId"))
+        if not _covers(head, retention):
+            head = self._raise_retention(full, key, head.get("VersionId"), retention, head)
         return self._info(key, head)
 
     def _multipart_copy(self, source: dict, full: str, key: str, size: int, retention: Retention | None) -> str | None:

@@ -299,3 +299,21 @@ def test_puts_from_upload_threads_cost_what_one_thread_pays(request, server_name
     alone, _ = run(1)
     together, _ = run(4)
     assert together == alone
+
+
+def test_a_local_download_is_the_object_read_only_and_never_written_through(tmp_path):
+    """On one file system a download is a new name of the object (no copy); a second download to the same path
+    replaces that name and never writes into the object, even as root (who may write a read-only file)."""
+    store = LocalStore(tmp_path / "repo")
+    store.put("g/a", b"alpha", sha256=sha(b"alpha"))
+    store.put("g/b", b"bravo", sha256=sha(b"bravo"))
+    local = tmp_path / "work" / "volume.7z"
+    local.parent.mkdir()
+    store.download("g/a", local)
+    assert local.read_bytes() == b"alpha" and local.stat().st_ino == (tmp_path / "repo" / "g" / "a").stat().st_ino
+    store.download("g/b", local)
+    assert local.read_bytes() == b"bravo" and store.get("g/a") == b"alpha"
+    other = tmp_path / "elsewhere"  # not a file system of its own here: the copy path is the same code below
+    store.download("g/a", other)
+    other.unlink()
+    assert store.get("g/a") == b"alpha"

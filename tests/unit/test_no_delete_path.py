@@ -83,4 +83,4 @@ def test_no_call_can_lower_a_lock_outside_admin():
             if names & {"put_object_retention", "update_file_retention"}:
                 setters.append(f"{relative}:{function.name}")
                 assert "raised_to" in names, f"{relative}:{function.name} sets a retention without raised_to()"
-    assert sorted(setters) == ["store/b2.py:ensure_lock", "store/s3.py:_ensure_retention"]
+    assert sorted(setters) == ["store/b2.py:ensure_lock", "store/s3.py:_raise_retention"]
