@@ -45,16 +45,9 @@ def _copy(src, out) -> None:
     shutil.copyfileobj(src, out, 1 << 20)
 
 
-def _same_file_system(fd: int, folder: Path) -> bool:
-    try:
-        return os.fstat(fd).st_dev == os.stat(folder).st_dev
-    except OSError:
-        return False
-
-
 def _link_object(path: Path, fd: int, dest: Path) -> bool:
     """``dest`` as another name of the object at ``path`` (open as ``fd``), when it is that very file and no
-    link; False when it cannot be linked (the caller copies)."""
+    link; False when it cannot be linked (another file system: EXDEV; the caller copies)."""
     try:
         here, opened = os.stat(path, follow_symlinks=False), os.fstat(fd)
         if not stat.S_ISREG(here.st_mode) or (here.st_ino, here.st_dev) != (opened.st_ino, opened.st_dev):
@@ -199,7 +192,7 @@ class LocalStore:
         with self._open(key) as src:
             try:
                 dest.unlink(missing_ok=True)
-                if _same_file_system(src.fileno(), dest.parent) and _link_object(self._path(key), src.fileno(), dest):
+                if _link_object(self._path(key), src.fileno(), dest):
                     return
                 with open(dest, "xb") as out:
                     _copy(src, out)
