@@ -270,8 +270,16 @@ def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Re
     (no folder above it is resolved again, so one swapped for a link meanwhile cannot lend another file's
     attributes); by path only where /proc cannot show the descriptor.
 
-    Most files have none: one call through the folder's own descriptor (which resolves no folder again and
-    follows no link) says so, and only a file that has some is opened and checked to be the one stat'ed."""
+    Most files have none: one call by path says so (the cheapest way to ask, at about a third of the cost of
+    asking through /proc). A folder above swapped meanwhile can only make that answer "none" for an entry
+    that has some, never lend another file's attributes: any other answer, or a path too long to ask by, goes
+    through the folder's own descriptor (which resolves no folder again and follows no link), and only a file
+    that has some is opened and checked to be the one stat'ed."""
+    try:
+        if not os.listxattr(path, follow_symlinks=False):
+            return None
+    except OSError:
+        pass
     if _proc_shows_descriptors():
         try:
             if not os.listxattr(f"/proc/self/fd/{dir_fd}/{name}", follow_symlinks=False):

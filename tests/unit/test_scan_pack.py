@@ -312,3 +312,32 @@ def test_the_7z_key_is_the_one_py7zr_derives():
                 assert sevenzip._key_rounds(encoded, cycles, salt) == \
                     py7zr.helpers.calculate_key(encoded, cycles, salt, "sha256"), (password, salt, cycles)
     assert sevenzip._key_rounds(b"p\x00w\x00", 19, b"") == py7zr.helpers.calculate_key(b"p\x00w\x00", 19, b"", "sha256")
+
+
+def test_attributes_are_read_for_an_entry_whose_path_is_too_long_to_ask_by(tmp_path):
+    # Most entries are asked for their attributes by path; one whose path passes PATH_MAX is asked through
+    # its folder's descriptor instead, and keeps them.
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    depth = 0
+    try:
+        while depth * 201 < 4400:
+            os.mkdir("d" * 200, dir_fd=fd)
+            inner = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, depth = inner, depth + 1
+        made = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(made, b"deep")
+        try:
+            os.setxattr(f"/proc/self/fd/{fd}/deep.txt", "user.k", b"v")
+        except OSError:
+            pytest.skip("no user attributes on this file system")
+        os.close(made)
+    finally:
+        os.close(fd)
+    (tmp_path / "near.txt").write_text("near")
+    os.setxattr(tmp_path / "near.txt", "user.k", b"w")
+    job = JobConfig("j", (str(tmp_path),), ())
+    found = {e.name.rsplit("/", 1)[-1]: e for e in walk(job, lambda level, msg: None) if e.type == "file"}
+    assert len(os.fsencode(found["deep.txt"].path)) > 4096
+    assert found["deep.txt"].xattrs is not None and "user.k" in found["deep.txt"].xattrs
+    assert found["near.txt"].xattrs is not None and "user.k" in found["near.txt"].xattrs
