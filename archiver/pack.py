@@ -168,13 +168,22 @@ class SourceFolders:
         return fd
 
     def open(self, path: str, root: str = "") -> tuple[BinaryIO, os.stat_result]:
+        file_fd, st = self.open_fd(path, root)
+        return os.fdopen(file_fd, "rb", buffering=_BUFFER), st  # a size given: no isatty() probe per file
+
+    def open_fd(self, path: str, root: str = "") -> tuple[int, os.stat_result]:
+        """:meth:`open`, as a bare descriptor (the caller closes it): packing reads with ``pread`` and needs no
+        file object, whose making costs about as much as reading a small file."""
         folder, name = os.path.split(path)
         file_fd = os.open(name, _SOURCE_FILE, dir_fd=self._folder(folder, root))
-        st = os.fstat(file_fd)
-        if not stat.S_ISREG(st.st_mode):
+        try:
+            st = os.fstat(file_fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "it is no longer a regular file")
+        except BaseException:
             os.close(file_fd)
-            raise OSError(errno.EINVAL, "it is no longer a regular file")
-        return os.fdopen(file_fd, "rb", buffering=_BUFFER), st  # a size given: no isatty() probe per file
+            raise
+        return file_fd, st
 
     def stat(self, path: str, root: str = "") -> os.stat_result | None:
         """What now sits at ``path`` (not followed if a link), or None when nothing can be seen there."""
@@ -242,16 +251,14 @@ def looks_incompressible(path: str, size: int, root: str = "", folders: SourceFo
 
 
 class _HashingReader(io.BufferedIOBase):
-    """Feeds py7zr exactly ``limit`` bytes of an open file, hashing what it reads."""
+    """Feeds py7zr exactly ``limit`` bytes of an open file from ``offset``, hashing what it reads."""
 
-    def __init__(self, raw: io.BufferedReader, limit: int, holes: bool = False, offset: int = 0, seed: int = 0) -> None:
-        self.raw_file, self.remaining, self.limit, self.offset = raw, limit, limit, offset
+    def __init__(self, fd: int, limit: int, holes: bool = False, offset: int = 0, seed: int = 0) -> None:
+        self.fd, self.remaining, self.limit, self.offset = fd, limit, limit, offset
+        self.holes = holes  # a sparse file: its holes are not read, they are zeros
         self.hash = xxhash.xxh3_128()
         self.keyed = keyed_xxh3(seed)
         self.read_bytes = 0
-        self.fd = raw.fileno() if holes else None  # a sparse file: its holes are not read, they are zeros
-        if offset:
-            raw.seek(offset)
 
     def readable(self) -> bool:
         return True
@@ -268,14 +275,12 @@ class _HashingReader(io.BufferedIOBase):
             return self.limit + offset
         return offset if whence == os.SEEK_SET else self.read_bytes + offset
 
-    def _sparse_read(self, want: int) -> bytes:
-        return _hole_or_data(self.fd, self.offset + self.read_bytes, want) if self.fd is not None else b""
-
     def read(self, n: int | None = -1) -> bytes:
         if self.remaining <= 0:
             return b""
         want = self.remaining if n is None or n < 0 else min(n, self.remaining)
-        data = self.raw_file.read(want) if self.fd is None else self._sparse_read(want)
+        position = self.offset + self.read_bytes
+        data = _hole_or_data(self.fd, position, want) if self.holes else os.pread(self.fd, want, position)
         self.hash.update(data)
         self.keyed.update(data)
         self.remaining -= len(data)
@@ -342,10 +347,10 @@ def _attempt_entry(base: str, attempt: int, ordinal: int, used: set[str], tag: s
     return f"_genarc/odd/{tag}{ordinal:06d}-{attempt}" if entry in used else entry
 
 
-def _open_planned(folders: SourceFolders, planned: PlannedFile) -> tuple[BinaryIO, os.stat_result] | PackedFile:
+def _open_planned(folders: SourceFolders, planned: PlannedFile) -> tuple[int, os.stat_result] | PackedFile:
     """The planned file, open with its stat; or what it became: vanished, or unreadable (named)."""
     try:
-        return folders.open(planned.path, planned.root)
+        return folders.open_fd(planned.path, planned.root)
     except FileNotFoundError:
         return PackedFile(planned.path, "vanished", message="vanished before it could be read", part=planned.part)
     except OSError as exc:
@@ -363,10 +368,9 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
         opened = _open_planned(folders, planned)
         if isinstance(opened, PackedFile):
             return opened
-        fh, before = opened
-        with fh:
-            fd = fh.fileno()
-            reader = _HashingReader(fh, before.st_size, holes=has_holes(before), seed=seed)
+        fd, before = opened
+        try:
+            reader = _HashingReader(fd, before.st_size, holes=has_holes(before), seed=seed)
             try:
                 sevenzip.write_entry(archive, reader, entry)
             except OSError as exc:
@@ -391,6 +395,8 @@ def _pack_one(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, u
                                   stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid, before.st_dev,
                                   before.st_ino, message=f"kept changing while being read ({TORN_RETRIES} attempts)",
                                   ctime_ns=before.st_ctime_ns, sparse=has_holes(before), kxxh3=reader.keyed.hexdigest())
+        finally:
+            os.close(fd)
     # Stored as last read, and flagged: a file that never holds still is never absent from every point.
     # The stat kept is the one before that read, so the next run reads it again.
     return last or PackedFile(planned.path, "unstable",
@@ -411,15 +417,15 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
         opened = _open_planned(folders, planned)
         if isinstance(opened, PackedFile):
             return opened
-        fh, before = opened
-        with fh:
+        fd, before = opened
+        try:
             if planned.identity is not None and _folded(before) != planned.identity:
                 # Another file is at the path now: its bytes must not be stored as parts of the one scanned.
                 return PackedFile(planned.path, "unstable", message="was replaced since it was scanned",
                                   part=planned.part)
             if before.st_size < planned.offset + planned.size:
                 return PackedFile(planned.path, "unstable", message="shrank while it was being read", part=planned.part)
-            reader = _HashingReader(fh, planned.size, holes=has_holes(before), offset=planned.offset, seed=seed)
+            reader = _HashingReader(fd, planned.size, holes=has_holes(before), offset=planned.offset, seed=seed)
             try:
                 sevenzip.write_entry(archive, reader, entry)
             except OSError as exc:
@@ -427,11 +433,13 @@ def _pack_part(archive: py7zr.SevenZipFile, planned: PlannedFile, ordinal: int, 
                     raise
                 return PackedFile(planned.path, "unreadable", message=f"read failed: {exc.strerror}", part=planned.part)
             used.add(entry)
-            after = os.fstat(fh.fileno())
+            after = os.fstat(fd)
             # Only grown (a log being appended to): the part is good when its range reads the same again.
             grown = (not _same(before, after) and _folded(after) == _folded(before)
                      and after.st_size >= planned.offset + planned.size
-                     and _prefix_hash(fh.fileno(), planned.size, planned.offset) == reader.hash.hexdigest())
+                     and _prefix_hash(fd, planned.size, planned.offset) == reader.hash.hexdigest())
+        finally:
+            os.close(fd)
         if reader.read_bytes != planned.size:
             return PackedFile(planned.path, "unstable", message="shrank while it was being read", part=planned.part)
         status = "ok" if _same(before, after) or grown else "torn"
