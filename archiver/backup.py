@@ -361,6 +361,8 @@ def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
 def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: str | None,
                      uploads: UploadQueue[PackedVolume, Any]) -> None:
     # At most `workers` volumes are being packed, and UPLOADS_IN_FLIGHT sent, at once: each is on local disk.
+    # As many more plans wait in the pool's queue (a plan is a list of paths, on no disk), so a worker that
+    # finishes starts its next volume at once rather than waiting while this thread records one and plans another.
     prepare_key(password)
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
@@ -370,7 +372,7 @@ def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: st
             for plan in plans:
                 interrupt.check()
                 pending.add(pool.submit(write_volume, plan, str(run.spool / f"v{plan.index:06d}.7z"), password))
-                if len(pending) >= workers:
+                if len(pending) >= 2 * workers:
                     done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                     for future in done:
                         uploads.add(future.result())
