@@ -48,8 +48,9 @@ def _direct_encoder() -> Any:
     if make is None:
         return None
     try:
-        encoder = make(None, _CANONICAL.default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False,
-                       True)
+        c = _CANONICAL  # its settings, so the two can never disagree
+        encoder = make(None, c.default, json.encoder.encode_basestring_ascii, c.indent, c.key_separator,
+                       c.item_separator, c.sort_keys, c.skipkeys, c.allow_nan)
         sample = [{"b": "\udcff\u00e9\"\\\n", "a": [1, None, True, -2**70]}, "x", 0]
         return encoder if "".join(encoder(sample, 0)) == _CANONICAL.encode(sample) else None
     except Exception:  # another Python's signature: keep the plain call

@@ -9,8 +9,8 @@ suite is what catches it.
 from __future__ import annotations
 
 import hashlib
-import os
 import inspect
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -30,4 +30,3 @@ def test_a_digest_line_is_unchanged_for_hostile_names():
            "uid": 1, "gid": 2, "target": b"../\xff", "link": None, "xattrs": '{"user.k": "dg=="}'}
     assert canonical_line(row) == (
         '["tmp/\\udcff[\\"],[\\n","symlink",0,null,511,5,1,2,"../\\udcff",{"xattrs":{"user.k":"dg=="}}]\n').encode()
-

@@ -327,11 +327,11 @@ def test_attributes_are_read_for_an_entry_whose_path_is_too_long_to_ask_by(tmp_p
             fd, depth = inner, depth + 1
         made = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
         os.write(made, b"deep")
+        os.close(made)
         try:
             os.setxattr(f"/proc/self/fd/{fd}/deep.txt", "user.k", b"v")
         except OSError:
             pytest.skip("no user attributes on this file system")
-        os.close(made)
     finally:
         os.close(fd)
     (tmp_path / "near.txt").write_text("near")
