@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import contextlib
 import dataclasses
 import hashlib
 import multiprocessing
 import os
 import shutil
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator
 
 from . import chain as chain_mod
 from . import interrupt, processes, tripwire
-from .catalog import Catalog, TreeTable, canonical_line, path_key, path_name
-from .changes import Op, ScanTable, Sharing
+from .catalog import Catalog, TreeTable, canonical_line, path_name
+from .changes import Op, ScanTable, Sharing, scanned
 from .clock import Clock, format_time
 from .config import Config, JobConfig
 from .errors import IntegrityError, LocalIOError, StoreError
@@ -34,7 +34,7 @@ from .layout import new_run_id
 from .pack import PackedVolume, PlannedFile, plan_volumes, source_root, write_volume
 from .point import CommittedPoint, PointWriter, lock_plan
 from .repository import Repository
-from .scan import check_sources, walk
+from .scan import check_sources
 from .sevenzip import prepare_key
 from .store import SpoolFile
 from .synthetic import synthesize
@@ -261,20 +261,13 @@ def _scan(run: _Run) -> None:
 
     run.scan = ScanTable(run.catalog.conn)
     run.scan_started_ns = time.time_ns()  # the real clock, as the kernel's ctimes (never GENARC_NOW)
-    inodes: dict[tuple[int, int], list[bytes]] = {}  # files with more than one name
-    run.catalog.conn.execute("BEGIN")
-    for entry in walk(run.job, on_scan):
-        interrupt.check()
-        try:
-            run.scan.add(entry, run.warn)
-        except (ValueError, OverflowError, sqlite3.Error) as exc:  # one odd entry never stops a run
-            run.warn(f"{entry.path} cannot be recorded ({exc}); it is not in this restore point")
-            continue
-        if entry.type == "file" and entry.nlink > 1:
-            inodes.setdefault((entry.dev, entry.ino), []).append(path_key(entry.name))
-    run.scan.flush(run.warn)
-    run.scan.link_names(inodes)
-    run.catalog.conn.execute("COMMIT")
+    # With a core to spare, the walk runs in a process of its own while this one writes the rows.
+    found = processes.generate_in_child(lambda: scanned(run.job)) if run.config.volumes.effective_workers > 1 \
+        else scanned(run.job)
+    with contextlib.closing(found):  # an error here stops the walk at once
+        run.catalog.conn.execute("BEGIN")
+        run.scan.fill(found, on_scan)
+        run.catalog.conn.execute("COMMIT")
     run.report.files_scanned, run.report.bytes_scanned = run.scan.totals()
 
 

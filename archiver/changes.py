@@ -21,7 +21,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import xxhash
 
@@ -30,7 +30,8 @@ from .catalog import TreeTable, path_key, path_name, storable
 from .errors import IntegrityError
 from .pack import PackedFile, SourceFolders, has_holes, keyed_xxh3, open_source, source_root, xxh3_file
 from .parts import part_spans, parts_digest
-from .scan import Entry
+from .config import JobConfig
+from .scan import Entry, walk
 
 EMPTY_XXH3 = xxhash.xxh3_128(b"").hexdigest()
 
@@ -67,6 +68,27 @@ def _values_from_entry(entry: Entry) -> list[Any]:
             entry.gid, storable("dev", entry.dev), storable("ino", entry.ino), storable("target", entry.target),
             EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None, Op.UNDECIDED.value,
             storable("ctime_ns", entry.ctime_ns), entry.xattrs]
+
+
+def scanned(job: JobConfig) -> Iterator[tuple[Any, ...]]:
+    """What a walk of ``job``'s sources finds, as :meth:`ScanTable.fill` takes it, in walk order: (path, row
+    values, names) for each entry (``names``: a file's link count, else 1), and (level, message) for what the
+    walk reports. Plain data, so it can be produced in another process."""
+    said: list[tuple[str, str]] = []
+    for entry in walk(job, lambda level, message: said.append((level, message))):
+        if said:
+            yield from said
+            said.clear()
+        try:
+            values = _values_from_entry(entry)
+        except (ValueError, OverflowError) as exc:  # one odd entry never stops a run
+            yield "warning", f"{entry.path} cannot be recorded ({exc}); it is not in this restore point"
+            continue
+        if values[3] != entry.mtime_ns:  # mtime_ns, brought into range
+            yield "warning", (f"{entry.path} has a modification time outside 1677-2262, which the catalog cannot "
+                              "hold; its content is kept, its time is stored as the nearest it can hold")
+        yield entry.path, values, entry.nlink if entry.type == "file" else 1
+    yield from said
 
 
 @dataclass(frozen=True)
@@ -167,18 +189,27 @@ class ScanTable(TreeTable):
         self._reuse: str | None = None
         self.failed_parts: dict[bytes, str] = {}  # a file some part of which could not be packed: why
         self.torn_parts: set[bytes] = set()  # a file some part of which kept changing while it was read
-        self._pending: list[tuple[str, list[Any]]] = []  # scanned rows not yet written (:meth:`add`)
+        self._pending: list[tuple[str, list[Any]]] = []  # scanned rows not yet written (:meth:`fill`)
         self.unrecorded: set[bytes] = set()  # scanned entries whose row could not be written
 
-    def add(self, entry: Entry, warn: Callable[[str], None]) -> None:
-        """Record a scanned entry. Rows are written in batches: :meth:`flush` before the table is read."""
-        values = _values_from_entry(entry)
-        if values[3] != entry.mtime_ns:  # mtime_ns, brought into range
-            warn(f"{entry.path} has a modification time outside 1677-2262, which the catalog cannot hold; "
-                 "its content is kept, its time is stored as the nearest it can hold")
-        self._pending.append((entry.path, values))
-        if len(self._pending) >= 1000:
-            self.flush(warn)
+    def fill(self, found: Iterable[tuple[Any, ...]], report: Callable[[str, str], None]) -> None:
+        """Record what a scan found (:func:`scanned`; it may come from another process): each entry's row, in
+        batches, and which names are one file's (:meth:`link_names`); what the walk reported goes to ``report``."""
+        warn: Callable[[str], None] = lambda message: report("warning", message)
+        inodes: dict[tuple[int, int], list[bytes]] = {}  # files with more than one name
+        for item in found:
+            if len(item) == 2:  # (level, message)
+                report(*item)
+                continue
+            interrupt.check()
+            path, values, names = item
+            self._pending.append((path, values))
+            if len(self._pending) >= 1000:
+                self.flush(warn)
+            if names > 1:
+                inodes.setdefault((values[7], values[8]), []).append(values[0])  # (dev, ino), path
+        self.flush(warn)
+        self.link_names(inodes)
 
     def flush(self, warn: Callable[[str], None]) -> None:
         """Write the batched rows. Should a batch fail, its rows are written one by one, and one that cannot be

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -22,7 +23,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 _PR_SET_PDEATHSIG = 1
 TAG = r"([0-9a-f]{8})-([0-9a-f]{8})-(\d+)-(\d+)"  # Identity.tag(), as a pattern
@@ -173,6 +174,69 @@ def die_with_parent(parent: int | None) -> None:
         pass
     if parent is not None and os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+# -- work on another core -------------------------------------------------------------------------
+def generate_in_child(produce: Callable[[], Iterable[Any]], batch: int = 1000) -> Iterator[Any]:
+    """What ``produce()`` yields, produced in a forked process (so on another core, while this one consumes
+    it) and passed back in batches, in order. Items are plain data (they are pickled).
+
+    The child holds no state worth keeping: it dies with this process however that dies, and is stopped
+    when the consumer stops early (an error, an interrupt). An exception in the child is raised here (its
+    text, where it cannot be pickled); a child that dies without a word raises :class:`LocalIOError`.
+    At most a batch and a pipe's buffer are ahead of the consumer."""
+    import multiprocessing
+
+    from .errors import LocalIOError
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_produce, args=(produce, send, batch, os.getpid()), daemon=True,
+                            name="genarc-scan")
+    child.start()
+    send.close()
+    try:
+        while True:
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                child.join()
+                raise LocalIOError(f"A genarc process died (exit status {child.exitcode}; out of memory?); nothing "
+                                   "was committed, rerun.") from None
+            if kind == "error":
+                raise payload
+            if kind == "done":
+                return
+            yield from payload
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _produce(produce: Callable[[], Iterable[Any]], send: Any, batch: int, parent: int) -> None:
+    """The child of :func:`generate_in_child`."""
+    from . import interrupt
+
+    interrupt.worker_init(parent)
+    items: list[Any] = []
+    try:
+        for item in produce():
+            items.append(item)
+            if len(items) >= batch:
+                send.send(("items", items))
+                items = []
+        send.send(("items", items))
+        send.send(("done", None))
+    except BrokenPipeError:  # the consumer stopped
+        return
+    except Exception as exc:  # noqa: BLE001 - any failure is the consumer's to report
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # an exception that does not survive the trip: its text
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        send.send(("error", exc))
 
 
 # -- temporary directories ------------------------------------------------------------------------

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import multiprocessing
 import os
 import subprocess
 import sys
 
+import pytest
+
 from archiver import processes
+from archiver.errors import ConfigError, LocalIOError
 from archiver.processes import Identity, alive, me, sweep_temp
 
 
@@ -81,3 +86,51 @@ def test_without_its_own_proc_a_process_judges_no_one(monkeypatch):
     """In a pid namespace that sees the host's /proc, pids cannot be looked up: everyone counts as running."""
     monkeypatch.setattr(processes, "_OURS", {os.getpid(): False})
     assert processes.running(_dead_pid(), None)
+
+
+# -- work on another core -----------------------------------------------------------------------------------------
+def test_what_another_process_produces_comes_back_whole_and_in_order():
+    assert list(processes.generate_in_child(lambda: range(2500), batch=1000)) == list(range(2500))
+    assert list(processes.generate_in_child(lambda: iter(()))) == []
+
+
+def test_an_error_in_the_other_process_is_raised_in_this_one():
+    def fails():
+        yield 1
+        raise ConfigError("exclude '[' is not a valid pattern; fix it in the job file.")
+
+    got = processes.generate_in_child(fails, batch=1)
+    assert next(got) == 1
+    with pytest.raises(ConfigError, match="not a valid pattern"):
+        next(got)
+
+    class Unpicklable(Exception):  # a local class: it cannot be pickled, its text still comes back
+        pass
+
+    def odd():
+        raise Unpicklable("odd failure")
+        yield  # pragma: no cover
+
+    with pytest.raises(RuntimeError, match="Unpicklable: odd failure"):
+        list(processes.generate_in_child(odd))
+
+
+def test_another_process_that_dies_mid_way_is_named_and_nothing_is_made_up():
+    def dies():
+        yield 1
+        os._exit(3)
+
+    got = processes.generate_in_child(dies, batch=1)
+    assert next(got) == 1
+    with pytest.raises(LocalIOError, match="exit status 3"):
+        next(got)
+
+
+def test_a_consumer_that_stops_early_stops_the_other_process():
+    before = {p.pid for p in multiprocessing.active_children()}
+    got = processes.generate_in_child(itertools.count, batch=10)
+    assert next(got) == 0
+    children = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert len(children) == 1 and children[0].is_alive()
+    got.close()
+    assert not children[0].is_alive()

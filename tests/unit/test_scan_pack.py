@@ -341,3 +341,43 @@ def test_attributes_are_read_for_an_entry_whose_path_is_too_long_to_ask_by(tmp_p
     assert len(os.fsencode(found["deep.txt"].path)) > 4096
     assert found["deep.txt"].xattrs is not None and "user.k" in found["deep.txt"].xattrs
     assert found["near.txt"].xattrs is not None and "user.k" in found["near.txt"].xattrs
+
+
+def test_a_scan_in_another_process_records_what_a_scan_in_this_one_does(tmp_path):
+    """With a core to spare the walk runs in a process of its own: the same rows, the same hard links, and the
+    same warnings and notes, in the same order."""
+    import sqlite3
+
+    from archiver import processes
+    from archiver.changes import ScanTable, scanned
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for index in range(2500):  # more than a batch
+        (src / "sub" / f"f{index:04d}").write_bytes(b"x" * (index % 7))
+    (src / "a").write_bytes(b"one file, two names")
+    os.link(src / "a", src / "sub" / "b")
+    os.symlink("/etc/passwd", src / "outside")
+    os.mkfifo(src / "fifo")
+    (src / "far").write_bytes(b"from the future")
+    os.utime(src / "far", ns=(0, 2**63 + 10**9))  # beyond what the catalog can hold
+    (src / os.fsdecode(b"odd-\xff")).write_bytes(b"a name that is not UTF-8")
+    job = JobConfig("j", (str(src),), ())
+
+    def scan_with(found):
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        said: list[tuple[str, str]] = []
+        table = ScanTable(conn)
+        table.fill(found, lambda level, message: said.append((level, message)))
+        return [tuple(row) for row in conn.execute("SELECT * FROM scan ORDER BY path")], said
+
+    here = scan_with(scanned(job))
+    there = scan_with(processes.generate_in_child(lambda: scanned(job)))
+    assert there == here
+    rows, said = here
+    assert len(rows) == 2500 + 7  # the root, sub, its files, a, b, the link, far and the odd name
+    linked = {os.fsdecode(row[0]).rsplit("/", 1)[-1]: row[18] for row in rows if row[18] is not None}
+    assert list(linked) == ["b"] and linked["b"].endswith(b"/src/a")
+    assert [level for level, _ in said] == ["warning", "note"]  # in walk order: far, then fifo
+    assert "far has a modification time outside" in said[0][1] and "fifo" in said[1][1]
