@@ -11,7 +11,6 @@ import concurrent.futures
 import concurrent.futures.process
 import contextlib
 import dataclasses
-import hashlib
 import multiprocessing
 import os
 import shutil
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from . import chain as chain_mod
 from . import interrupt, processes, tripwire
-from .catalog import Catalog, TreeTable, canonical_line, path_name
+from .catalog import PARALLEL_DIGEST_ROWS, Catalog, TreeDigest, TreeTable, path_name
 from .changes import Op, ScanTable, Sharing, scanned
 from .clock import Clock, format_time
 from .config import Config, JobConfig
@@ -465,20 +464,23 @@ def _commit(run: _Run) -> CommittedPoint:
     elif run.baseline:
         for path in run.scan.removed_since(catalog.tree):
             measurer.removal(path_name(path))
-    # A full lists every row, in path order: the tree digest is taken in the same pass.
-    tree_digest = hashlib.sha256() if run.full else None
-    for row, op in run.scan.listed(full=run.full):
-        if tree_digest is not None:
-            tree_digest.update(canonical_line(row))
-        parts = run.scan.parts_of(row["path"]) if row["parts"] and op in (Op.ADD, Op.CHANGE) else []
-        for key in [row["obj_key"]] + [p["obj_key"] for p in parts]:
-            if op in (Op.ADD, Op.CHANGE) and key is not None and not writer.holds(key):
-                writer.refer(_shared_record(catalog, key))  # content an earlier point of the generation stored
-        measurer.entry(writer.add_row(row, op.value, parts))
-        if not run.full:
-            report.added += op == Op.ADD
-            report.changed += op == Op.CHANGE
-            report.metadata_changed += op == Op.META
+    # A full lists every row, in path order: the tree digest is taken in the same pass (on another core, when
+    # there is one to spare and many rows).
+    spare = run.config.volumes.effective_workers > 1
+    with TreeDigest(parallel=run.full and spare and report.files_scanned >= PARALLEL_DIGEST_ROWS) as full_digest:
+        for row, op in run.scan.listed(full=run.full):
+            if run.full:
+                full_digest.add(row)
+            parts = run.scan.parts_of(row["path"]) if row["parts"] and op in (Op.ADD, Op.CHANGE) else []
+            for key in [row["obj_key"]] + [p["obj_key"] for p in parts]:
+                if op in (Op.ADD, Op.CHANGE) and key is not None and not writer.holds(key):
+                    writer.refer(_shared_record(catalog, key))  # content an earlier point of the generation stored
+            measurer.entry(writer.add_row(row, op.value, parts))
+            if not run.full:
+                report.added += op == Op.ADD
+                report.changed += op == Op.CHANGE
+                report.metadata_changed += op == Op.META
+        tree_digest = full_digest.hexdigest() if run.full else run.scan.digest(parallel=spare)
     if run.full:
         report.added = writer.entries
     run.profile = measurer.finish()
@@ -492,7 +494,7 @@ def _commit(run: _Run) -> CommittedPoint:
         job_config=job_config(run.config, run.job),
         parent=None if run.full else {**tip, "version_id": catalog.get_meta("tip_version")},
         previous_generation_tip=tip if run.full and catalog.tip else None,
-        tree={"digest": run.scan.digest() if tree_digest is None else tree_digest.hexdigest(),
+        tree={"digest": tree_digest,
               "entries": run.scan.count(), "bytes": report.bytes_scanned},
         warnings=len(report.warnings), profile=run.profile.as_dict(),
         tripwire={"enabled": run.config.tripwire.enabled, "score": verdict.score if verdict else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import operator
 import os
 import re
 import sqlite3
@@ -77,9 +78,71 @@ def link_target(value: bytes | str | None) -> str | None:
 DIGEST_COLUMNS = ("path", "type", "size", "xxh3", "mode", "mtime_ns", "uid", "gid", "target", "link", "xattrs")
 
 
+# A tree with this many rows or more has its digest lines made on another core (:class:`TreeDigest`).
+PARALLEL_DIGEST_ROWS = 20000
+
+
 def canonical_line(row: Mapping[str, Any]) -> bytes:
     """One entry's contribution to the tree digest."""
     return _digest_line([row[c] for c in DIGEST_COLUMNS])
+
+
+def digest_of(items: Iterable[Any]) -> str:
+    """The tree digest of what :class:`TreeDigest` sends, in path order: batches of rows (their
+    :data:`DIGEST_COLUMNS` values, in that order), or bytes already made of digest lines."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(item if isinstance(item, bytes) else b"".join(map(_digest_line, item)))
+    return h.hexdigest()
+
+
+class TreeDigest:
+    """The tree digest of rows given in path order. With ``parallel``, their lines are made on another core
+    (:class:`archiver.processes.ChildSink`); this one only picks each row's values. A context manager: leaving
+    it early stops that process."""
+
+    def __init__(self, parallel: bool) -> None:
+        from .processes import ChildSink
+
+        self._sink = ChildSink(digest_of) if parallel else None
+        self._hash = hashlib.sha256()
+        self._rows: list[tuple[Any, ...]] = []
+        self._pick: Any = None
+
+    def __enter__(self) -> "TreeDigest":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+    def add(self, row: sqlite3.Row) -> None:
+        if self._sink is None:
+            self._hash.update(canonical_line(row))
+            return
+        if self._pick is None:
+            self._pick = operator.itemgetter(*[row.keys().index(c) for c in DIGEST_COLUMNS])
+        self._rows.append(self._pick(row))
+        if len(self._rows) >= 2000:
+            self._sink.send(self._rows)
+            self._rows = []
+
+    def lines(self, data: bytes) -> None:
+        """Lines made here, after every row given so far."""
+        if self._sink is None:
+            self._hash.update(data)
+            return
+        if self._rows:
+            self._sink.send(self._rows)
+            self._rows = []
+        self._sink.send(data)
+
+    def hexdigest(self) -> str:
+        if self._sink is None:
+            return self._hash.hexdigest()
+        if self._rows:
+            self._sink.send(self._rows)
+        return str(self._sink.answer())
 
 
 def _digest_line(values: Any) -> bytes:
@@ -202,11 +265,22 @@ class TreeTable:
     def count(self) -> int:
         return int(self.conn.execute(f"SELECT count(*) FROM {self.name}").fetchone()[0])
 
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for batch in self.batches(", ".join(DIGEST_COLUMNS)):
-            h.update(b"".join(map(_digest_line, batch)))
-        return h.hexdigest()
+    def digest(self, parallel: bool = False) -> str:
+        """The tree digest (section 4): every row's canonical line, in path order. With ``parallel``, a large
+        tree's first half has its lines made on another core while this one makes the rest."""
+        columns = ", ".join(DIGEST_COLUMNS)
+        count = self.count() if parallel else 0
+        if count < PARALLEL_DIGEST_ROWS:
+            return digest_of(self.batches(columns))
+        middle = self.conn.execute(f"SELECT path FROM {self.name} ORDER BY path LIMIT 1 OFFSET ?",
+                                   (count // 2,)).fetchone()[0]
+        with TreeDigest(parallel=True) as digest:
+            for batch in self.batches(columns, "path < ?", (middle,)):
+                for row in batch:
+                    digest.add(row)
+            for batch in self.batches(columns, "path >= ?", (middle,)):
+                digest.lines(b"".join(map(_digest_line, batch)))
+            return digest.hexdigest()
 
     def apply_manifest(self, entries: Iterable[Mapping[str, Any]], objects: list[Mapping[str, Any]], what: str) -> None:
         """Replay one manifest's entries onto this tree.

@@ -8,6 +8,7 @@ match the digest each point recorded.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ def _replay(repo: Repository, history: History, tip: Point, tree: TreeTable, wor
             if not isinstance(e.get("path"), str) or scope.holds(e["path"]))  # a path not text: the tree refuses it
         tree.apply_manifest(entries, current.objects, f"Manifest {current.key}")
         recorded = current.header.get("tree", {}).get("digest")
-        if scope is None and (every_digest or index == len(chain) - 1) and tree.digest() != recorded:
+        checked = scope is None and (every_digest or index == len(chain) - 1)
+        if checked and tree.digest(parallel=(os.cpu_count() or 1) > 1) != recorded:
             raise IntegrityError(f"Replaying the chain up to {current.key} does not give the tree it recorded; the chain is inconsistent.")
         if on_point is not None:
             on_point(current)

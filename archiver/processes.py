@@ -23,7 +23,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 _PR_SET_PDEATHSIG = 1
 TAG = r"([0-9a-f]{8})-([0-9a-f]{8})-(\d+)-(\d+)"  # Identity.tag(), as a pattern
@@ -177,22 +177,21 @@ def die_with_parent(parent: int | None) -> None:
 
 
 # -- work on another core -------------------------------------------------------------------------
+# Forked processes that hold no state worth keeping: each dies with this process however that dies, is
+# stopped when its owner stops early (an error, an interrupt), and never touches what it inherited (the
+# catalog's sqlite connection among it). Items and answers are plain data (they are pickled).
+
 def generate_in_child(produce: Callable[[], Iterable[Any]], batch: int = 1000) -> Iterator[Any]:
     """What ``produce()`` yields, produced in a forked process (so on another core, while this one consumes
-    it) and passed back in batches, in order. Items are plain data (they are pickled).
-
-    The child holds no state worth keeping: it dies with this process however that dies, and is stopped
-    when the consumer stops early (an error, an interrupt). An exception in the child is raised here (its
-    text, where it cannot be pickled); a child that dies without a word raises :class:`LocalIOError`.
-    At most a batch and a pipe's buffer are ahead of the consumer."""
+    it) and passed back in batches, in order. An exception in the child is raised here (its text, where it
+    cannot be pickled); a child that dies without a word raises :class:`LocalIOError`. At most a batch and a
+    pipe's buffer are ahead of the consumer."""
     import multiprocessing
-
-    from .errors import LocalIOError
 
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_produce, args=(produce, send, batch, os.getpid()), daemon=True,
-                            name="genarc-scan")
+    child = context.Process(target=_produce, args=(produce, send, receive, batch, os.getpid()), daemon=True,
+                            name="genarc-producer")
     child.start()
     send.close()
     try:
@@ -200,9 +199,7 @@ def generate_in_child(produce: Callable[[], Iterable[Any]], batch: int = 1000) -
             try:
                 kind, payload = receive.recv()
             except EOFError:
-                child.join()
-                raise LocalIOError(f"A genarc process died (exit status {child.exitcode}; out of memory?); nothing "
-                                   "was committed, rerun.") from None
+                _died(child)
             if kind == "error":
                 raise payload
             if kind == "done":
@@ -210,16 +207,15 @@ def generate_in_child(produce: Callable[[], Iterable[Any]], batch: int = 1000) -
             yield from payload
     finally:
         receive.close()
-        if child.is_alive():
-            child.terminate()
-        child.join()
+        _stop(child)
 
 
-def _produce(produce: Callable[[], Iterable[Any]], send: Any, batch: int, parent: int) -> None:
+def _produce(produce: Callable[[], Iterable[Any]], send: Any, inherited: Any, batch: int, parent: int) -> None:
     """The child of :func:`generate_in_child`."""
     from . import interrupt
 
     interrupt.worker_init(parent)
+    inherited.close()  # the consumer's end: once the consumer closes it, sending fails here
     items: list[Any] = []
     try:
         for item in produce():
@@ -229,14 +225,115 @@ def _produce(produce: Callable[[], Iterable[Any]], send: Any, batch: int, parent
                 items = []
         send.send(("items", items))
         send.send(("done", None))
-    except BrokenPipeError:  # the consumer stopped
+    except (BrokenPipeError, ConnectionResetError):  # the consumer stopped
         return
     except Exception as exc:  # noqa: BLE001 - any failure is the consumer's to report
+        send.send(("error", _portable(exc)))
+
+
+class ChildSink:
+    """Items sent, in order, to a forked process that consumes them as they come (on another core, while
+    this one goes on), and its answer: ``consume(items)``'s return value. Use as a context manager: leaving
+    it without :meth:`answer` stops the child."""
+
+    def __init__(self, consume: Callable[[Iterator[Any]], Any]) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        items_in, self._items = context.Pipe(duplex=False)
+        self._answers, answer_out = context.Pipe(duplex=False)
+        self._child = context.Process(target=_consume, args=(consume, items_in, answer_out, (self._items, self._answers),
+                                                             os.getpid()), daemon=True, name="genarc-consumer")
+        self._child.start()
+        items_in.close()
+        answer_out.close()
+
+    def __enter__(self) -> "ChildSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def send(self, item: Any) -> None:
         try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:  # an exception that does not survive the trip: its text
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        send.send(("error", exc))
+            self._items.send(("item", item))
+        except (BrokenPipeError, ConnectionResetError):
+            self._answer()  # the child stopped: its error, or that it died
+
+    def answer(self) -> Any:
+        """Wait for the child to consume everything sent, and return its answer (or raise its error)."""
+        try:
+            self._items.send(("end", None))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return self._answer()
+
+    def _answer(self) -> Any:
+        try:
+            kind, payload = self._answers.recv()
+        except EOFError:
+            _died(self._child)
+        finally:
+            self.close()
+        if kind == "error":
+            raise payload
+        return payload
+
+    def close(self) -> None:
+        self._items.close()
+        self._answers.close()
+        _stop(self._child)
+
+
+def _consume(consume: Callable[[Iterator[Any]], Any], items_in: Any, answer_out: Any, inherited: tuple[Any, ...],
+             parent: int) -> None:
+    """The child of :class:`ChildSink`."""
+    from . import interrupt
+
+    interrupt.worker_init(parent)
+    for connection in inherited:  # the owner's ends: once the owner is gone, receiving ends here
+        connection.close()
+
+    def items() -> Iterator[Any]:
+        while True:
+            kind, payload = items_in.recv()
+            if kind == "end":
+                return
+            yield payload
+
+    try:
+        answer = ("answer", consume(items()))
+    except EOFError:  # the owner stopped
+        return
+    except Exception as exc:  # noqa: BLE001 - any failure is the owner's to report
+        answer = ("error", _portable(exc))
+    try:
+        answer_out.send(answer)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def _portable(exc: Exception) -> Exception:
+    """An exception that survives the trip to another process: itself, or its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _died(child: Any) -> NoReturn:
+    from .errors import LocalIOError
+
+    child.join()
+    raise LocalIOError(f"A genarc process died (exit status {child.exitcode}; out of memory?); nothing was "
+                       "committed, rerun.") from None
+
+
+def _stop(child: Any) -> None:
+    if child.is_alive():
+        child.terminate()
+    child.join()
 
 
 # -- temporary directories ------------------------------------------------------------------------
