@@ -2,6 +2,7 @@
 """Benchmark genarc on a tree of many small files, side by side with restic (issue: speed at scale).
 
     python scripts/bench_many.py [--files 1000000] [--workdir DIR] [--json FILE] [--no-peers]
+                                 [--against REF [--repeat 3]]
 
 Steps, for genarc and restic on the same tree (``--files`` files of 100 to 500 bytes of text,
 1,000 to a folder): an active full, a rerun over the unchanged tree, ``ls`` of one folder, and
@@ -12,6 +13,10 @@ restic, writes JSON, and never fails on a timing.
 Targets (reported, not asserted): full <= 1.0x restic's wall time with peak RSS <= 200 MB;
 unchanged rerun <= 0.5x restic's; ls of a folder and the restore of one file in <= 3 s.
 ``scripts/bench_local.py --many-files N`` runs this after its own steps.
+
+``--against REF`` times instead genarc's full and unchanged rerun with the code of the git ref REF
+and with this checkout's, alternating (REF, this, REF, this, ...) ``--repeat`` times on the same tree,
+and reports the medians: what a change did, measured on one machine in one sitting.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import compile_genarc, fresh, install_peers, table, timed, write_json  # noqa: E402
+from benchlib import compile_genarc, fresh, install_peers, median, table, timed, write_json  # noqa: E402
 
 PASSWORD = "benchmark password"
 NOW = ["2027-01-04T02:00:00Z", "2027-01-04T03:00:00Z"]
@@ -134,16 +140,72 @@ def report(result: dict) -> str:
     return table(lines, ["step", "genarc", "genarc RSS", "genarc read", "restic", "restic RSS", "genarc/restic"])
 
 
+def run_against(work: Path, files: int, ref: str, repeat: int) -> dict:
+    """genarc's full and unchanged rerun with REF's code and with this checkout's, alternating; medians."""
+    corpus = work / "many"
+    if not (work / "many.json").exists():
+        fresh(corpus)
+        (work / "many.json").write_text(json.dumps(build_many(corpus, files)))
+    built = json.loads((work / "many.json").read_text())
+    here = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", ref], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    theirs = fresh(work / f"code-{commit}")
+    archive = subprocess.run(["git", "-C", str(here), "archive", commit, "archiver"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(theirs)], input=archive.stdout, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(theirs / "archiver")], check=True)
+    codes = {commit: theirs, "this checkout": here}
+    (work / "pw").write_text(PASSWORD + "\n")
+    (work / "pw").chmod(0o600)
+    cfg = work / "genarc.toml"
+    cfg.write_text(f'[repository]\nurl = "{work / "g-repo"}"\npassword_file = "{work / "pw"}"\n\n'
+                   f'[jobs.many]\nsources = ["{corpus}"]\n')
+    runs: dict[tuple[str, str], list[float]] = {}
+    for _ in range(repeat):
+        for label, code in codes.items():
+            # Run from the code's own folder: ``python -m archiver`` looks in the working directory first.
+            env = {"XDG_STATE_HOME": str(work / "g-state"), "PYTHONPATH": str(code)}
+            fresh(work / "g-repo")
+            shutil.rmtree(work / "g-state", ignore_errors=True)
+            timed(genarc_cmd(cfg, "init"), env={**env, "GENARC_NOW": NOW[0]}, cwd=code)
+            for step, args, now in (("full", ("run", "--full"), NOW[0]), ("unchanged", ("run",), NOW[1])):
+                seconds = timed(genarc_cmd(cfg, *args), env={**env, "GENARC_NOW": now}, cwd=code)[0]
+                runs.setdefault((label, step), []).append(round(seconds, 2))
+                print(f"  {label:<14} {step:<10} {seconds:8.2f} s", flush=True)
+    rows = [{"tool": f"genarc ({label})", "step": step, "seconds": median(times), "runs": times}
+            for (label, step), times in runs.items()]
+    return {"files": built["files"], "bytes": built["bytes"], "against": commit, "repeat": repeat, "rows": rows}
+
+
+def report_against(result: dict) -> str:
+    by = {(r["tool"], r["step"]): r for r in result["rows"]}
+    lines = []
+    for step in ("full", "unchanged"):
+        old, new = by[(f"genarc ({result['against']})", step)], by[("genarc (this checkout)", step)]
+        lines.append([step, f"{old['seconds']:.2f} s", f"{new['seconds']:.2f} s",
+                      f"{new['seconds'] / old['seconds']:.2f}x" if old["seconds"] else "-"])
+    return table(lines, ["step", result["against"], "this checkout", "ratio"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench-out/bench_many.json"))
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--against", metavar="REF", help="time REF's code and this checkout's, alternating")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, with --against")
     args = parser.parse_args()
     compile_genarc()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="genarc-many-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.against:
+        result = run_against(work, args.files, args.against, max(1, args.repeat))
+        print(f"\n{result['files']:,} files, {result['bytes'] / 1e6:.0f} MB, medians of {result['repeat']}:")
+        print(report_against(result))
+        write_json(args.json, result)
+        print(f"\nJSON: {args.json}")
+        return 0
     if not args.no_peers:
         install_peers(["restic"])
     result = run_bench(work, args.files, not args.no_peers)

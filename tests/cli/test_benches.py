@@ -83,3 +83,12 @@ def test_the_many_files_bench_runs(tmp_path):
     rows = {row["step"]: row for row in result["rows"] if row["tool"] == "genarc"}
     assert set(rows) == {"full", "unchanged", "ls folder", "restore 1 file"}  # the restored file was compared too
     assert 0 < rows["restore 1 file"]["bytes_read"] and 0 < rows["ls folder"]["bytes_read"]
+
+
+def test_the_many_files_bench_compares_a_ref_with_this_checkout(tmp_path):
+    result = _bench("bench_many.py", "--files", "200", "--against", "HEAD", "--repeat", "2", tmp_path=tmp_path)
+    runs = {(row["tool"], row["step"]): row["runs"] for row in result["rows"]}
+    ref = f"genarc ({result['against']})"
+    assert set(runs) == {(tool, step) for tool in (ref, "genarc (this checkout)") for step in ("full", "unchanged")}
+    assert all(len(times) == 2 and all(t > 0 for t in times) for times in runs.values())
+    assert (tmp_path / "work" / f"code-{result['against']}" / "archiver" / "backup.py").is_file()  # REF's own code
