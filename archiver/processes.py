@@ -323,9 +323,12 @@ def _portable(exc: Exception) -> Exception:
 
 
 def _died(child: Any) -> NoReturn:
+    """A child ended without a word: stopped with the run by a signal (say so), or died."""
+    from . import interrupt
     from .errors import LocalIOError
 
     child.join()
+    interrupt.check()  # signalled along with the run (systemd stops every process of a service)
     raise LocalIOError(f"A genarc process died (exit status {child.exitcode}; out of memory?); nothing was "
                        "committed, rerun.") from None
 
