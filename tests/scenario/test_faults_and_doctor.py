@@ -269,6 +269,10 @@ def test_doctor_reads_rules_on_each_job_prefix_and_leaves_its_probe_marker_under
     checks = {c["name"]: c for c in ws.genarc("doctor", "--json").json["checks"]}
     assert checks["lifecycle"]["status"] == "ok", checks["lifecycle"]
     assert checks["delete probe"]["status"] == "fail"  # the admin key can delete
+    # Where the marker lands, seen without the rules: on Ceph, whose lifecycle days last seconds here, the job's
+    # rule may remove an expired marker before it is listed (which would show that a rule reaches it, but not where).
+    admin.delete_bucket_lifecycle(Bucket=bucket)
+    ws.genarc("doctor", "--json")
     markers = admin.list_object_versions(Bucket=bucket, Prefix="backups/").get("DeleteMarkers", [])
     if kind == "ceph":  # moto gap: it leaves no marker for a key that never existed (AWS and Ceph do)
         assert markers
