@@ -282,13 +282,17 @@ class TreeTable:
                 digest.lines(b"".join(map(_digest_line, batch)))
             return digest.hexdigest()
 
-    def apply_manifest(self, entries: Iterable[Mapping[str, Any]], objects: list[Mapping[str, Any]], what: str) -> None:
+    def apply_manifest(self, entries: Iterable[Mapping[str, Any]], objects: list[Mapping[str, Any]], what: str,
+                       opening: bool = False) -> None:
         """Replay one manifest's entries onto this tree.
 
         genarc's runs list each path once per manifest, ``add`` only what the tree does not hold and
-        ``change``, ``meta`` or ``remove`` only what it does; a manifest that does otherwise was not
-        written by a run of genarc, and its chain is refused here.
+        ``change``, ``meta`` or ``remove`` only what it does, and the manifest that opens a chain (a full,
+        ``opening``) only ``add``; a manifest that does otherwise was not written by a run of genarc, and its
+        chain is refused here. A path listed twice is refused: in an opening manifest a second ``add`` finds
+        the path held; otherwise the paths listed so far are kept (an incremental lists what changed).
         """
+        listed: set[bytes] | None = None if opening else set()
         for entry in entries:
             problem = _malformed(entry)
             if problem:
@@ -296,6 +300,13 @@ class TreeTable:
                 about = f" for {path}" if path is not None and _encodable(path) else ""
                 raise IntegrityError(f"{what} has a malformed entry{about} ({problem}); it was forged or damaged.")
             path, op = path_key(entry["path"]), entry["op"]
+            if opening and op != "add":
+                raise IntegrityError(f"{what} opens a chain but lists {entry['path']} as {op}, not add; it was not "
+                                     "written by a genarc run.")
+            if listed is not None:
+                if path in listed:
+                    raise IntegrityError(f"{what} lists {entry['path']} twice; it was not written by a genarc run.")
+                listed.add(path)
             old = self.get(path)
             if (op == "add") != (old is None):
                 doing = "adds what the chain already holds" if op == "add" else f"{op}s what the chain does not hold"

@@ -100,7 +100,7 @@ def _replay(repo: Repository, history: History, tip: Point, tree: TreeTable, wor
         entries = current.entries() if scope is None else (
             e for e in current.entries(scope.needles())
             if not isinstance(e.get("path"), str) or scope.holds(e["path"]))  # a path not text: the tree refuses it
-        tree.apply_manifest(entries, current.objects, f"Manifest {current.key}")
+        tree.apply_manifest(entries, current.objects, f"Manifest {current.key}", opening=index == 0)
         recorded = current.header.get("tree", {}).get("digest")
         checked = scope is None and (every_digest or index == len(chain) - 1)
         if checked and tree.digest(parallel=(os.cpu_count() or 1) > 1) != recorded:

@@ -175,7 +175,7 @@ class Manifest:
     def entries(self, needles: tuple[bytes, ...] | None = None) -> Iterator[dict[str, Any]]:
         """The entries, in order; with ``needles``, only lines holding one of them are parsed and yielded (a
         pre-filter, found at the speed of a regular-expression search over the file: the caller still checks
-        what it gets). A line that is not a JSON object is refused."""
+        what it gets). A line that is not a JSON object in canonical form is refused."""
         try:
             if needles is None:
                 with open(self.plain_path, "rb") as fh:
@@ -204,9 +204,14 @@ class Manifest:
 
 
 def _entry(line: bytes) -> dict[str, Any]:
+    """One entry line. Only the canonical text (:func:`dumps`, as every genarc run writes it) is an entry: JSON
+    allows the same record in other spellings (spaces, escapes, repeated keys), which a search for a path's
+    canonical spelling would not find, so a partial read and a whole one could see different entries."""
     record = json.loads(line)
     if not isinstance(record, dict):
         raise ValueError("a line that is not a JSON object")
+    if dumps(record).encode() != line.rstrip(b"\n"):
+        raise ValueError("a line that is not in canonical form")
     return record
 
 
