@@ -37,13 +37,22 @@ class UploadQueue(Generic[Item, Sent]):
 
     def __exit__(self, kind, value, tb) -> None:
         if kind is None:
-            self.drain(0)
+            try:
+                self.drain(0)
+            except BaseException:  # a send or a record failed, or a signal came, at the end: stop as below
+                self._stop()
+                raise
             self._pool.shutdown(wait=True)
             return
+        self._stop()
+
+    def _stop(self) -> None:
+        """Cancel what is not sent yet (its file removed) and wait for what is in flight: nothing is sent after the
+        queue is left. A send in flight ends with its file removed; it is not recorded."""
         for future, item in list(self._pending.items()):
             if future.cancel():
                 self.discard(item)
-        self._pool.shutdown(wait=True)  # a send in flight ends with its file removed; it is not recorded
+        self._pool.shutdown(wait=True)
 
     def add(self, item: Item) -> None:
         """Send ``item`` once a slot is free (recording what finished meanwhile)."""

@@ -69,3 +69,31 @@ def test_a_failed_send_stops_the_queue_and_no_file_is_left(tmp_path):
     assert len(recorded) < len(paths)
     assert len(added) < len(paths)  # the error stopped the adding
     assert not any(p.exists() for p in added)  # sent, failed or cancelled: no file handed to the queue is left
+
+
+def test_a_send_that_fails_at_the_end_stops_every_other_before_the_queue_is_left(tmp_path):
+    paths = _files(tmp_path, 4)
+    sending = threading.Barrier(4)
+    running: set[str] = set()
+    lock = threading.Lock()
+
+    def send(path: Path) -> str:
+        with lock:
+            running.add(path.name)
+        try:
+            sending.wait(2)  # all four in flight at once
+            if path.name == "v003":
+                raise OSError("the last upload failed")
+            time.sleep(0.3)
+            return path.name
+        finally:
+            path.unlink()
+            with lock:
+                running.discard(path.name)
+
+    with pytest.raises(OSError, match="last upload failed"):
+        with UploadQueue(send, lambda path, name: None, lambda path: path.unlink(), slots=4) as queue:
+            for p in paths:
+                queue.add(p)
+    assert not running  # nothing still sending once the error is raised (the run then removes its spool)
+    assert not any(t.name.startswith("genarc-upload") and t.is_alive() for t in threading.enumerate())
