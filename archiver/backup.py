@@ -352,9 +352,10 @@ def _pack_and_upload(run: _Run, first_index: int = 1) -> None:
 
 def _pack_in_workers(run: _Run, plans: Iterator[Any], workers: int, password: str | None,
                      uploads: UploadQueue[PackedVolume, Any]) -> None:
-    # At most `workers` volumes are being packed, and UPLOADS_IN_FLIGHT sent, at once: each is on local disk.
-    # As many more plans wait in the pool's queue (a plan is a list of paths, on no disk), so a worker that
-    # finishes starts its next volume at once rather than waiting while this thread records one and plans another.
+    # At most 2 x `workers` volumes are packed or waiting here, and UPLOADS_IN_FLIGHT sent, at once: each is on
+    # local disk. A worker that finishes starts its queued plan at once rather than waiting while this thread
+    # records one volume and plans another; while this thread waits for an upload slot, the queued plans become
+    # volumes too (docs/design.md, step 5, states the bound).
     prepare_key(password)
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
