@@ -271,13 +271,16 @@ def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Re
     attributes); by path only where /proc cannot show the descriptor.
 
     Most files have none: one call by path says so (the cheapest way to ask, at about a third of the cost of
-    asking through /proc). A folder above swapped meanwhile can only make that answer "none" for an entry
-    that has some, never lend another file's attributes: any other answer, or a path too long to ask by, goes
-    through the folder's own descriptor (which resolves no folder again and follows no link), and only a file
-    that has some is opened and checked to be the one stat'ed."""
+    asking through /proc), and a stat by path confirms it came from the entry stat'ed in its folder (a folder
+    above swapped meanwhile would answer for another file, and the entry's ACLs would be lost without a word).
+    Any other answer, a path too long to ask by, or another file there goes through the folder's own
+    descriptor (which resolves no folder again and follows no link), and only a file that has some is opened
+    and checked to be the one stat'ed."""
     try:
         if not os.listxattr(path, follow_symlinks=False):
-            return None
+            now = os.stat(path, follow_symlinks=False)
+            if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
+                return None
     except OSError:
         pass
     if _proc_shows_descriptors():

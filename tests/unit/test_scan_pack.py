@@ -381,3 +381,31 @@ def test_a_scan_in_another_process_records_what_a_scan_in_this_one_does(tmp_path
     assert list(linked) == ["b"] and linked["b"].endswith(b"/src/a")
     assert [level for level, _ in said] == ["warning", "note"]  # in walk order: far, then fifo
     assert "far has a modification time outside" in said[0][1] and "fifo" in said[1][1]
+
+
+def test_a_folder_swapped_after_the_stat_neither_lends_nor_loses_attributes(tmp_path):
+    """The attributes of the entry stat'ed in its folder, whatever its path now leads to: a file with others,
+    or one with none (its ACLs would be lost without a word)."""
+    from archiver.scan import _xattrs_at
+
+    (tmp_path / "src" / "d").mkdir(parents=True)
+    (tmp_path / "other" / "d").mkdir(parents=True)
+    (tmp_path / "src" / "d" / "f").write_text("mine")
+    (tmp_path / "other" / "d" / "f").write_text("theirs")
+    try:
+        os.setxattr(tmp_path / "src" / "d" / "f", "user.secret", b"keep-me")
+        os.setxattr(tmp_path / "other" / "d" / "f", "user.planted", b"lent")
+    except OSError:
+        pytest.skip("no user attributes on this file system")
+    fd = os.open(tmp_path / "src" / "d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st = os.stat("f", dir_fd=fd, follow_symlinks=False)
+        path, said = str(tmp_path / "src" / "d" / "f"), []
+        (tmp_path / "src" / "d").rename(tmp_path / "src" / "d.moved")  # the folder swapped for a link
+        (tmp_path / "src" / "d").symlink_to(tmp_path / "other" / "d")
+        assert "user.secret" in _xattrs_at(fd, "f", st, path, lambda *a: said.append(a))
+        os.removexattr(tmp_path / "other" / "d" / "f", "user.planted")
+        assert "user.secret" in _xattrs_at(fd, "f", st, path, lambda *a: said.append(a))
+        assert said == []
+    finally:
+        os.close(fd)
