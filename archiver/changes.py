@@ -27,10 +27,10 @@ import xxhash
 
 from . import interrupt
 from .catalog import TreeTable, path_key, path_name, storable
+from .config import JobConfig
 from .errors import IntegrityError
 from .pack import PackedFile, SourceFolders, has_holes, keyed_xxh3, open_source, source_root, xxh3_file
 from .parts import part_spans, parts_digest
-from .config import JobConfig
 from .scan import Entry, walk
 
 EMPTY_XXH3 = xxhash.xxh3_128(b"").hexdigest()
