@@ -255,6 +255,12 @@ class B2Store:
                 seen.add(version.file_name)
         return iter(found)
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        full = self._key(prefix)
+        listing = self._call(f"Listing {prefix or 'the repository'}",
+                             lambda: list(self.bucket.ls(full, latest_only=True, recursive=False)))
+        return iter(sorted({folder[len(full):].rstrip("/") for _, folder in listing if folder}))
+
 
 class B2Inspector:
     """Reading a B2 bucket's settings and the key's capabilities with the backup key."""

@@ -96,6 +96,12 @@ class Store(Protocol):
     def list_versions(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every version (and delete marker or hidden marker) under ``prefix``."""
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        """The names one level below ``prefix`` (empty, or ending in "/"): each ``name`` with a key
+        ``prefix + name + "/..."``, in order. By a delimiter listing, so the server names the folders without listing
+        the objects in them. A folder may hold nothing current (every key hidden, a local directory emptied by the
+        lifecycle): callers check what they need inside."""
+
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
              sha256: str, retention: Retention | None = None) -> ObjectInfo:
         """Server-side copy into a new key with its own retention."""

@@ -238,6 +238,14 @@ class LocalStore:
     def list_versions(self, prefix: str) -> Iterator[ObjectInfo]:
         return self.list(prefix)
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        start = self.root.joinpath(*prefix.strip("/").split("/")) if prefix.strip("/") else self.root
+        try:
+            names = sorted(entry.name for entry in os.scandir(start) if entry.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return iter(())
+        return iter(names)
+
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
              sha256: str, retention: Retention | None = None) -> ObjectInfo:
         """The local server-side copy: a hard link, like a reflink costs no I/O.

@@ -554,34 +554,35 @@ class S3Store:
     def stat(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
         return self._info(key, self._head(self._key(key), key, version_id))
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
+    def _pages(self, operation: str, what: str, prefix: str, **extra: Any) -> Iterator[dict]:
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-                for item in page.get("Contents", []):
-                    yield ObjectInfo(key=item["Key"][len(self.prefix):], size=int(item["Size"]),
-                                     modified=_utc(item["LastModified"]))
+            yield from self.client.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=self._key(prefix), **extra)
         except GenarcError:
             raise
         except Exception as exc:
-            raise translate(exc, f"Listing {prefix or 'the repository'}") from exc
+            raise translate(exc, f"{what} {prefix or 'the repository'}") from exc
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for page in self._pages("list_objects_v2", "Listing", prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(key=item["Key"][len(self.prefix):], size=int(item["Size"]),
+                                 modified=_utc(item["LastModified"]))
 
     def list_versions(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_object_versions")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-                for item in page.get("Versions", []):
-                    yield ObjectInfo(key=item["Key"][len(self.prefix):], size=int(item["Size"]),
-                                     version_id=item.get("VersionId"), is_latest=bool(item.get("IsLatest")),
-                                     modified=_utc(item["LastModified"]))
-                for item in page.get("DeleteMarkers", []):
-                    yield ObjectInfo(key=item["Key"][len(self.prefix):], size=0, version_id=item.get("VersionId"),
-                                     is_latest=bool(item.get("IsLatest")), is_delete_marker=True,
-                                     modified=_utc(item["LastModified"]))
-        except GenarcError:
-            raise
-        except Exception as exc:
-            raise translate(exc, f"Listing versions of {prefix or 'the repository'}") from exc
+        for page in self._pages("list_object_versions", "Listing versions of", prefix):
+            for item in page.get("Versions", []):
+                yield ObjectInfo(key=item["Key"][len(self.prefix):], size=int(item["Size"]),
+                                 version_id=item.get("VersionId"), is_latest=bool(item.get("IsLatest")),
+                                 modified=_utc(item["LastModified"]))
+            for item in page.get("DeleteMarkers", []):
+                yield ObjectInfo(key=item["Key"][len(self.prefix):], size=0, version_id=item.get("VersionId"),
+                                 is_latest=bool(item.get("IsLatest")), is_delete_marker=True,
+                                 modified=_utc(item["LastModified"]))
+
+    def folders(self, prefix: str) -> Iterator[str]:
+        skip = len(self._key(prefix))
+        for page in self._pages("list_objects_v2", "Listing", prefix, Delimiter="/"):
+            yield from (item["Prefix"][skip:-1] for item in page.get("CommonPrefixes", []))
 
 
 def _utc(value: datetime) -> datetime:

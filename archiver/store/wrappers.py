@@ -42,6 +42,9 @@ class StoreWrapper:
     def list_versions(self, prefix: str) -> Iterator[ObjectInfo]:
         return self.inner.list_versions(prefix)
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        return self.inner.folders(prefix)
+
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
              sha256: str, retention: Retention | None = None) -> ObjectInfo:
         return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
@@ -108,6 +111,10 @@ class CountingStore(StoreWrapper):
     def list_versions(self, prefix):
         self.counts.add("lists")
         return self.inner.list_versions(prefix)
+
+    def folders(self, prefix):
+        self.counts.add("lists")
+        return self.inner.folders(prefix)
 
     def ensure_lock(self, key, *, version_id, retention):
         self.counts.add("stats")
@@ -210,6 +217,9 @@ class RetryingStore(StoreWrapper):
 
     def list_versions(self, prefix):
         return iter(self._call(f"Listing {prefix}", lambda: list(self.inner.list_versions(prefix))))
+
+    def folders(self, prefix):
+        return iter(self._call(f"Listing {prefix or 'the repository'}", lambda: list(self.inner.folders(prefix))))
 
     def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None):
         tried: list = []

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from archiver.errors import ObjectExists, ObjectNotFound, StoreError, TransientStoreError
-from archiver.store import LocalStore, RequestCounts, Retention, SpoolFile, Store, StoreWrapper, open_store
+from archiver.store import CountingStore, LocalStore, RequestCounts, Retention, SpoolFile, Store, StoreWrapper, open_store
 
 FORBIDDEN = ("delete", "remove", "hide", "overwrite", "rename", "unlink", "shorten", "bypass")
 
@@ -143,6 +143,18 @@ def test_list_is_sorted_and_prefix_filtered(store):
     assert [i.key for i in store.list("j/m/")] == ["j/m/a", "j/m/b"]
     assert [i.key for i in store.list("j/")] == ["j/m/a", "j/m/b", "j/v/c"]
     assert {i.key for i in store.list_versions("j/")} >= {"j/m/a", "j/m/b", "j/v/c"}
+
+
+def test_folders_are_named_by_one_delimiter_listing(store):
+    for key in ("j/m/b", "j/m/a", "j/v/c", "other/x", "top", "k~monthly/m/d"):
+        store.put(key, key.encode(), sha256=sha(key.encode()))
+    counts = RequestCounts()
+    counted = CountingStore(store, counts)
+    top = [name for name in counted.folders("") if name != "genarc-probes"]  # the S3 fixture probed conditional puts
+    assert top == ["j", "k~monthly", "other"]  # "top" is an object, not a folder
+    assert list(counted.folders("j/")) == ["m", "v"]
+    assert list(counted.folders("j/m/")) == [] and list(counted.folders("none/")) == []
+    assert counts.snapshot()["lists"] == 4
 
 
 def test_server_side_copy_makes_a_new_key(store):

@@ -87,6 +87,9 @@ class FaultInjector:
     def list_versions(self, prefix):
         return iter(self._call("list_versions", lambda: list(self.inner.list_versions(prefix))))
 
+    def folders(self, prefix):
+        return iter(self._call("folders", lambda: list(self.inner.folders(prefix))))
+
     def copy(self, *args, **kwargs):
         return self._call("copy", self.inner.copy, *args, **kwargs)
 

@@ -162,3 +162,38 @@ def test_a_forged_line_that_is_not_json_is_refused_where_it_is_read(workspace):
     good = ws.genarc("restore", "data", "--target", str(ws.root / "t"), "--include", "f/one.txt", now=NOW[1])
     assert good.code == EXIT_OK, good.err
     assert (ws.root / "t" / "f" / "one.txt").read_bytes() == b"one\n"
+
+
+def test_the_jobs_are_found_by_folder_without_listing_any_volume(chained):
+    """`genarc list` with no job names the repository's jobs from its top-level folders and their manifests."""
+    from archiver import config as config_mod
+    from archiver.repository import Repository
+    from archiver.store import StoreWrapper
+
+    class Recording(StoreWrapper):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.asked: list[tuple[str, str]] = []
+
+        def list(self, prefix):
+            self.asked.append(("list", prefix))
+            return super().list(prefix)
+
+        def list_versions(self, prefix):
+            self.asked.append(("list_versions", prefix))
+            return super().list_versions(prefix)
+
+        def folders(self, prefix):
+            self.asked.append(("folders", prefix))
+            return super().folders(prefix)
+
+    ws = chained
+    (ws.repo / "junk" / "volumes").mkdir(parents=True)  # a folder with no manifest is not a job
+    (ws.repo / "junk" / "volumes" / "v000001.7z").write_bytes(b"not genarc's")
+    repo = Repository.open(config_mod.load(ws.config))
+    recorder = Recording(repo.store)
+    repo.store = recorder
+    assert repo.jobs() == ["data"]
+    assert recorder.asked == [("folders", ""), ("list", "data/manifests/"), ("list", "junk/manifests/")]
+    listed = ws.genarc("list", "--json", now=NOW[2])
+    assert listed.code == EXIT_OK and [item["job"] for item in listed.json] == ["data"]
