@@ -80,6 +80,20 @@ def test_ls_of_a_path_gives_the_rows_of_the_whole_listing(chained, rel):
     assert result.json["entries"] == expected
 
 
+@pytest.mark.parametrize("block", [7, 300, 4096])
+def test_a_manifest_read_in_small_blocks_gives_the_same_rows(chained, monkeypatch, block):
+    """The partial read goes through a manifest in blocks cut at a line's end; lines longer than a block (7 bytes:
+    every line) are carried whole, and a line is found once whatever block it falls in."""
+    from archiver import manifest
+
+    ws = chained
+    expected = {rel: under(whole_listing(ws, NOW[2]), f"{stored(ws)}/{rel}") for rel in ("d", "d/a", "d/raw\udcff")}
+    monkeypatch.setattr(manifest, "_BLOCK", block)
+    for rel, rows in expected.items():
+        result = ws.genarc("ls", "data", f"{stored(ws)}/{rel}", "--json", now=NOW[2])
+        assert result.code == EXIT_OK and result.json["entries"] == rows and rows, rel
+
+
 def test_an_older_point_is_read_in_part_as_it_was(chained):
     ws = chained
     prefix = f"{stored(ws)}/d/a"
