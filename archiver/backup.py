@@ -456,7 +456,7 @@ def _commit(run: _Run) -> CommittedPoint:
     # The tripwire measures this point against the one it follows (for a full: the previous generation's tip).
     # The measurer reads the writer's records as they grow: an entry may refer to a volume listed as shared below.
     measurer = Measurer(catalog.tree if run.baseline else None, {k: d for k, (_, d) in catalog.packing().items()},
-                        writer.records, run.config.volumes.compression)
+                        writer.records, run.config.volumes.compression, ordered=run.full)
     if run.previous is not None:
         for path in run.scan.removed_since(run.previous):
             writer.add_removal(path)

@@ -17,7 +17,7 @@ import os
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .errors import IntegrityError, LocalIOError
 from .parts import parts_digest
@@ -235,6 +235,25 @@ class TreeTable:
 
     def get(self, path: bytes) -> sqlite3.Row | None:
         return self.conn.execute(f"SELECT * FROM {self.name} WHERE path = ?", (path,)).fetchone()
+
+    def ordered_get(self) -> Callable[[bytes], sqlite3.Row | None]:
+        """:meth:`get` for paths asked in path order (a full's listing asks for every row): one ordered pass over
+        the table a batch at a time, instead of a query for each path (12 s at a million rows). A path asked
+        before the last one is looked up alone. The table must not change while it is used."""
+        rows, row, at, last = self.rows(), None, b"", b""  # ``at``: the path of ``row``
+
+        def get(path: bytes) -> sqlite3.Row | None:
+            nonlocal row, at, last
+            if path < last:
+                return self.get(path)
+            last = path
+            while row is None or at < path:
+                row = next(rows, None)
+                if row is None:  # the end of the table: every later path is absent
+                    return None
+                at = row["path"]
+            return row if at == path else None
+        return get
 
     def remove(self, path: bytes) -> None:
         self.conn.execute(f"DELETE FROM {self.name} WHERE path = ?", (path,))

@@ -132,8 +132,11 @@ class Measurer:
     """
 
     def __init__(self, previous: TreeTable | None, dense: Mapping[str, bool], objects: list[Mapping[str, Any]],
-                 job_method: str) -> None:
+                 job_method: str, ordered: bool = False) -> None:
+        """``ordered``: the entries come in path order and are most of the tree (a full's listing): the previous
+        tree is read in one ordered pass for them, not queried path by path. Removals, usually few, are queried."""
         self.previous, self.dense, self.objects = previous, dense, objects
+        self._old = (lambda key: None) if previous is None else previous.ordered_get() if ordered else previous.get
         self.profile = Profile(density_known=job_method != "copy")
         if previous is not None:
             self.profile.files_before = int(previous.conn.execute(
@@ -181,7 +184,7 @@ class Measurer:
             return
         if entry.get("type") != "file" or op == "meta":
             return
-        old = self.previous.get(path_key(entry["path"])) if self.previous is not None else None
+        old = self._old(path_key(entry["path"]))
         if old is not None and old["type"] == "file" and old["xxh3"] == entry.get("xxh3"):
             return  # a full listing unchanged content
         size = max(entry.get("size") or 0, 0)

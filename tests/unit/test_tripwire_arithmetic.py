@@ -100,6 +100,39 @@ def test_a_full_lists_everything_and_only_changed_content_counts():
     assert (p.changed, p.added, p.turned_dense) == (30, 0, 30)
 
 
+def test_a_full_measured_in_one_ordered_pass_gives_the_profile_of_one_query_per_path():
+    import random
+
+    rng = random.Random(5)
+    before = tree_of({f"d/f{i:03d}": (1000, f"h{i}", "z" if i % 3 else "c") for i in range(0, 300, 2)})
+    entries = [change(f"d/f{i:03d}", 1000 + (i % 4 == 0), f"h{i}" if i % 5 else f"e{i}", dense=i % 7 == 0, op="add")
+               for i in range(1, 320) if rng.random() < 0.8]  # in path order; some paths new, some gone
+    profiles = []
+    for ordered in (False, True):
+        m = Measurer(before, DENSE, OBJECTS, "zstd", ordered=ordered)
+        for entry in entries:
+            m.entry(entry)
+        profiles.append(m.finish().as_dict())
+    assert profiles[0] == profiles[1] and profiles[0]["changed"] and profiles[0]["added"]
+
+
+def test_an_ordered_lookup_answers_as_a_query_whatever_the_order_asked():
+    import random
+
+    rng = random.Random(9)
+    names = sorted({bytes(rng.choice(b"ab/\xff\x00") for _ in range(rng.randint(1, 4))) for _ in range(400)})
+    tree = TreeTable(connect(":memory:"), "tree")
+    for name in names[::2]:
+        tree.put({"path": name, "type": "file", "size": len(name), "entry": "e", "mode": 0o644, "mtime_ns": 1,
+                  "uid": 0, "gid": 0})
+    asked = names + [b"", b"\xff" * 9] + rng.sample(names, 60) + names[:10]  # in order, past the end, then anywhere
+    get = tree.ordered_get()
+    for name in asked:
+        found, expected = get(name), tree.get(name)
+        assert (found is None) == (expected is None), name
+        assert found is None or tuple(found) == tuple(expected)
+
+
 def test_floors_and_history():
     quiet = Profile(files_before=10, changed=10, turned_dense=10, dense_rewrites=10)
     assert not judge(quiet, [], SETTINGS).suspicious  # fewer files than min_files never trip
