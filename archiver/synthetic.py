@@ -74,7 +74,7 @@ def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | No
         sha256 = sources[old][1]
         copy = writer.record_copy(old, sent, sha256, writer.volume_key(index), content_bytes=content.get(old),
                                   packing=(packing or {}).get(old))
-        scan.repoint(old, copy.key, copy.version_id, sha256)
+        moves.append((old, copy.key, copy.version_id, sha256))
         report.copied_volumes += 1
         report.copied_bytes += copy.size
 
@@ -84,8 +84,10 @@ def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | No
     with UploadQueue(send, ended.__setitem__, lambda job: None, slots=COPIES_IN_FLIGHT) as copies:
         for job in enumerate(list(to_copy), start=1):
             copies.add(job)
+    moves: list[tuple[str, str, str | None, str]] = []
     for job in sorted(ended):
         record(job, ended[job])
+    scan.repoint(moves)
     for old in to_repack:
         report.repacked_volumes += 1
         report.repacked_bytes += live.get(old, 0)
