@@ -236,11 +236,13 @@ class TreeTable:
     def get(self, path: bytes) -> sqlite3.Row | None:
         return self.conn.execute(f"SELECT * FROM {self.name} WHERE path = ?", (path,)).fetchone()
 
-    def ordered_get(self) -> Callable[[bytes], sqlite3.Row | None]:
+    def ordered_get(self, columns: str = "*") -> Callable[[bytes], sqlite3.Row | None]:
         """:meth:`get` for paths asked in path order (a full's listing asks for every row): one ordered pass over
-        the table a batch at a time, instead of a query for each path (12 s at a million rows). A path asked
-        before the last one is looked up alone. The table must not change while it is used."""
-        rows, row, at, last = self.rows(), None, b"", b""  # ``at``: the path of ``row``
+        the table a batch at a time, instead of a query for each path (8 s at a million rows). ``columns``: those
+        the caller reads, path first. A path asked before the last one is looked up alone. The table must not
+        change while it is used."""
+        rows = (row for batch in self.batches(columns) for row in batch)
+        row, at, last = None, b"", b""  # ``at``: the path of ``row``
 
         def get(path: bytes) -> sqlite3.Row | None:
             nonlocal row, at, last

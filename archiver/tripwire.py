@@ -122,6 +122,9 @@ def _stem(path: str) -> str:
     return posixpath.join(head, root)
 
 
+_OLD_COLUMNS = "path, type, size, xxh3, obj_key, parts"  # what a measure reads of the tree before a point
+
+
 class Measurer:
     """Builds a :class:`Profile` from a point's entries as its manifest lists them, against the tree before it.
 
@@ -136,7 +139,8 @@ class Measurer:
         """``ordered``: the entries come in path order and are most of the tree (a full's listing): the previous
         tree is read in one ordered pass for them, not queried path by path. Removals, usually few, are queried."""
         self.previous, self.dense, self.objects = previous, dense, objects
-        self._old = (lambda key: None) if previous is None else previous.ordered_get() if ordered else previous.get
+        self._old = (lambda key: None) if previous is None else previous.ordered_get(_OLD_COLUMNS) if ordered \
+            else previous.get
         self.profile = Profile(density_known=job_method != "copy")
         if previous is not None:
             self.profile.files_before = int(previous.conn.execute(
