@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 
 from .clock import format_time
 from .config import Config
-from .errors import (ConfigError, IntegrityError, ObjectExists, ObjectNotFound, RepositoryExists, RepositoryNotFound,
-                     WrongPasswordError)
+from .errors import (ConfigError, IntegrityError, ObjectExists, ObjectNotFound, PermissionDenied, RepositoryExists,
+                     RepositoryNotFound, WrongPasswordError)
 from .layout import REPOSITORY_CONFIG_KEY, manifests_prefix, parse_manifest_key
 from .store import Capabilities, CountingStore, ObjectInfo, RequestCounts, Store, inspector_for, open_store, sha256_of
 
@@ -82,6 +82,11 @@ def effective_lock_mode(lock_mode: str, caps: Capabilities, url: str) -> str:
     """The lock mode runs will write. A lock asked of a bucket that cannot hold it is an error, never a shrug."""
     if lock_mode == "none" or not caps.lockable:
         return "none"
+    if not caps.object_lock and caps.lock_unreadable:
+        raise PermissionDenied(
+            f"The key may not read whether {url} has Object Lock ({caps.lock_unreadable} was refused), so "
+            f"lock_mode = \"{lock_mode}\" cannot be confirmed; grant it to the key (`genarc policy` prints the rights a "
+            "backup key needs) and rerun.")
     if not caps.object_lock:
         raise ConfigError(
             f"{url} has no Object Lock (or File Lock), so lock_mode = \"{lock_mode}\" cannot be honoured; enable it "

@@ -35,6 +35,7 @@ class Capabilities:
     lockable: bool = False  # the kind of store can lock objects (if its bucket is set up for it)
     ransomware_safe: bool = False
     description: str = ""
+    lock_unreadable: str = ""  # the permission the key lacks to learn whether the bucket locks ("" when it knows)
     # Why nothing this store holds is locked or expired by a lifecycle: one sentence that doctor, watch, list,
     # run and plan all say the same way ("" for a store that can lock).
     unprotected: str = ""

@@ -117,8 +117,7 @@ def make_client(endpoint_url: str | None, region: str | None, profile: str | Non
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if endpoint_url else None,
         connect_timeout=20, read_timeout=120,
-        max_pool_connections=32,  # upload threads, each with its parts in flight, share one client
-    )
+        max_pool_connections=32)  # upload threads, each with its parts in flight, share one client
     return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
@@ -205,7 +204,7 @@ class S3Store:
         return self._caps
 
     def _probe(self) -> Capabilities:
-        versioning = lock = False
+        versioning, lock, unreadable = False, False, ""
         try:
             versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status") == "Enabled"
         except Exception as exc:
@@ -219,11 +218,12 @@ class S3Store:
             err = translate(exc, f"Reading the Object Lock configuration of bucket {self.bucket}")
             if not isinstance(err, (PermissionDenied, ObjectNotFound, StoreError)) or isinstance(err, TransientStoreError):
                 raise err from exc
-        return Capabilities(object_lock=lock, versioning=versioning, server_side_copy=True,
+            unreadable = "s3:GetBucketObjectLockConfiguration" if isinstance(err, PermissionDenied) else ""
+        return Capabilities(object_lock=lock, versioning=versioning, server_side_copy=True, lock_unreadable=unreadable,
                             conditional_put=self._conditional, lockable=True,
                             ransomware_safe=lock and versioning,
                             description=f"s3://{self.bucket}/{self.prefix} (versioning {'on' if versioning else 'off'}, "
-                                        f"Object Lock {'on' if lock else 'off'})")
+                                        f"Object Lock {'on' if lock else 'unknown' if unreadable else 'off'})")
 
     def inspector(self) -> Any:
         from .s3_inspect import S3Inspector

@@ -15,7 +15,7 @@ import secrets
 import pytest
 
 from archiver import config as config_mod
-from archiver.errors import EXIT_INTEGRITY, EXIT_OK
+from archiver.errors import EXIT_INTEGRITY, EXIT_OK, EXIT_PERMISSION
 from archiver.generation import lock_until
 from tests.scenario.test_immutable_stores import (restore_every_day, run_every_day, sha_b64, small_tree,
                                                   volume_generation_start)
@@ -81,3 +81,27 @@ def test_ceph_enforces_what_genarc_promises(workspace, ceph, monkeypatch):
     doctor = ws.genarc("doctor", "--json")
     checks = {c["name"]: c["status"] for c in doctor.json["checks"]}
     assert checks["versioning"] == "ok" and checks["object lock"] == "ok" and checks["delete probe"] == "ok"
+
+
+def test_a_key_that_may_not_read_the_lock_settings_is_told_which_right_it_lacks(workspace, ceph, monkeypatch):
+    """A refused read of the bucket's Object Lock configuration is not "the bucket has no Object Lock": the key
+    lacks a right, the user is told which, and nothing is written."""
+    ws = workspace
+    backup = ceph.make_user("backup")
+    owner_client = ceph.client(backup)
+    bucket = f"genarc-ceph-{secrets.token_hex(4)}"
+    owner_client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    ws.write_config(url=f"s3://{bucket}/backups", endpoint_url=ceph.url)
+    policy = ws.genarc("policy", "--json").json
+    policy["Statement"].append({"Sid": "NoLockSettings", "Effect": "Deny",
+                                "Action": "s3:GetBucketObjectLockConfiguration", "Resource": f"arn:aws:s3:::{bucket}"})
+    ceph.client(service="iam").put_user_policy(UserName=ceph.uid_of(backup), PolicyName="genarc-backup",
+                                               PolicyDocument=json.dumps(policy))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", backup.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backup.secret_access_key)
+    small_tree(ws.src)
+    refused = ws.genarc("init")
+    assert refused.code == EXIT_PERMISSION, refused.err
+    assert "s3:GetBucketObjectLockConfiguration was refused" in refused.err and "no Object Lock" not in refused.err
+    assert "Traceback" not in refused.err
+    assert "Contents" not in owner_client.list_objects_v2(Bucket=bucket)
