@@ -8,7 +8,6 @@ match the digest each point recorded.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,7 @@ def _replay(repo: Repository, history: History, tip: Point, tree: TreeTable, wor
         tree.apply_manifest(entries, current.objects, f"Manifest {current.key}", opening=index == 0)
         recorded = current.header.get("tree", {}).get("digest")
         checked = scope is None and (every_digest or index == len(chain) - 1)
-        if checked and tree.digest(parallel=(os.cpu_count() or 1) > 1) != recorded:
+        if checked and tree.digest(parallel=repo.workers > 1) != recorded:
             raise IntegrityError(f"Replaying the chain up to {current.key} does not give the tree it recorded; the chain is inconsistent.")
         if on_point is not None:
             on_point(current)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -96,8 +97,9 @@ def effective_lock_mode(lock_mode: str, caps: Capabilities, url: str) -> str:
 
 
 class Repository:
-    def __init__(self, store: CountingStore, settings: dict, keys: Keys, url: str) -> None:
+    def __init__(self, store: CountingStore, settings: dict, keys: Keys, url: str, workers: int = 0) -> None:
         self.store, self.settings, self.keys, self.url = store, settings, keys, url
+        self.workers = workers or os.cpu_count() or 1  # the job file's processes; a reader takes no more cores
 
     @property
     def id(self) -> str:
@@ -127,7 +129,8 @@ class Repository:
             store.put(REPOSITORY_CONFIG_KEY, body, sha256=sha256_of(body))
         except ObjectExists:
             raise RepositoryExists(f"{config.repository_url} is already a genarc repository; nothing was changed.") from None
-        return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
+        return Repository(store, settings, keys, config.repository_url,  # type: ignore[arg-type]
+                          config.volumes.effective_workers)
 
     @staticmethod
     def open(config: Config, counts: RequestCounts | None = None, store: Store | None = None) -> "Repository":
@@ -167,7 +170,8 @@ class Repository:
                 f"The password does not open the repository at {config.repository_url}; check "
                 + ("the password file or command given." if config.from_flags else "the job's password source.")
             )
-        return Repository(store, settings, keys, config.repository_url)  # type: ignore[arg-type]
+        return Repository(store, settings, keys, config.repository_url,  # type: ignore[arg-type]
+                          config.volumes.effective_workers)
 
     def jobs(self) -> list[str]:
         """Every job with a current manifest. The top-level folders come from one delimiter listing and each is

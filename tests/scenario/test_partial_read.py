@@ -211,3 +211,26 @@ def test_the_jobs_are_found_by_folder_without_listing_any_volume(chained):
     assert recorder.asked == [("folders", ""), ("list", "data/manifests/"), ("list", "junk/manifests/")]
     listed = ws.genarc("list", "--json", now=NOW[2])
     assert listed.code == EXIT_OK and [item["job"] for item in listed.json] == ["data"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_replay_takes_a_second_core_only_when_the_job_file_gives_it_one(chained, monkeypatch, workers):
+    """`workers = 1` in the job file keeps a restore's (and verify's) tree digests on one core too."""
+    from archiver import catalog, processes
+
+    ws = chained
+    ws.write_config(volume_size="16KiB", workers=workers)
+    monkeypatch.setattr(catalog, "PARALLEL_DIGEST_ROWS", 1)  # every digest large enough to split
+    started = []
+
+    class Counted(processes.ChildSink):
+        def __init__(self, *args, **kwargs):
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(processes, "ChildSink", Counted)
+    target = ws.root / f"r{workers}"
+    done = ws.genarc("restore", "data", "--target", str(target), now=NOW[2])
+    assert done.code == EXIT_OK, done.err
+    assert (target / stored(ws) / "d" / "ab").read_bytes() == b"changed\n"
+    assert bool(started) == (workers > 1)
