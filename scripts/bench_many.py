@@ -6,7 +6,7 @@
 
 Steps, for genarc and restic on the same tree (``--files`` files of 100 to 500 bytes of text,
 1,000 to a folder): an active full, a rerun over the unchanged tree, ``ls`` of one folder, and
-the restore of one file. Each row gives wall time, peak RSS and, for genarc's ls and restore,
+the restore of one file; then genarc's next generation, opened by a synthetic full (restic has none). Each row gives wall time, peak RSS and, for genarc's ls and restore,
 the bytes read from the repository (from ``--json``). It prints a table and ratios against
 restic, writes JSON, and never fails on a timing.
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import compile_genarc, fresh, install_peers, median, table, timed, write_json  # noqa: E402
 
 PASSWORD = "benchmark password"
-NOW = ["2027-01-04T02:00:00Z", "2027-01-04T03:00:00Z"]
+NOW = ["2027-01-04T02:00:00Z", "2027-01-04T03:00:00Z", "2027-01-11T02:00:00Z"]  # the last opens generation 2
 PER_FOLDER = 1000
 WORDS = b"the quick brown fox jumps over a lazy dog while genarc keeps every generation locked".split()
 
@@ -75,7 +75,7 @@ def run_bench(work: Path, files: int, peers: bool) -> dict:
     stored = str(corpus).strip("/")
     rows: list[dict] = []
 
-    def row(tool: str, step: str, cmd: list[str], env: dict, read_from=None) -> None:
+    def row(tool: str, step: str, cmd: list[str], env: dict, read_from=None) -> str:
         seconds, rss, out = timed(cmd, env=env)
         item = {"tool": tool, "step": step, "seconds": round(seconds, 2), "peak_rss_mb": round(rss)}
         if read_from is not None:
@@ -83,6 +83,7 @@ def run_bench(work: Path, files: int, peers: bool) -> dict:
         rows.append(item)
         extra = f"  read {item['bytes_read'] / 1e6:.1f} MB" if item.get("bytes_read") is not None else ""
         print(f"  {tool:<7} {step:<14} {seconds:8.2f} s  peak {rss:6.0f} MB{extra}", flush=True)
+        return out
 
     cfg = work / "genarc.toml"
     (work / "pw").write_text(PASSWORD + "\n")
@@ -109,6 +110,10 @@ def run_bench(work: Path, files: int, peers: bool) -> dict:
     row("genarc", "restore 1 file", genarc_cmd(cfg, "restore", "many", "--target", str(target), "--include",
                                                f"{stored}/{one}", "--json"), later, got)
     assert (target / stored / one).read_bytes() == (corpus / one).read_bytes(), "the restored file differs"
+    # The next generation opens with a synthetic full: copies of the volumes still live, and what changed.
+    out = row("genarc", "synthetic full", genarc_cmd(cfg, "run", "--json"), {**genv, "GENARC_NOW": NOW[2]})
+    opened = json.loads(out[out.index("{"):])["jobs"][0]["report"]
+    assert opened["generation"] == 2 and opened["synthetic"].get("copied_volumes"), opened
 
     restic = shutil.which("restic") if peers else None
     if restic:
@@ -129,7 +134,7 @@ def run_bench(work: Path, files: int, peers: bool) -> dict:
 def report(result: dict) -> str:
     by = {(r["tool"], r["step"]): r for r in result["rows"]}
     lines = []
-    for step in ("full", "unchanged", "ls folder", "restore 1 file"):
+    for step in ("full", "unchanged", "ls folder", "restore 1 file", "synthetic full"):
         g, r = by.get(("genarc", step)), by.get(("restic", step))
         if g is None:
             continue
