@@ -258,7 +258,8 @@ class ChildSink:
         try:
             self._items.send(("item", item))
         except (BrokenPipeError, ConnectionResetError):
-            self._answer()  # the child stopped: its error, or that it died
+            self._answer()  # the child stopped: its error, or that it died, is raised here
+            raise RuntimeError("internal: a consumer process answered before the items sent to it ended") from None
 
     def answer(self) -> Any:
         """Wait for the child to consume everything sent, and return its answer (or raise its error)."""

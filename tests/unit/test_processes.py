@@ -134,3 +134,35 @@ def test_a_consumer_that_stops_early_stops_the_other_process():
     assert len(children) == 1 and children[0].is_alive()
     got.close()
     assert not children[0].is_alive()
+
+
+def test_a_sink_in_another_process_answers_for_everything_sent_and_raises_what_went_wrong():
+    with processes.ChildSink(lambda items: [x * 2 for x in items]) as sink:
+        for x in range(5000):
+            sink.send(x)
+        assert sink.answer() == [x * 2 for x in range(5000)]
+
+    def refuses(items):
+        for x in items:
+            if x == 300:
+                raise ConfigError("item 300 is refused")
+        return "never"
+
+    with pytest.raises(ConfigError, match="item 300 is refused"):
+        with processes.ChildSink(refuses) as sink:
+            for x in range(200_000):  # the pipe fills: a send sees the child gone, and raises its error
+                sink.send(x)
+            sink.answer()
+
+    with pytest.raises(RuntimeError, match="answered before the items sent to it ended"):
+        with processes.ChildSink(lambda items: next(items)) as sink:  # a consumer that returns early
+            for x in range(200_000):
+                sink.send(x)
+
+
+def test_a_sink_whose_process_dies_is_named():
+    with pytest.raises(LocalIOError, match="exit status 4"):
+        with processes.ChildSink(lambda items: os._exit(4)) as sink:
+            for x in range(200_000):
+                sink.send(x)
+            sink.answer()
