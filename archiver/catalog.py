@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .errors import IntegrityError, LocalIOError
+from .errors import ConfigError, IntegrityError, LocalIOError
 from .parts import parts_digest
 
 TREE_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "dev", "ino", "target", "xxh3",
@@ -161,7 +161,13 @@ def _digest_line(values: Any) -> bytes:
     return (dumps(fields) + "\n").encode()
 
 
+SQLITE_NEEDED = (3, 33, 0)  # UPDATE ... FROM (a scan compared with the tree in one statement)
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < SQLITE_NEEDED:
+        raise ConfigError(f"genarc needs SQLite 3.33 or later, and this Python uses SQLite {sqlite3.sqlite_version}; "
+                          "run genarc with a Python built with a newer SQLite (python.org's builds bundle one).")
     try:
         conn = sqlite3.connect(str(path), isolation_level=None)
     except sqlite3.Error as exc:

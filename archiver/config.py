@@ -32,6 +32,13 @@ MAX_PASSWORD_FILE = 64 * 1024
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def valid_job_name(job: str) -> bool:
+    """A name a job file can define, or such a name with a long-term tier (``home~monthly``); anything else
+    (``..``, a path, a control character, 300 letters) is never used to build a key."""
+    base, _, tier = job.partition("~")
+    return bool(JOB_NAME.fullmatch(base)) and (not tier or tier.isalpha() and tier.islower() and len(tier) <= 16)
+
+
 @dataclass(frozen=True)
 class PasswordSource:
     """Where the repository password comes from: a file, an environment variable or a command."""

@@ -196,15 +196,18 @@ class Manifest:
         start, end = self.body
         with open(self.plain_path, "rb") as fh:
             fh.seek(start)
-            left, carry = end - start, b""
+            left, carry = end - start, []
             while left > 0:
                 data = fh.read(min(left, _BLOCK))
                 if not data:
                     raise ValueError("a manifest shorter than it was")
                 left -= len(data)
-                block = carry + data
-                cut = block.rfind(b"\n") + 1 if left > 0 else len(block)
-                block, carry = block[:cut], block[cut:]  # a line longer than a block is carried whole
+                cut = data.rfind(b"\n") + 1 if left > 0 else len(data)
+                if not cut:  # within a line longer than a block: carried whole, each byte searched once
+                    carry.append(data)
+                    continue
+                block = b"".join([*carry, data[:cut]])
+                carry = [data[cut:]]
                 yield from _lines_matching(pattern, block)
 
 

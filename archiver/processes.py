@@ -259,7 +259,6 @@ class ChildSink:
             self._items.send(("item", item))
         except (BrokenPipeError, ConnectionResetError):
             self._answer()  # the child stopped: its error, or that it died, is raised here
-            raise RuntimeError("internal: a consumer process answered before the items sent to it ended") from None
 
     def answer(self) -> Any:
         """Wait for the child to consume everything sent, and return its answer (or raise its error)."""
@@ -295,15 +294,21 @@ def _consume(consume: Callable[[Iterator[Any]], Any], items_in: Any, answer_out:
     for connection in inherited:  # the owner's ends: once the owner is gone, receiving ends here
         connection.close()
 
+    ended = False
+
     def items() -> Iterator[Any]:
+        nonlocal ended
         while True:
             kind, payload = items_in.recv()
             if kind == "end":
+                ended = True
                 return
             yield payload
 
     try:
         answer = ("answer", consume(items()))
+        if not ended:  # the owner would take an answer for items it never consumed
+            answer = ("error", RuntimeError("internal: a consumer process answered before the items sent to it ended"))
     except EOFError:  # the owner stopped
         return
     except Exception as exc:  # noqa: BLE001 - any failure is the owner's to report

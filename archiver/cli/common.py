@@ -18,7 +18,7 @@ from .. import processes
 from ..backup import Progress
 from ..catalog import state_dir
 from ..clock import Clock, clock_from_env, parse_time
-from ..config import JOB_NAME, Config
+from ..config import Config, valid_job_name
 from ..engine import Engine
 from ..errors import ConfigError, LocalIOError, UsageError
 from ..history import History, Point
@@ -148,13 +148,6 @@ def jobs_of(ctx: Context, repo: Repository, job: str | None, history: History | 
             return [job]
     known = ", ".join(repo.jobs()) or "none yet"  # the log escapes the whole message once
     raise UsageError(f"No job '{job}' in the repository at {ctx.config.repository_url} (jobs there: {known}).")
-
-
-def valid_job_name(job: str) -> bool:
-    """A name a job file can define, or such a name with a long-term tier (``home~monthly``); anything else
-    (``..``, a path, a control character, 300 letters) is never used to build a key."""
-    base, _, tier = job.partition("~")
-    return bool(JOB_NAME.fullmatch(base)) and (not tier or tier.isalpha() and tier.islower() and len(tier) <= 16)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

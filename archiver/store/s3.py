@@ -580,9 +580,9 @@ class S3Store:
                                  modified=_utc(item["LastModified"]))
 
     def folders(self, prefix: str) -> Iterator[str]:
-        skip = len(self._key(prefix))
-        for page in self._pages("list_objects_v2", "Listing", prefix, Delimiter="/"):
-            yield from (item["Prefix"][skip:-1] for item in page.get("CommonPrefixes", []))
+        skip = len(self._key(prefix))  # S3 orders "a-b/" before "a/": sorted here by the name alone
+        return iter(sorted(item["Prefix"][skip:-1] for page in self._pages("list_objects_v2", "Listing", prefix,
+                           Delimiter="/") for item in page.get("CommonPrefixes", [])))
 
 
 def _utc(value: datetime) -> datetime:

@@ -70,6 +70,17 @@ def test_missing_source_dir_is_a_config_error_naming_it(backed_up):
     assert str(missing) in line and "does not exist" in line and "jobs.data.sources" in line
 
 
+def test_a_python_with_an_old_sqlite_is_told_what_genarc_needs(backed_up, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    result = backed_up.genarc("run", "--json", now="2027-01-02T02:00:00Z")
+    assert result.code == EXIT_CONFIG, result.err
+    assert "genarc needs SQLite 3.33 or later, and this Python uses SQLite 3.31.1" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_invalid_job_file_names_file_and_key(workspace):
     workspace.config.write_text('[repository]\nurl = "r"\nencryption = "none"\n[volumes]\nsize = "huge"\n[jobs.a]\nsources = ["."]\n')
     result = workspace.genarc("list")

@@ -146,12 +146,12 @@ def test_list_is_sorted_and_prefix_filtered(store):
 
 
 def test_folders_are_named_by_one_delimiter_listing(store):
-    for key in ("j/m/b", "j/m/a", "j/v/c", "other/x", "top", "k~monthly/m/d"):
+    for key in ("j/m/b", "j/m/a", "j/v/c", "other/x", "top", "k~monthly/m/d", "j-x/y", "j.z/w"):
         store.put(key, key.encode(), sha256=sha(key.encode()))
     counts = RequestCounts()
     counted = CountingStore(store, counts)
     top = [name for name in counted.folders("") if name != "genarc-probes"]  # the S3 fixture probed conditional puts
-    assert top == ["j", "k~monthly", "other"]  # "top" is an object, not a folder
+    assert top == ["j", "j-x", "j.z", "k~monthly", "other"]  # by name ("top" is an object, not a folder)
     assert list(counted.folders("j/")) == ["m", "v"]
     assert list(counted.folders("j/m/")) == [] and list(counted.folders("none/")) == []
     assert counts.snapshot()["lists"] == 4

@@ -204,6 +204,10 @@ def test_the_jobs_are_found_by_folder_without_listing_any_volume(chained):
     ws = chained
     (ws.repo / "junk" / "volumes").mkdir(parents=True)  # a folder with no manifest is not a job
     (ws.repo / "junk" / "volumes" / "v000001.7z").write_bytes(b"not genarc's")
+    for odd in ("a b", "..x"):  # a manifest's name under a folder no job can be named: someone else's junk
+        fake = ws.repo / odd / "manifests" / "g000001-20270301T020000Z"
+        fake.mkdir(parents=True)
+        (fake / "p000001-20270301T020000Z-0123456789abcdef.m7z").write_bytes(b"junk")
     repo = Repository.open(config_mod.load(ws.config))
     recorder = Recording(repo.store)
     repo.store = recorder
@@ -211,6 +215,13 @@ def test_the_jobs_are_found_by_folder_without_listing_any_volume(chained):
     assert recorder.asked == [("folders", ""), ("list", "data/manifests/"), ("list", "junk/manifests/")]
     listed = ws.genarc("list", "--json", now=NOW[2])
     assert listed.code == EXIT_OK and [item["job"] for item in listed.json] == ["data"]
+
+    many = [f"j{index:03d}" for index in range(101)]  # past a hundred folders, one listing of every key
+    for name in many:
+        (ws.repo / name).mkdir()
+        (ws.repo / name / "x").write_bytes(b"junk")
+    recorder.asked.clear()
+    assert repo.jobs() == ["data"] and recorder.asked == [("folders", ""), ("list", "")]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -154,10 +154,12 @@ def test_a_sink_in_another_process_answers_for_everything_sent_and_raises_what_w
                 sink.send(x)
             sink.answer()
 
-    with pytest.raises(RuntimeError, match="answered before the items sent to it ended"):
-        with processes.ChildSink(lambda items: next(items)) as sink:  # a consumer that returns early
-            for x in range(200_000):
-                sink.send(x)
+    for count in (3, 200_000):  # a consumer that returns early: found at a send, or at the answer
+        with pytest.raises(RuntimeError, match="answered before the items sent to it ended"):
+            with processes.ChildSink(lambda items: next(items)) as sink:
+                for x in range(count):
+                    sink.send(x)
+                sink.answer()
 
 
 def test_a_sink_whose_process_dies_is_named():
