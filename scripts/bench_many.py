@@ -59,6 +59,14 @@ def build_many(root: Path, files: int, seed: int = 20261203) -> dict:
     return {"files": files, "bytes": total}
 
 
+def warm(corpus: Path) -> None:
+    """Read every file once, so that the first tool timed does not pay alone for a cold page cache."""
+    for root, _, names in os.walk(corpus):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as fh:
+                fh.read()
+
+
 def genarc_cmd(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "archiver", "--config", str(config), *args]
 
@@ -70,6 +78,7 @@ def run_bench(work: Path, files: int, peers: bool) -> dict:
         fresh(corpus)
         (work / "many.json").write_text(json.dumps(build_many(corpus, files)))
     built = json.loads((work / "many.json").read_text())
+    warm(corpus)
     folder = "d00000" if built["files"] <= PER_FOLDER else f"d{(built['files'] // PER_FOLDER) // 2:05d}"
     one = f"{folder}/f0007.txt"
     stored = str(corpus).strip("/")
@@ -152,6 +161,7 @@ def run_against(work: Path, files: int, ref: str, repeat: int) -> dict:
         fresh(corpus)
         (work / "many.json").write_text(json.dumps(build_many(corpus, files)))
     built = json.loads((work / "many.json").read_text())
+    warm(corpus)
     here = Path(__file__).resolve().parents[1]
     commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", ref], capture_output=True, text=True,
                             check=True).stdout.strip()
