@@ -124,25 +124,26 @@ class TreeDigest:
             self._pick = operator.itemgetter(*[row.keys().index(c) for c in DIGEST_COLUMNS])
         self._rows.append(self._pick(row))
         if len(self._rows) >= 2000:
-            self._sink.send(self._rows)
-            self._rows = []
+            self._send_rows()
 
     def lines(self, data: bytes) -> None:
         """Lines made here, after every row given so far."""
         if self._sink is None:
             self._hash.update(data)
             return
-        if self._rows:
-            self._sink.send(self._rows)
-            self._rows = []
+        self._send_rows()
         self._sink.send(data)
 
     def hexdigest(self) -> str:
         if self._sink is None:
             return self._hash.hexdigest()
+        self._send_rows()
+        return str(self._sink.answer())
+
+    def _send_rows(self) -> None:
         if self._rows:
             self._sink.send(self._rows)
-        return str(self._sink.answer())
+            self._rows = []
 
 
 def _digest_line(values: Any) -> bytes:
