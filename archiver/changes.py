@@ -45,6 +45,8 @@ class Op(str, Enum):
     UNDECIDED = "?"  # internal to classification: scanned, not yet compared with the previous point
 
 
+_UNDECIDED = Op.UNDECIDED.value
+
 # Rows whose content the previous point already holds (unchanged, or metadata only).
 CARRIED = f"(op IS NULL OR op = '{Op.META.value}')"
 _META_COLUMNS = ("mtime_ns", "mode", "uid", "gid", "target", "link", "xattrs")
@@ -61,13 +63,22 @@ _INSERT_SCANNED = (f"INSERT OR REPLACE INTO scan ({','.join(SCANNED_COLUMNS)}) "
                    f"VALUES ({','.join('?' * len(SCANNED_COLUMNS))})")
 
 
+_INT64 = 2**63
+
+
 def _values_from_entry(entry: Entry) -> list[Any]:
     """A scanned entry's :data:`SCANNED_COLUMNS`, as stored (``storable``): built directly, as it runs once per
-    file of every run."""
-    return [path_key(entry.name), entry.type, entry.size, storable("mtime_ns", entry.mtime_ns), entry.mode, entry.uid,
-            entry.gid, storable("dev", entry.dev), storable("ino", entry.ino), storable("target", entry.target),
-            EMPTY_XXH3 if entry.type == "file" and entry.size == 0 else None, Op.UNDECIDED.value,
-            storable("ctime_ns", entry.ctime_ns), entry.xattrs]
+    file of every run (``storable`` is asked only for a number out of sqlite's range, or a link's target)."""
+    path, kind, size, mtime_ns, mode, uid, gid, dev, ino, target, ctime_ns, _, xattrs = entry
+    values = [os.fsencode(path.lstrip("/")), kind, size, mtime_ns, mode, uid, gid, dev, ino, target,
+              EMPTY_XXH3 if kind == "file" and size == 0 else None, _UNDECIDED, ctime_ns, xattrs]
+    if target is not None:
+        values[9] = storable("target", target)
+    if not (-_INT64 <= mtime_ns < _INT64 and -_INT64 <= dev < _INT64 and -_INT64 <= ino < _INT64
+            and -_INT64 <= ctime_ns < _INT64):
+        values[3], values[7], values[8], values[12] = (storable("mtime_ns", mtime_ns), storable("dev", dev),
+                                                      storable("ino", ino), storable("ctime_ns", ctime_ns))
+    return values
 
 
 def scanned(job: JobConfig) -> Iterator[tuple[Any, ...]]:
