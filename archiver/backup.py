@@ -265,7 +265,7 @@ def _scan(run: _Run) -> None:
         else scanned(run.job)
     with contextlib.closing(found):  # an error here stops the walk at once
         run.catalog.conn.execute("BEGIN")
-        run.scan.fill(found, on_scan)
+        run.scan.fill(found, on_scan, meanwhile=run.catalog.drop_retired)
         run.catalog.conn.execute("COMMIT")
     run.report.files_scanned, run.report.bytes_scanned = run.scan.totals()
 
@@ -481,7 +481,7 @@ def _commit(run: _Run) -> CommittedPoint:
                 report.added += op == Op.ADD
                 report.changed += op == Op.CHANGE
                 report.metadata_changed += op == Op.META
-        tree_digest = full_digest.hexdigest() if run.full else run.scan.digest(parallel=spare)
+        tree_digest = full_digest.hexdigest() if run.full else run.scan.digest(parallel=spare, rows=report.files_scanned)
     if run.full:
         report.added = writer.entries
     run.profile = measurer.finish()

@@ -181,6 +181,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 
 _INT64 = 2**63
+RETIRED = "retired"  # the tree before the last commit, until the next run drops it (Catalog.adopt)
 
 
 class TreeTable:
@@ -293,11 +294,12 @@ class TreeTable:
     def count(self) -> int:
         return int(self.conn.execute(f"SELECT count(*) FROM {self.name}").fetchone()[0])
 
-    def digest(self, parallel: bool = False) -> str:
+    def digest(self, parallel: bool = False, rows: int | None = None) -> str:
         """The tree digest (section 4): every row's canonical line, in path order. With ``parallel``, a large
-        tree's first half has its lines made on another core while this one makes the rest."""
+        tree's first half has its lines made on another core while this one makes the rest; ``rows``, about how
+        many rows it has (it is counted when not given; any split gives the same digest)."""
         columns = ", ".join(DIGEST_COLUMNS)
-        count = self.count() if parallel else 0
+        count = (self.count() if rows is None else rows) if parallel else 0
         if count < PARALLEL_DIGEST_ROWS:
             return digest_of(self.batches(columns))
         middle = self.conn.execute(f"SELECT path FROM {self.name} ORDER BY path LIMIT 1 OFFSET ?",
@@ -511,13 +513,20 @@ class Catalog:
         self.conn.execute("BEGIN")
         self.record_objects(objects, replace=replace)
         self.conn.execute(f"UPDATE {scan.name} SET op = NULL WHERE op IS NOT NULL")
-        self.conn.execute("DROP TABLE tree")
-        self.conn.execute("DROP TABLE tree_parts")
+        # The previous tree is set aside, not dropped: dropping a million rows takes a second, which the next
+        # run spends while its walk runs in another process (:meth:`drop_retired`).
+        TreeTable.drop(self.conn, RETIRED)
+        self.conn.execute(f"ALTER TABLE tree RENAME TO {RETIRED}")
+        self.conn.execute(f"ALTER TABLE tree_parts RENAME TO {RETIRED}_parts")
         self.conn.execute(f"ALTER TABLE {scan.name} RENAME TO tree")
         self.conn.execute(f"ALTER TABLE {scan.parts_name} RENAME TO tree_parts")
         self.set_meta(tip)
         self.conn.execute("COMMIT")
         self.tree = TreeTable(self.conn, "tree")
+
+    def drop_retired(self) -> None:
+        """Drop the tree the last commit set aside (:meth:`adopt`), if there is one."""
+        TreeTable.drop(self.conn, RETIRED)
 
     def record_run(self, run_id: str, started: str) -> None:
         self.conn.execute("INSERT OR IGNORE INTO runs VALUES (?, ?)", (run_id, started))
