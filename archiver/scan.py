@@ -218,9 +218,17 @@ def walk(job: JobConfig, report: Report) -> Iterator[Entry]:
             stack.extend(reversed(subdirs))
 
 
+_CONFIRM_EVERY = 256  # files asked for attributes by path between two checks that their folder's path leads to it
+
+
 def _list(fd: int, directory: str, root: str, root_dev: int, job: JobConfig, matcher: "ExcludeMatcher",
           report: Report) -> Generator[Entry, None, list[str]]:
-    """The entries of one open folder, in name order; returns its subfolders to descend into."""
+    """The entries of one open folder, in name order; returns its subfolders to descend into.
+
+    Most files have no extended attributes, and one call by path says so (the cheapest way to ask). It is
+    trusted when the folder's path led to this very folder before and after the calls for a run of files
+    (:func:`_leads_to`): a folder above swapped meanwhile would answer for other files, and the entries' ACLs
+    would be lost without a word. Otherwise those files are asked again through the folder's descriptor."""
     try:
         names = sorted(os.listdir(fd), key=os.fsencode)
     except OSError as exc:
@@ -230,63 +238,107 @@ def _list(fd: int, directory: str, root: str, root_dev: int, job: JobConfig, mat
     subdirs: list[str] = []
     prefix = directory if directory.endswith("/") else directory + "/"  # os.path.join, for a name without "/"
     excluding = matcher if matcher.active else None
-    for name in names:
-        path = prefix + name
-        try:
-            entry = _child(fd, name, path, excluding, root, report)
-        except (ValueError, UnicodeError) as exc:  # one odd name never stops a run
-            report("warning", f"{path} cannot be read ({exc}); it is not in this restore point")
-            continue
-        if entry is None:
-            continue
-        yield entry
-        if entry.type == "dir":
-            if job.one_file_system and entry.dev != root_dev:
-                report("note", f"not crossing into another file system at {entry.path}")
+    folder = os.fstat(fd)
+    for start in range(0, len(names), _CONFIRM_EVERY):
+        by_path = _leads_to(directory, folder)
+        items: list[Entry | tuple[str, str]] = []  # entries, and what was reported among them, until confirmed
+        held: Report = lambda level, message: items.append((level, message))  # noqa: E731
+        asked: list[int] = []  # the entries whose "none" came by path
+        for name in names[start:start + _CONFIRM_EVERY]:
+            path = prefix + name
+            try:
+                entry, unconfirmed = _child(fd, name, path, excluding, root, held, by_path)
+            except (ValueError, UnicodeError) as exc:  # one odd name never stops a run
+                held("warning", f"{path} cannot be read ({exc}); it is not in this restore point")
                 continue
-            subdirs.append(entry.path)
+            if entry is not None:
+                if unconfirmed:
+                    asked.append(len(items))
+                items.append(entry)
+        if asked and not _leads_to(directory, folder):
+            for i in asked:
+                e = items[i]
+                assert isinstance(e, Entry)
+                items[i] = e._replace(xattrs=_xattrs_through(fd, e.path[len(prefix):], (e.ino, e.dev), e.path, report))
+        for item in items:
+            if not isinstance(item, Entry):
+                report(*item)
+                continue
+            yield item
+            if item.type == "dir":
+                if job.one_file_system and item.dev != root_dev:
+                    report("note", f"not crossing into another file system at {item.path}")
+                    continue
+                subdirs.append(item.path)
     return subdirs
 
 
-def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher | None", root: str, report: Report) -> Entry | None:
-    """One folder entry as an Entry, or None when it is excluded (``matcher``: None when nothing is), gone,
-    unreadable or special (reported)."""
+def _leads_to(directory: str, folder: os.stat_result) -> bool:
+    """Whether ``directory``'s path leads to ``folder`` now (through links or not: the calls by path go the
+    same way)."""
+    try:
+        now = os.stat(directory)
+    except OSError:
+        return False
+    return (now.st_ino, now.st_dev) == (folder.st_ino, folder.st_dev)
+
+
+def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher | None", root: str, report: Report,
+           by_path: bool = False) -> tuple[Entry | None, bool]:
+    """One folder entry as an Entry (None when it is excluded (``matcher``: None when nothing is), gone,
+    unreadable or special, reported), and whether it is a file whose attributes were asked by path and found to
+    be none, which its folder's check is still to confirm (only with ``by_path``)."""
     if matcher is not None and matcher.excluded(path, root):
-        return None
+        return None, False
     try:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
     except FileNotFoundError:
         report("warning", f"{path} vanished during the scan")
-        return None
+        return None, False
     except OSError as exc:
         report("warning", f"cannot stat {path}: {exc.strerror}")
-        return None
+        return None, False
     kind = _KINDS.get(st.st_mode & 0o170000)
     if kind is None:
         report("note", f"skipped special file {path} (device, socket or FIFO)")
-        return None
-    return entry_from_stat(path, st, kind, target, None if kind == "symlink" else _xattrs_at(fd, name, st, path, report))
+        return None, False
+    if kind == "symlink":
+        return entry_from_stat(path, st, kind, target), False
+    if by_path and kind == "file" and _none_by_path(path):
+        return entry_from_stat(path, st, kind), True
+    return entry_from_stat(path, st, kind, xattrs=_xattrs_at(fd, name, st, path, report)), False
+
+
+def _none_by_path(path: str) -> bool:
+    """Whether a call by path says the entry there has no extended attributes."""
+    try:
+        return not os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Report) -> str | None:
-    """The attributes of the very entry that was stat'ed in its folder: reached through an O_PATH descriptor
-    (no folder above it is resolved again, so one swapped for a link meanwhile cannot lend another file's
-    attributes); by path only where /proc cannot show the descriptor.
+    """The attributes of the very entry that was stat'ed in its folder as ``st``.
 
-    Most files have none: one call by path says so (the cheapest way to ask, at about a third of the cost of
-    asking through /proc), and a stat by path confirms it came from the entry stat'ed in its folder (a folder
-    above swapped meanwhile would answer for another file, and the entry's ACLs would be lost without a word).
-    Any other answer, a path too long to ask by, or another file there goes through the folder's own
-    descriptor (which resolves no folder again and follows no link), and only a file that has some is opened
-    and checked to be the one stat'ed."""
-    try:
-        if not os.listxattr(path, follow_symlinks=False):
+    None when a call by path says there are none, and a stat by path confirms it came from that entry (a folder
+    above swapped meanwhile would answer for another file, and the entry's ACLs would be lost without a word);
+    otherwise :func:`_xattrs_through` the folder's descriptor."""
+    if _none_by_path(path):
+        try:
             now = os.stat(path, follow_symlinks=False)
             if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
                 return None
-    except OSError:
-        pass
+        except OSError:
+            pass
+    return _xattrs_through(dir_fd, name, (st.st_ino, st.st_dev), path, report)
+
+
+def _xattrs_through(dir_fd: int, name: str, stated: tuple[int, int], path: str, report: Report) -> str | None:
+    """The attributes of the entry ``name`` in the folder ``dir_fd`` whose stat gave ``stated`` (inode, device):
+    reached through an O_PATH descriptor (no folder above it is resolved again, so one swapped for a
+    link meanwhile cannot lend another file's attributes); by path only where /proc cannot show the descriptor.
+    Only an entry that has some is opened and checked to be the one stat'ed."""
     if _proc_shows_descriptors():
         try:
             if not os.listxattr(f"/proc/self/fd/{dir_fd}/{name}", follow_symlinks=False):
@@ -299,7 +351,7 @@ def _xattrs_at(dir_fd: int, name: str, st: os.stat_result, path: str, report: Re
         return None
     try:
         now = os.fstat(opened)
-        if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
+        if (now.st_ino, now.st_dev) != stated:
             return None  # replaced since the stat: its attributes are not this entry's
         if _proc_shows_descriptors():
             return read_xattrs(f"/proc/self/fd/{opened}", report, shown=path, follow=True)

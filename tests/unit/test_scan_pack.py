@@ -383,6 +383,43 @@ def test_a_scan_in_another_process_records_what_a_scan_in_this_one_does(tmp_path
     assert "far has a modification time outside" in said[0][1] and "fifo" in said[1][1]
 
 
+def test_a_folder_swapped_while_its_files_are_asked_by_path_loses_no_attributes(tmp_path, monkeypatch):
+    """The walk asks a run of files for attributes by path and trusts a "none" only if the folder's path still
+    leads to the folder it lists: swapped for a link to files with none while they are asked, the files are
+    asked again through the folder's descriptor, and keep their own."""
+    (tmp_path / "src" / "d").mkdir(parents=True)
+    (tmp_path / "other" / "d").mkdir(parents=True)
+    for i in range(300):  # more than one run of files
+        (tmp_path / "src" / "d" / f"f{i:03}").write_text("mine")
+        (tmp_path / "other" / "d" / f"f{i:03}").write_text("theirs")
+    try:
+        for i in (0, 299):
+            os.setxattr(tmp_path / "src" / "d" / f"f{i:03}", "user.secret", b"keep-me")
+    except OSError:
+        pytest.skip("no user attributes on this file system")
+    real, asked = os.listxattr, []
+
+    def swapping(path, *args, **kwargs):
+        if str(path).endswith("/src/d/f000") and not asked:
+            asked.append(path)
+            (tmp_path / "src" / "d").rename(tmp_path / "src" / "d.moved")
+            (tmp_path / "src" / "d").symlink_to(tmp_path / "other" / "d")
+        if str(path).endswith("/src/d/f256") and len(asked) == 1:  # the next run: swapped back meanwhile
+            asked.append(path)
+            (tmp_path / "src" / "d").unlink()
+            (tmp_path / "src" / "d.moved").rename(tmp_path / "src" / "d")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "listxattr", swapping)
+    said: list = []
+    found = {e.name.rsplit("/", 1)[-1]: e for e in walk(JobConfig("j", (str(tmp_path / "src"),)),
+                                                        lambda *a: said.append(a)) if e.type == "file"}
+    assert len(asked) == 2 and len(found) == 300
+    assert "user.secret" in found["f000"].xattrs and "user.secret" in found["f299"].xattrs
+    assert [n for n, e in found.items() if e.xattrs] == ["f000", "f299"]
+    assert said == []
+
+
 def test_a_folder_swapped_after_the_stat_neither_lends_nor_loses_attributes(tmp_path):
     """The attributes of the entry stat'ed in its folder, whatever its path now leads to: a file with others,
     or one with none (its ACLs would be lost without a word)."""
