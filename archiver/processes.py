@@ -210,25 +210,57 @@ def generate_in_child(produce: Callable[[], Iterable[Any]], batch: int = 1000) -
         _stop(child)
 
 
+_AHEAD = 64  # batches a producer may have made that its consumer has not taken yet (a batch of scanned rows:
+# about 150 KB): room for the consumer's longer pauses (a table dropped meanwhile) without stopping the producer
+
+
 def _produce(produce: Callable[[], Iterable[Any]], send: Any, inherited: Any, batch: int, parent: int) -> None:
-    """The child of :func:`generate_in_child`."""
+    """The child of :func:`generate_in_child`: batches are pickled here and written to the pipe by a thread, so
+    the producer goes on while the consumer is busy, at most :data:`_AHEAD` batches ahead."""
+    import queue
+    import threading
+    from multiprocessing.reduction import ForkingPickler
+
     from . import interrupt
 
     interrupt.worker_init(parent)
     inherited.close()  # the consumer's end: once the consumer closes it, sending fails here
+    outbox: queue.Queue[bytes | None] = queue.Queue(maxsize=_AHEAD)
+    gone = threading.Event()  # the consumer stopped
+
+    def write() -> None:
+        while (data := outbox.get()) is not None:
+            if not gone.is_set():
+                try:
+                    send.send_bytes(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    gone.set()
+
+    writer = threading.Thread(target=write, name="genarc-producer-writer", daemon=True)
+    writer.start()
+
+    def post(message: tuple[str, Any]) -> None:
+        if gone.is_set():
+            raise BrokenPipeError
+        outbox.put(bytes(ForkingPickler.dumps(message)))
+
     items: list[Any] = []
     try:
         for item in produce():
             items.append(item)
             if len(items) >= batch:
-                send.send(("items", items))
+                post(("items", items))
                 items = []
-        send.send(("items", items))
-        send.send(("done", None))
-    except (BrokenPipeError, ConnectionResetError):  # the consumer stopped
-        return
+        post(("items", items))
+        post(("done", None))
+    except BrokenPipeError:  # the consumer stopped
+        pass
     except Exception as exc:  # noqa: BLE001 - any failure is the consumer's to report
-        send.send(("error", _portable(exc)))
+        if not gone.is_set():
+            outbox.put(bytes(ForkingPickler.dumps(("error", _portable(exc)))))
+    finally:
+        outbox.put(None)
+        writer.join()
 
 
 class ChildSink:
