@@ -298,6 +298,36 @@ def test_extraction_into_sinks_vets_entry_names_without_resolving_paths(tmp_path
     assert resolved and (tmp_path / "real" / "a" / "b").read_bytes() == b"a/b"
 
 
+def test_genarcs_writer_records_each_entry_as_py7zr_does(tmp_path):
+    """genarc's writer makes each entry's record itself (no pathlib, one reading of the clock): the archive
+    lists the same names, sizes and attributes as one py7zr writes, a name not in pathlib's form included,
+    and reads back the same bytes."""
+    from archiver import sevenzip
+
+    names = ["a/b", "c", "d/e/f.txt", "g//h", "./i", "j/./k", "l/"]
+    payload = {name: f"content of {name}".encode() * 7 for name in names}
+
+    def listing(path):
+        with py7zr.SevenZipFile(path, "r", password="pw") as archive:
+            members = [(m.filename, m.uncompressed, m.is_directory, m.is_symlink, m.is_file) for m in archive.list()]
+            attributes = [f.get("attributes") for f in archive.header.files_info.files]
+            out = tmp_path / f"{path.stem}-out"
+            archive.extractall(out)
+        return members, attributes, {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    ours, theirs = tmp_path / "ours.7z", tmp_path / "theirs.7z"
+    with sevenzip.open_for_writing(ours, "zstd", 3, "pw") as archive:
+        assert type(archive) is not py7zr.SevenZipFile
+        for name, data in payload.items():
+            sevenzip.write_entry(archive, io.BytesIO(data), name)
+    with py7zr.SevenZipFile(theirs, "w", filters=sevenzip.filters("zstd", 3, True), password="pw",
+                            header_encryption=True) as archive:
+        for name, data in payload.items():
+            archive._writef(io.BytesIO(data), name)
+    assert listing(ours) == listing(theirs)
+    assert [m[0] for m in listing(ours)[0]] == ["a/b", "c", "d/e/f.txt", "g/h", "i", "j/k", "l"]
+
+
 def test_the_7z_key_is_the_one_py7zr_derives():
     """genarc derives 7zAES's key with slices instead of an object per round; it must be py7zr's key, for any
     password length (records wider than a cache line), salt and number of rounds, including 7-Zip's 2^19."""
