@@ -62,11 +62,11 @@ def storable(column: str, value: Any) -> Any:
     only for equality) folded into signed range; a time beyond 1677-2262 clamped to it (the scan warns)."""
     if column == "target":
         return os.fsencode(value) if isinstance(value, str) else value
-    if type(value) is not int or -_INT64 <= value < _INT64:
+    if type(value) is not int or -INT64 <= value < INT64:
         return value
     if column in ("ino", "dev"):
-        return value - 2 * _INT64 if value >= _INT64 else value
-    return max(-_INT64, min(_INT64 - 1, value))
+        return value - 2 * INT64 if value >= INT64 else value
+    return max(-INT64, min(INT64 - 1, value))
 
 
 def link_target(value: bytes | str | None) -> str | None:
@@ -180,7 +180,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
-_INT64 = 2**63
+INT64 = 2**63  # sqlite's integers are signed 64-bit: -INT64 <= n < INT64
 RETIRED = "retired"  # the tree before the last commit, until the next run drops it (Catalog.adopt)
 
 
@@ -426,7 +426,7 @@ def _malformed(entry: Any) -> str | None:
     numbers = {k: entry.get(k) for k in ("size", "mtime_ns", "mode")}
     if entry.get("type") not in ("file", "dir", "symlink"):
         return f"unknown type {entry.get('type')!r}"
-    if any(type(v) is not int or not -_INT64 <= v < _INT64 for v in numbers.values()):
+    if any(type(v) is not int or not -INT64 <= v < INT64 for v in numbers.values()):
         return "a size, time or mode that is not a number"
     if numbers["size"] < 0 or not 0 <= numbers["mode"] <= 0o7777:
         return "a negative size or an impossible mode"

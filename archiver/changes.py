@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import xxhash
 
 from . import interrupt
-from .catalog import TreeTable, path_key, path_name, storable
+from .catalog import INT64, TreeTable, path_key, path_name, storable
 from .config import JobConfig
 from .errors import IntegrityError
 from .pack import PackedFile, SourceFolders, has_holes, keyed_xxh3, open_source, source_root, xxh3_file
@@ -58,7 +58,6 @@ SCANNED_COLUMNS = ("path", "type", "size", "mtime_ns", "mode", "uid", "gid", "de
                    "ctime_ns", "xattrs")
 _INSERT_SCANNED = (f"INSERT OR REPLACE INTO scan ({','.join(SCANNED_COLUMNS)}) "
                    f"VALUES ({','.join('?' * len(SCANNED_COLUMNS))})")
-_INT64 = 2**63  # sqlite's integers are signed 64-bit
 _UNDECIDED = Op.UNDECIDED.value
 
 
@@ -70,8 +69,8 @@ def _values_from_entry(entry: Entry) -> list[Any]:
               EMPTY_XXH3 if kind == "file" and size == 0 else None, _UNDECIDED, ctime_ns, xattrs]
     if target is not None:
         values[9] = storable("target", target)
-    if not (-_INT64 <= mtime_ns < _INT64 and -_INT64 <= dev < _INT64 and -_INT64 <= ino < _INT64
-            and -_INT64 <= ctime_ns < _INT64):
+    if not (-INT64 <= mtime_ns < INT64 and -INT64 <= dev < INT64 and -INT64 <= ino < INT64
+            and -INT64 <= ctime_ns < INT64):
         values[3], values[7], values[8], values[12] = (storable("mtime_ns", mtime_ns), storable("dev", dev),
                                                       storable("ino", ino), storable("ctime_ns", ctime_ns))
     return values

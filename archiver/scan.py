@@ -299,7 +299,7 @@ def _child(fd: int, name: str, path: str, matcher: "ExcludeMatcher | None", root
     except OSError as exc:
         report("warning", f"cannot stat {path}: {exc.strerror}")
         return None, False
-    kind = _KINDS.get(st.st_mode & 0o170000)
+    kind = entry_type(st)
     if kind is None:
         report("note", f"skipped special file {path} (device, socket or FIFO)")
         return None, False
