@@ -1,6 +1,6 @@
 """Everything genarc asks of py7zr, in one place: filters, the AES key, entry writing and hashing sinks.
 
-Six uses of py7zr internals live here and nowhere else. All were checked against
+Seven uses of py7zr internals live here and nowhere else. All were checked against
 py7zr 1.1.4 (the version the test suite installs; ``pyproject.toml`` allows
 ``>=1.0,<2``), and all fall back to py7zr's own behaviour when the internal is missing:
 
@@ -34,6 +34,12 @@ py7zr 1.1.4 (the version the test suite installs; ``pyproject.toml`` allows
   (``py7zr.helpers._sanitize_member_name``); genarc's target, not py7zr, decides
   where bytes go (:mod:`archiver.target`). Every other extraction (a manifest's,
   into a real folder) keeps py7zr's full check.
+- ``py7zr.helpers.calculate_crc32`` (as bound in py7zr's modules) cuts anything over
+  1 MiB into copied 1 MiB slices before ``zlib.crc32`` sees them, and py7zr runs it
+  twice over every byte it extracts (the folder's CRC and the entry's) and once over
+  every byte it writes. ``zlib.crc32`` takes any length and releases the GIL itself,
+  so genarc's version hands it the whole buffer: the same CRC, without copying a
+  restore's gigabytes twice more.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import os
 import pathlib
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable
 
@@ -117,6 +124,24 @@ def _throttle_memory_limit() -> None:
 
 
 _throttle_memory_limit()
+
+
+def _crc32(data: Any, value: int = 0, blocksize: int = 1 << 20) -> int:
+    """py7zr's ``calculate_crc32`` without its slices: ``zlib.crc32`` takes any length (``blocksize`` is unused)."""
+    return zlib.crc32(data, value) & 0xFFFFFFFF
+
+
+def _crc_without_copies() -> None:
+    original = getattr(py7zr.helpers, "calculate_crc32", None)
+    if original is None or original is _crc32:
+        return
+    for name in ("helpers", "compressor", "archiveinfo", "py7zr"):
+        module = getattr(py7zr, name, None)
+        if getattr(module, "calculate_crc32", None) is original:
+            module.calculate_crc32 = _crc32  # type: ignore[union-attr]
+
+
+_crc_without_copies()
 
 
 class _OpenSSLCBC:

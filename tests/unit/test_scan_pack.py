@@ -227,6 +227,47 @@ def test_py7zr_asks_for_the_memory_available_at_most_once_a_second(monkeypatch):
     assert 1_000_000 <= limits.pop() <= 128_000_000  # py7zr's own bounds
 
 
+def test_py7zr_checks_crcs_without_slicing_and_gets_the_same_values(tmp_path):
+    """py7zr's CRC helper copies every MiB it checks into a slice; genarc's gives zlib the whole buffer. Same
+    values for every length around the slice size, any starting value and any kind of buffer, and a corrupt
+    entry is still caught by its CRC."""
+    import random
+    import zlib
+
+    import py7zr.archiveinfo
+    import py7zr.compressor
+    import py7zr.helpers
+    import py7zr.py7zr
+
+    from archiver import sevenzip
+
+    for module in (py7zr.helpers, py7zr.compressor, py7zr.archiveinfo, py7zr.py7zr):
+        assert module.calculate_crc32 is sevenzip._crc32, module.__name__
+    data = random.Random(7).randbytes(3 * (1 << 20) + 5)
+
+    def sliced(buf, value=0, blocksize=1 << 20):  # py7zr 1.1.4's calculate_crc32
+        for pos in range(0, max(len(buf), 1), blocksize):
+            value = zlib.crc32(buf[pos:pos + blocksize], value)
+        return value & 0xFFFFFFFF
+
+    for length in (0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, len(data)):
+        for value in (0, 1, 0xFFFFFFFF, 0x1234_5678):
+            chunk = data[:length]
+            expected = sliced(chunk, value)
+            assert sevenzip._crc32(chunk, value) == expected
+            assert sevenzip._crc32(bytearray(chunk), value) == expected
+            assert sevenzip._crc32(memoryview(chunk), value) == expected
+    # A volume still fails its CRC when an entry's bytes change after compression (COPY: stored as written).
+    volume = tmp_path / "v.7z"
+    with py7zr.SevenZipFile(volume, "w", filters=[{"id": py7zr.FILTER_COPY}]) as archive:
+        archive.writestr(data, "big")
+    raw = bytearray(volume.read_bytes())
+    raw[32 + (2 << 20)] ^= 1  # a byte of the entry, past the 32-byte signature header
+    volume.write_bytes(bytes(raw))
+    with py7zr.SevenZipFile(volume, "r") as archive:
+        assert archive.testzip() == "big"  # the entry whose CRC fails
+
+
 def test_7z_aes_runs_in_openssl_and_gives_the_bytes_pycryptodomex_gives(tmp_path, monkeypatch):
     """py7zr's 7zAES cipher is OpenSSL's AES-CBC (several times pycryptodomex's speed): a volume written through
     it opens with pycryptodomex's CBC, and the other way round; 7zz opens it too when installed."""
