@@ -2,7 +2,7 @@
 """Benchmark genarc on a local repository, side by side with its peers on the same corpus.
 
     python scripts/bench_local.py [--size-gib 1.0] [--corpus classic|mixed] [--repeat 1] [--workdir DIR] [--json FILE]
-                                  [--many-files N] [--far-ms MS]
+                                  [--many-files N] [--far-ms MS] [--restore-dir DIR]
 
 Steps, each for genarc and for every peer (7zz, restic, borg, duplicity; missing ones are
 installed from Debian's packages when run as root): an active full, an incremental after
@@ -16,6 +16,10 @@ Ceph RGW directly and behind a proxy adding MS each way); each writes its JSON b
 one's. It prints
 MB/s, wall-time ratios against each peer, stored bytes and peak RSS, and writes JSON. It never
 fails on a timing.
+
+Restores go into the workdir, or into ``--restore-dir`` (a tmpfs such as /dev/shm takes the
+disk's write cost out and leaves each tool's own work). Beside them, ``cp -a`` of the corpus
+to the same place is timed as the floor: what writing the tree there costs any tool.
 
 Corpora: ``classic`` (half the bytes compressible text, half random, each file one or the
 other) and ``mixed`` (files that mix random and compressible blocks, about a third random;
@@ -168,6 +172,9 @@ def main() -> int:
     parser.add_argument("--s3", default="", help="also back up to S3 servers: comma-separated moto,ceph")
     parser.add_argument("--many-files", type=int, default=0, help="also run scripts/bench_many.py with this many files")
     parser.add_argument("--far-ms", type=float, default=0, help="also run scripts/bench_far.py with this latency")
+    parser.add_argument("--restore-dir", type=Path, default=None,
+                        help="write the restores into this folder instead of the workdir (a tmpfs such as /dev/shm "
+                             "takes the disk's write cost out and leaves each tool's own work)")
     args = parser.parse_args()
     compile_genarc()
 
@@ -280,7 +287,10 @@ def main() -> int:
     metadata_reads = statistics.median(extended_metadata_seconds(corpus_dir) for _ in range(max(3, args.repeat)))
 
     print("restores:", flush=True)
-    target = work / "restore"
+    target = (args.restore_dir / f"genarc-bench-restore-{os.getpid()}") if args.restore_dir else work / "restore"
+    # The floor: the file system's own cost of writing the tree, which every tool pays on top of its work.
+    bench.measure("cp -a", "restore", size, lambda: shutil.rmtree(target, ignore_errors=True),
+                  lambda: ["cp", "-a", str(corpus_dir), str(target)])
     bench.measure("genarc", "restore", size, lambda: fresh(target),
                   lambda: genarc_cmd(cfg, "restore", "bench", "--target", str(target)), env={**genv, "GENARC_NOW": NOW[1]})
     if peers["7zz"]:
@@ -298,6 +308,7 @@ def main() -> int:
         bench.measure("duplicity", "restore", size, lambda: shutil.rmtree(target, ignore_errors=True),
                       lambda: [peers["duplicity"], "restore", "--archive-dir", str(work / "d-cache"), f"file://{work / 'd-repo'}",
                                str(target)], env=env_pw)
+    shutil.rmtree(target, ignore_errors=True)
 
     # A reorganisation: the folder of small files is renamed. What each tool adds to its repository is
     # what it uploads; a tool that recognises moved content adds little more than its metadata.
@@ -442,6 +453,8 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
         targets["large file: 1% rewritten uploads <= 5% of it"] = big["genarc"]["share_of_file"]
     if metadata_reads is not None and g["unchanged"]:
         targets["xattr reads <= 10% of the unchanged run"] = round(metadata_reads / g["unchanged"].seconds, 4)
+    if g["restore"] and by.get(("cp -a", "restore")):
+        ratios["restore time genarc/cp -a (the floor)"] = round(g["restore"].seconds / by[("cp -a", "restore")].seconds, 3)
     print("\nratios (genarc time / peer time; below 1 means genarc is faster):")
     for k, v in ratios.items():
         print(f"  {k:<40} {v}")
