@@ -337,7 +337,8 @@ def main() -> int:
 
     for target in targets:
         target.stop()
-    report(bench, corpus, changes, peers, args.json, work, s3_runs, metadata_reads, renamed, big)
+    report(bench, corpus, changes, peers, args.json, work, s3_runs, metadata_reads, renamed, big,
+           restores_into=str(args.restore_dir) if args.restore_dir else "the workdir")
     companions(args, work)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
@@ -415,7 +416,7 @@ def extended_metadata_seconds(root: Path) -> float:
 
 def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, work: Path,
            s3_runs: dict | None = None, metadata_reads: float | None = None, renamed: dict | None = None,
-           big: dict | None = None) -> None:
+           big: dict | None = None, restores_into: str = "the workdir") -> None:
     by = {(t.tool, t.step): t for t in bench.results}
     rows = []
     for t in bench.results:
@@ -489,7 +490,7 @@ def report(bench: Bench, corpus: dict, changed: list, peers: dict, out: Path, wo
                                                 "platform": platform.platform()},
         "corpus": corpus, "change": changed, "peers": {k: bool(v) for k, v in peers.items()},
         "results": bench.results, "ratios": ratios, "targets": targets, "stored_bytes": stored,
-        "renamed_folder": renamed or {}, "big_file": big or {},
+        "renamed_folder": renamed or {}, "big_file": big or {}, "restores_into": restores_into,
     })
     print(f"\nwrote {out}")
 

@@ -93,3 +93,16 @@ def test_the_many_files_bench_compares_a_ref_with_this_checkout(tmp_path):
     assert set(runs) == {(tool, step) for tool in (ref, "genarc (this checkout)") for step in ("full", "unchanged")}
     assert all(len(times) == 2 and all(t > 0 for t in times) for times in runs.values())
     assert (tmp_path / "work" / f"code-{result['against']}" / "archiver" / "backup.py").is_file()  # REF's own code
+
+
+def test_the_local_bench_runs_with_its_restores_elsewhere(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _bench("bench_local.py", "--size-gib", "0.005", "--big-gib", "0", "--restore-dir", str(elsewhere),
+                    tmp_path=tmp_path)
+    steps = {(r["tool"], r["step"]) for r in result["results"]}
+    assert {("genarc", s) for s in ("full", "incremental", "unchanged", "restore")} <= steps
+    assert ("cp -a", "restore") in steps and "restore time genarc/cp -a (the floor)" in result["ratios"]
+    restored = next(r for r in result["results"] if r["tool"] == "genarc" and r["step"] == "restore")
+    assert f"into {elsewhere}/" in restored["note"] and result["restores_into"] == str(elsewhere)
+    assert list(elsewhere.iterdir()) == []  # removed once every tool has restored there
