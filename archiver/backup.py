@@ -310,7 +310,7 @@ def _synthesize(run: _Run) -> None:
     assert run.scan is not None
     run.catalog.conn.execute("BEGIN")
     result = synthesize(run.writer, run.scan, run.catalog.content_bytes(), run.config.fulls.copy_threshold,
-                        run.report.notes.append, run.catalog.packing())
+                        run.report.notes.append, run.catalog.packing(), run.catalog.object_sizes())
     run.catalog.conn.execute("COMMIT")
     run.report.synthetic = dataclasses.asdict(result)
 

@@ -540,6 +540,10 @@ class Catalog:
     def content_bytes(self) -> dict[str, int | None]:
         return {row[0]: row[1] for row in self.conn.execute("SELECT key, content_bytes FROM objects")}
 
+    def object_sizes(self) -> dict[str, int]:
+        """The size each object of the newest generation has in its manifest."""
+        return {row[0]: row[1] for row in self.conn.execute("SELECT key, size FROM objects WHERE size IS NOT NULL")}
+
     def packing(self) -> dict[str, tuple[str, bool]]:
         """How each object of the newest generation was packed: its method, and whether its content is dense
         (:func:`dense_object`)."""

@@ -145,10 +145,12 @@ class PointWriter:
         info = self.send_copy(src_key, src_version_id, sha256, key)
         return self.record_copy(src_key, info, sha256, key, content_bytes=content_bytes, packing=packing)
 
-    def send_copy(self, src_key: str, src_version_id: str | None, sha256: str, key: str) -> ObjectInfo:
-        """The server-side copy of :meth:`copy_volume`, and nothing else: safe in an upload thread."""
+    def send_copy(self, src_key: str, src_version_id: str | None, sha256: str, key: str, *,
+                  size: int | None = None) -> ObjectInfo:
+        """The server-side copy of :meth:`copy_volume`, and nothing else: safe in an upload thread. ``size``: the
+        source's recorded size, which the copy must have."""
         return self.repo.store.copy(src_key, key, src_version_id=src_version_id, sha256=sha256,
-                                    retention=self.lock.retention)
+                                    retention=self.lock.retention, size=size)
 
     def record_copy(self, src_key: str, info: ObjectInfo, sha256: str, key: str, *, content_bytes: int | None = None,
                     packing: tuple[str, bool] | None = None) -> StoredObject:

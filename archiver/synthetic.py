@@ -44,11 +44,13 @@ def choose(live: dict[str, int], content: dict[str, int | None], threshold: floa
 
 
 def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | None], threshold: float,
-               note: Callable[[str], None], packing: dict[str, tuple[str, bool]] | None = None) -> SyntheticReport:
+               note: Callable[[str], None], packing: dict[str, tuple[str, bool]] | None = None,
+               sizes: dict[str, int] | None = None) -> SyntheticReport:
     """Copy the live volumes into the writer's generation and mark the rest of the carried content for repacking.
 
     Carried rows of the scan (unchanged or metadata-only) end up either pointing at a copy in
-    the new generation or marked to be packed again.
+    the new generation or marked to be packed again. ``sizes``: each volume's size as its manifest
+    recorded it; a copy of another size is refused (and its files repacked).
     """
     live = scan.carried_bytes()
     sources = scan.carried_volumes()
@@ -59,7 +61,7 @@ def synthesize(writer: PointWriter, scan: ScanTable, content: dict[str, int | No
         index, old = job
         version_id, sha256 = sources[old]
         try:
-            return writer.send_copy(old, version_id, sha256, writer.volume_key(index))
+            return writer.send_copy(old, version_id, sha256, writer.volume_key(index), size=(sizes or {}).get(old))
         except GenarcError as exc:
             return exc
 

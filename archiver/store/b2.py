@@ -175,9 +175,11 @@ class B2Store:
         return stored
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None, sha256: str,
-             retention: Retention | None = None) -> ObjectInfo:
+             retention: Retention | None = None, size: int | None = None) -> ObjectInfo:
         full = self._key(dst_key)
         self._refuse_existing(full, dst_key)
+        # Asked even when ``size`` is known: b2sdk copies ``length`` bytes, so a wrong one would make a short copy of
+        # that very size, and B2 keeps no checksum of its own for a large file to tell.
         source = self.stat(src_key, version_id=src_version_id)
         # Giving the length lets b2sdk choose a simple or a large-file (part-by-part) copy.
         version = self._call(f"Copying {src_key} to {dst_key}", self.bucket.copy, source.version_id, full,

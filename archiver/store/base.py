@@ -104,8 +104,10 @@ class Store(Protocol):
         lifecycle): callers check what they need inside."""
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
-             sha256: str, retention: Retention | None = None) -> ObjectInfo:
-        """Server-side copy into a new key with its own retention."""
+             sha256: str, retention: Retention | None = None, size: int | None = None) -> ObjectInfo:
+        """Server-side copy into a new key with its own retention. ``size``: the source's size as recorded, when
+        known; a store may trust it to choose how to copy where a copy of any other size is refused afterwards
+        (:class:`archiver.store.wrappers.VerifyingStore` compares the copy's size with it)."""
 
     def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
         """Confirm that this version is locked at least as ``retention`` asks, raising a missing or shorter lock

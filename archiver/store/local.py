@@ -247,7 +247,7 @@ class LocalStore:
         return iter(names)
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
-             sha256: str, retention: Retention | None = None) -> ObjectInfo:
+             sha256: str, retention: Retention | None = None, size: int | None = None) -> ObjectInfo:
         """The local server-side copy: a hard link, like a reflink costs no I/O.
 
         Objects are read-only and never written in place, so two keys may share the bytes;

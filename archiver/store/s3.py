@@ -446,11 +446,15 @@ class S3Store:
         return head
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None, sha256: str,
-             retention: Retention | None = None) -> ObjectInfo:
+             retention: Retention | None = None, size: int | None = None) -> ObjectInfo:
         full = self._key(dst_key)
         self._refuse_existing(full, dst_key)  # copies are rare (a rollover's live volumes): a HEAD keeps them write-once
         source = {"Bucket": self.bucket, "Key": self._key(src_key), **({"VersionId": src_version_id} if src_version_id else {})}
-        size = self.stat(src_key, version_id=src_version_id).size
+        # A recorded size within CopyObject's limit is trusted without a HEAD: CopyObject copies the whole object
+        # whatever its size (one past the limit is refused by the server), and the copy's size is compared with
+        # the record afterwards. Ranges for a part-by-part copy come from the server's own answer only.
+        if size is None or size > MAX_COPY_OBJECT:
+            size = self.stat(src_key, version_id=src_version_id).size
         if size > MAX_COPY_OBJECT:
             version_id = self._multipart_copy(source, full, dst_key, size, retention)
         else:

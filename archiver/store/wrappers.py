@@ -46,8 +46,9 @@ class StoreWrapper:
         return self.inner.folders(prefix)
 
     def copy(self, src_key: str, dst_key: str, *, src_version_id: str | None = None,
-             sha256: str, retention: Retention | None = None) -> ObjectInfo:
-        return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
+             sha256: str, retention: Retention | None = None, size: int | None = None) -> ObjectInfo:
+        return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention,
+                               size=size)
 
     def ensure_lock(self, key: str, *, version_id: str | None, retention: Retention) -> ObjectInfo:
         return self.inner.ensure_lock(key, version_id=version_id, retention=retention)
@@ -120,9 +121,10 @@ class CountingStore(StoreWrapper):
         self.counts.add("stats")
         return self.inner.ensure_lock(key, version_id=version_id, retention=retention)
 
-    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None):
+    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None, size=None):
         self.counts.add("copies")
-        info = self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
+        info = self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention,
+                               size=size)
         self.counts.add("bytes_copied", info.size)
         return info
 
@@ -141,9 +143,10 @@ class VerifyingStore(StoreWrapper):
         info = self.inner.put(key, source, sha256=sha256, retention=retention)
         return self._check(key, info, size_of(source), sha256)
 
-    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None):
-        info = self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
-        return self._check(dst_key, info, None, sha256)
+    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None, size=None):
+        info = self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention,
+                               size=size)
+        return self._check(dst_key, info, size, sha256)
 
 
 class RetryingStore(StoreWrapper):
@@ -221,14 +224,15 @@ class RetryingStore(StoreWrapper):
     def folders(self, prefix):
         return iter(self._call(f"Listing {prefix or 'the repository'}", lambda: list(self.inner.folders(prefix))))
 
-    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None):
+    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None, size=None):
         tried: list = []
 
         def attempt():
             try:
-                return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
+                return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention,
+                                       size=size)
             except ObjectExists as exc:
-                return self._landed(dst_key, None, sha256, retention, exc, tried)
+                return self._landed(dst_key, size, sha256, retention, exc, tried)
             finally:
                 tried.append(1)
 

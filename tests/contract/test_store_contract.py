@@ -167,6 +167,27 @@ def test_server_side_copy_makes_a_new_key(store):
         store.copy("g1/v", "g2/v", src_version_id=src.version_id, sha256=sha(b"payload"))
 
 
+def test_a_copy_given_its_recorded_size_must_have_it(store):
+    """A rollover passes each volume's size from its manifest: a copy of another size is refused, and on S3 (where
+    CopyObject copies the whole object whatever its size) the source is then not asked for its size again."""
+    from archiver.errors import IntegrityError
+    from archiver.store import backend_of
+
+    if not store.capabilities.server_side_copy:
+        pytest.skip("store has no server-side copy")
+    src = store.put("g1/v", b"payload", sha256=sha(b"payload"))
+    backend, heads = backend_of(store), []
+    if hasattr(backend, "client"):  # S3: every HEAD the copy sends, by key
+        backend.client.meta.events.register("before-parameter-build.s3.HeadObject",
+                                            lambda params, **kw: heads.append(params["Key"]))
+    copied = store.copy("g1/v", "g2/v", src_version_id=src.version_id, sha256=sha(b"payload"), retention=RET, size=7)
+    assert copied.size == 7 and store.get("g2/v", version_id=copied.version_id) == b"payload"
+    if hasattr(backend, "client"):
+        assert heads and not [key for key in heads if key.endswith("g1/v")]  # the copy was checked, not its source
+    with pytest.raises(IntegrityError, match="8"):  # the record says 8 bytes: the 7 the copy has are refused
+        store.copy("g1/v", "g3/v", src_version_id=src.version_id, sha256=sha(b"payload"), retention=RET, size=8)
+
+
 def test_the_client_store_has_no_way_to_destroy(store):
     """Invariant 1: no delete, hide, overwrite or retention-shortening method anywhere in the stack."""
     layer = store

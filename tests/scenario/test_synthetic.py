@@ -128,15 +128,15 @@ class FailingCopies(StoreWrapper):
         self.calls = 0
         self.bad_keys: list[str] = []
 
-    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None):
+    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None, size=None):
         self.calls += 1
         if self.calls == 1:
             raise StoreError("connection dropped during the copy (injected)")
         if self.calls == 2:
-            self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
+            self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention, size=size)
             self.bad_keys.append(dst_key)
             raise IntegrityError(f"The copy {dst_key} does not have the SHA-256 recorded for {src_key} (injected).")
-        return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
+        return self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention, size=size)
 
 
 def test_failed_or_mismatching_copies_are_repacked_and_never_referenced(workspace):

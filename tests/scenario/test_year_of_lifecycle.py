@@ -44,8 +44,8 @@ class Recording(StoreWrapper):
         self.ledger.record(self.prefix + key, info.version_id, self.clock.now())
         return info
 
-    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None):
-        info = self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention)
+    def copy(self, src_key, dst_key, *, src_version_id=None, sha256, retention=None, size=None):
+        info = self.inner.copy(src_key, dst_key, src_version_id=src_version_id, sha256=sha256, retention=retention, size=size)
         self.ledger.record(self.prefix + dst_key, info.version_id, self.clock.now())
         return info
 
