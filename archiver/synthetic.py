@@ -20,7 +20,10 @@ from .point import PointWriter
 from .store import ObjectInfo
 from .uploads import UploadQueue
 
-COPIES_IN_FLIGHT = 4
+# Each copy is a handful of round trips around the server's own work, with no local disk: eight at once keep a
+# far or busy server occupied (on Ceph RGW on loopback, two rollovers each took 2.19 and 2.73 s with eight, 2.71 and
+# 3.11 s with four), and stay within the S3 client's pool of connections.
+COPIES_IN_FLIGHT = 8
 
 
 @dataclass
