@@ -450,11 +450,8 @@ class S3Store:
         full = self._key(dst_key)
         self._refuse_existing(full, dst_key)  # copies are rare (a rollover's live volumes): a HEAD keeps them write-once
         source = {"Bucket": self.bucket, "Key": self._key(src_key), **({"VersionId": src_version_id} if src_version_id else {})}
-        # A recorded size within CopyObject's limit is trusted without a HEAD: CopyObject copies the whole object
-        # whatever its size (one past the limit is refused by the server), and the copy's size is compared with
-        # the record afterwards. Ranges for a part-by-part copy come from the server's own answer only.
-        if size is None or size > MAX_COPY_OBJECT:
-            size = self.stat(src_key, version_id=src_version_id).size
+        # A recorded size within the limit spares a HEAD: CopyObject copies it all and the copy's size is checked after.
+        size = size if size is not None and size <= MAX_COPY_OBJECT else self.stat(src_key, version_id=src_version_id).size
         if size > MAX_COPY_OBJECT:
             version_id = self._multipart_copy(source, full, dst_key, size, retention)
         else:
@@ -481,8 +478,7 @@ class S3Store:
     def _multipart_copy(self, source: dict, full: str, key: str, size: int, retention: Retention | None) -> str | None:
         created = self._call(f"Starting the copy to {key}", self.client.create_multipart_upload, Bucket=self.bucket,
                              Key=full, ChecksumAlgorithm="SHA256", **self._lock_args(retention))
-        upload_id, parts, offset, number = created["UploadId"], [], 0, 1
-        part_size = max(self.part_size, -(-size // 9000))
+        upload_id, parts, offset, number, part_size = created["UploadId"], [], 0, 1, max(self.part_size, -(-size // 9000))
         while offset < size:
             end = min(size, offset + part_size) - 1
             part = self._call(f"Copying part {number} to {key}", self.client.upload_part_copy, Bucket=self.bucket,
